@@ -1,0 +1,98 @@
+//! Why a command failed, as one line for a person.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use alloc_track::dump::DumpError;
+
+/// Why a command failed. `Display` is one line that names the file
+/// concerned; `main` prints it after `alloc-track: `.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CliError {
+    /// A dump could not be read or is not a valid dump.
+    Dump(DumpError),
+    /// An output file could not be created or written.
+    Output {
+        /// The file we tried to write.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// Writing to standard output failed (other than a closed pipe, which
+    /// is not an error: see [`crate::run`]).
+    Stdout(io::Error),
+    /// `--by peak` on a dump whose tracker kept no peak breakdown.
+    NoPeakBreakdown {
+        /// The dump concerned.
+        path: PathBuf,
+    },
+    /// The chosen measure is zero everywhere, so there is nothing to draw.
+    NothingToDraw {
+        /// The dump concerned.
+        path: PathBuf,
+        /// What was weighed, e.g. "live bytes".
+        measure: &'static str,
+    },
+    /// A figure does not fit the output format (pprof values are `i64`).
+    TooLarge {
+        /// The dump concerned.
+        path: PathBuf,
+        /// Which figure and which format.
+        what: String,
+    },
+}
+
+impl CliError {
+    /// Wraps an I/O error on the output file `path`.
+    pub fn output(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CliError {
+        let path = path.into();
+        move |source| CliError::Output { path, source }
+    }
+
+    /// True when the error is only a closed standard output (`| head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl From<DumpError> for CliError {
+    fn from(error: DumpError) -> Self {
+        CliError::Dump(error)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Dump(error) => write!(f, "{error}"),
+            CliError::Output { path, source } => {
+                write!(f, "{}: cannot write: {source}", path.display())
+            }
+            CliError::Stdout(source) => write!(f, "standard output: {source}"),
+            CliError::NoPeakBreakdown { path } => write!(
+                f,
+                "{}: this dump has no peak breakdown (its peak_sites list is empty); \
+                 use --by live, allocated or blocks",
+                path.display()
+            ),
+            CliError::NothingToDraw { path, measure } => write!(
+                f,
+                "{}: nothing to draw: the dump has no {measure}",
+                path.display()
+            ),
+            CliError::TooLarge { path, what } => write!(f, "{}: {what}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CliError::Dump(error) => Some(error),
+            CliError::Output { source, .. } | CliError::Stdout(source) => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `alloc-track export`: a dump in formats other tools open.
+
+pub mod dhat;
+pub mod folded;
+pub mod pprof;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use alloc_track::dump::Dump;
+
+use crate::error::CliError;
+use crate::output::Output;
+use crate::stacks::Order;
+use crate::weigh::Measure;
+
+/// The formats `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Collapsed stacks (`main;f;g 123`) for any flamegraph tool.
+    Folded,
+    /// Gzipped profile.proto laid out like Go's heap profiles.
+    Pprof,
+    /// DHAT's JSON (`dhatFileVersion` 2).
+    Dhat,
+}
+
+/// The `export` command's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportOptions {
+    /// The dump to convert.
+    pub dump: PathBuf,
+    /// The format to write.
+    pub format: ExportFormat,
+    /// Where to write it.
+    pub output: Output,
+    /// What the folded counts weigh (the other formats carry every figure).
+    pub measure: Measure,
+}
+
+impl ExportOptions {
+    /// Options exporting live bytes.
+    pub fn new(dump: impl Into<PathBuf>, format: ExportFormat, output: Output) -> Self {
+        ExportOptions {
+            dump: dump.into(),
+            format,
+            output,
+            measure: Measure::Live,
+        }
+    }
+}
+
+/// The `export` command. When the output is a file, one line on `out` says
+/// where it went; with `-o -` the export itself goes to `out`.
+pub fn export(options: &ExportOptions, out: &mut impl Write) -> Result<(), CliError> {
+    let dump = Dump::load(&options.dump)?;
+    let bytes = match options.format {
+        ExportFormat::Folded => {
+            folded::folded_lines(&dump, &options.dump, options.measure, Order::RootFirst)?
+                .into_bytes()
+        }
+        ExportFormat::Pprof => pprof::encode(&dump, &options.dump)?,
+        ExportFormat::Dhat => dhat::to_json(&dump),
+    };
+    options.output.write_with(out, |w| w.write_all(&bytes))?;
+    if let Output::File(path) = &options.output {
+        let what = match options.format {
+            ExportFormat::Folded => "folded stacks",
+            ExportFormat::Pprof => "pprof profile",
+            ExportFormat::Dhat => "DHAT profile",
+        };
+        writeln!(out, "{what}: {}", path.display()).map_err(CliError::Stdout)?;
+    }
+    Ok(())
+}

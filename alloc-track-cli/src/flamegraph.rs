@@ -1,0 +1,140 @@
+//! Interactive flamegraph SVGs of a dump, drawn by inferno.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use alloc_track::dump::Dump;
+use inferno::flamegraph::color::{BasicPalette, Palette};
+use inferno::flamegraph::{self, Direction};
+
+use crate::error::CliError;
+use crate::export::folded::folded_lines;
+use crate::output::write_file;
+use crate::stacks::Order;
+use crate::weigh::Measure;
+
+/// How to draw a flamegraph. Defaults: live bytes, callers at the root
+/// (`main` at the bottom), growing upwards.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GraphOptions {
+    /// What the width of each frame stands for.
+    pub measure: Measure,
+    /// Grow downwards from the top (an icicle graph) instead of upwards.
+    pub icicle: bool,
+    /// Put the allocating function at the root and its callers above it
+    /// (memray's "inverted" view; inferno's reverse stack order), so that
+    /// all allocations from one place merge into one wide frame.
+    pub site_at_root: bool,
+}
+
+/// The `flamegraph` command's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlamegraphOptions {
+    /// The dump to draw.
+    pub dump: PathBuf,
+    /// The SVG to write.
+    pub output: PathBuf,
+    /// How to draw it.
+    pub graph: GraphOptions,
+}
+
+impl FlamegraphOptions {
+    /// Options drawing `dump` into `output` with default graph options.
+    pub fn new(dump: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        FlamegraphOptions {
+            dump: dump.into(),
+            output: output.into(),
+            graph: GraphOptions::default(),
+        }
+    }
+}
+
+/// Inferno's options for an alloc-track flamegraph: the memory palette,
+/// colours fixed by function name (so two graphs of one program agree),
+/// and the measure's unit in tooltips.
+pub(crate) fn inferno_options(
+    title: String,
+    unit: &str,
+    icicle: bool,
+) -> flamegraph::Options<'static> {
+    let mut options = flamegraph::Options::default();
+    options.title = title;
+    options.count_name = unit.to_string();
+    options.colors = Palette::Basic(BasicPalette::Mem);
+    options.hash = true;
+    options.deterministic = true;
+    if icicle {
+        options.direction = Direction::Inverted;
+    }
+    options
+}
+
+/// Draws `dump` as an SVG. `path` names the dump in the subtitle and in
+/// errors.
+///
+/// The SVG is rendered in memory: it is small (inferno drops frames
+/// narrower than 0.1%), and weighing first means a dump with nothing to
+/// draw leaves no empty file behind.
+pub fn render_svg(dump: &Dump, path: &Path, graph: &GraphOptions) -> Result<Vec<u8>, CliError> {
+    let order = if graph.site_at_root {
+        Order::LeafFirst
+    } else {
+        Order::RootFirst
+    };
+    let lines = folded_lines(dump, path, graph.measure, order)?;
+    let nothing = || CliError::NothingToDraw {
+        path: path.to_path_buf(),
+        measure: graph.measure.describe(),
+    };
+    if lines.is_empty() {
+        return Err(nothing());
+    }
+    let mut title = format!(
+        "{} of {}",
+        capitalised(graph.measure.describe()),
+        dump.program
+    );
+    if graph.site_at_root {
+        title.push_str(", allocation sites at the root");
+    }
+    let mut options = inferno_options(title, graph.measure.unit(), graph.icicle);
+    options.subtitle = Some(path.display().to_string());
+    let mut svg = Vec::new();
+    // Writing into memory fails only when inferno finds no counts.
+    flamegraph::from_lines(&mut options, lines.lines(), &mut svg).map_err(|_| nothing())?;
+    Ok(svg)
+}
+
+/// Draws `dump` into the file `svg`.
+pub fn write_svg_file(
+    dump: &Dump,
+    path: &Path,
+    graph: &GraphOptions,
+    svg: &Path,
+) -> Result<(), CliError> {
+    let bytes = render_svg(dump, path, graph)?;
+    write_file(svg, |w| w.write_all(&bytes))
+}
+
+/// The `flamegraph` command: writes the SVG and says where on `out`.
+pub fn flamegraph(options: &FlamegraphOptions, out: &mut impl Write) -> Result<(), CliError> {
+    let dump = Dump::load(&options.dump)?;
+    write_svg_file(&dump, &options.dump, &options.graph, &options.output)?;
+    writeln!(
+        out,
+        "flamegraph of {}: {}",
+        options.graph.measure.describe(),
+        options.output.display()
+    )
+    .map_err(CliError::Stdout)
+}
+
+pub(crate) fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,335 @@
+//! `alloc-track report`: what is holding the memory, where it was
+//! allocated, and what the peak consisted of, in one screen.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use alloc_track::dump::Dump;
+use alloc_track::human::{percent, Bytes, Count};
+
+use crate::error::CliError;
+use crate::flamegraph::{write_svg_file, GraphOptions};
+use crate::stacks::site_label;
+use crate::weigh::{self, Measure, Weight};
+
+/// The `report` command's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportOptions {
+    /// The dump to report on.
+    pub dump: PathBuf,
+    /// What the table ranks by and the flamegraph weighs.
+    pub measure: Measure,
+    /// How many sites the table shows.
+    pub top: usize,
+    /// Where to write the flamegraph SVG; `None` writes none.
+    pub flamegraph: Option<PathBuf>,
+    /// Source files below this directory are shown relative to it.
+    pub relative_to: Option<PathBuf>,
+}
+
+impl ReportOptions {
+    /// Defaults: live bytes, top 10, no flamegraph, full file paths.
+    pub fn new(dump: impl Into<PathBuf>) -> Self {
+        ReportOptions {
+            dump: dump.into(),
+            measure: Measure::Live,
+            top: 10,
+            flamegraph: None,
+            relative_to: None,
+        }
+    }
+}
+
+/// How many rows the peak breakdown shows under a report of another measure.
+const PEAK_ROWS: usize = 5;
+
+/// The `report` command: loads the dump, writes the flamegraph (first, so
+/// that `report | head` still writes it), prints the report to `out` and
+/// says where the flamegraph went.
+pub fn report(options: &ReportOptions, out: &mut impl Write) -> Result<(), CliError> {
+    let dump = Dump::load(&options.dump)?;
+    // Fails early on `--by peak` without a peak breakdown.
+    weigh::weigh(&dump, options.measure, &options.dump)?;
+    let drawn = match &options.flamegraph {
+        Some(svg) => {
+            let graph = GraphOptions {
+                measure: options.measure,
+                ..GraphOptions::default()
+            };
+            match write_svg_file(&dump, &options.dump, &graph, svg) {
+                Ok(()) => Some(Ok(svg)),
+                // An empty heap is worth a report, not an error.
+                Err(CliError::NothingToDraw { .. }) => Some(Err(())),
+                Err(error) => return Err(error),
+            }
+        }
+        None => None,
+    };
+    write_report(&dump, options, out)?;
+    let measure = options.measure.describe();
+    match drawn {
+        Some(Ok(svg)) => writeln!(
+            out,
+            "\nflamegraph of {measure}: {} (open it in a browser; click a frame to zoom, \
+             Ctrl-F to search)",
+            svg.display()
+        ),
+        Some(Err(())) => writeln!(out, "\nno flamegraph: the dump has no {measure}"),
+        None => Ok(()),
+    }
+    .map_err(CliError::Stdout)
+}
+
+/// Writes the summary and the tables (everything but the flamegraph line).
+pub fn write_report(
+    dump: &Dump,
+    options: &ReportOptions,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let weights = weigh::weigh(dump, options.measure, &options.dump)?;
+    let peak = match options.measure {
+        Measure::Peak => None,
+        _ => weigh::weigh(dump, Measure::Peak, &options.dump).ok(),
+    };
+    write_text(dump, options, weights, peak, out).map_err(CliError::Stdout)
+}
+
+fn write_text(
+    dump: &Dump,
+    options: &ReportOptions,
+    weights: Vec<Weight>,
+    peak: Option<Vec<Weight>>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let base = options.relative_to.as_deref();
+    write_summary(dump, &options.dump, out)?;
+    writeln!(out)?;
+    write_table(out, dump, weights, options.measure, options.top, base)?;
+    if options.measure == Measure::Peak {
+        return Ok(());
+    }
+    writeln!(out)?;
+    write!(out, "at the peak ({}): ", Bytes(dump.totals.peak_bytes))?;
+    match peak {
+        Some(peak) => write_table(
+            out,
+            dump,
+            peak,
+            Measure::Peak,
+            options.top.min(PEAK_ROWS),
+            base,
+        ),
+        None => writeln!(out, "this dump has no breakdown by site"),
+    }
+}
+
+fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<()> {
+    let totals = &dump.totals;
+    writeln!(out, "alloc-track report of {}", path.display())?;
+    writeln!(
+        out,
+        "program      {} (pid {}), dumped {}, epoch {}, mode {}",
+        dump.program,
+        dump.pid,
+        utc(dump.timestamp_ms),
+        dump.epoch,
+        dump.mode
+    )?;
+    writeln!(
+        out,
+        "live heap    {} in {} blocks",
+        Bytes(totals.live_bytes),
+        Count(totals.live_blocks)
+    )?;
+    writeln!(
+        out,
+        "allocated    {} in {} blocks since tracking began",
+        Bytes(totals.total_bytes),
+        Count(totals.total_blocks)
+    )?;
+    writeln!(out, "peak heap    {}", Bytes(totals.peak_bytes))?;
+    let os = &dump.os;
+    let mut memory = Vec::new();
+    if let Some(rss) = os.rss_bytes {
+        let mut parts = Vec::new();
+        if let Some(anon) = os.rss_anon_bytes {
+            parts.push(format!("anon {}", Bytes(anon)));
+        }
+        if let Some(file) = os.rss_file_bytes {
+            parts.push(format!("file {}", Bytes(file)));
+        }
+        if let Some(shmem) = os.rss_shmem_bytes {
+            parts.push(format!("shmem {}", Bytes(shmem)));
+        }
+        if parts.is_empty() {
+            memory.push(format!("RSS {}", Bytes(rss)));
+        } else {
+            memory.push(format!("RSS {} ({})", Bytes(rss), parts.join(", ")));
+        }
+    }
+    if let Some(peak) = os.peak_rss_bytes {
+        memory.push(format!("peak RSS {}", Bytes(peak)));
+    }
+    if let Some(vsz) = os.virtual_bytes {
+        memory.push(format!("VSZ {}", Bytes(vsz)));
+    }
+    if memory.is_empty() {
+        writeln!(out, "OS memory    not reported by the operating system")?;
+    } else {
+        writeln!(out, "OS memory    {}", memory.join(", "))?;
+    }
+    if let Some(rss) = os.rss_bytes {
+        writeln!(out, "heap vs RSS  {}", heap_vs_rss(totals.live_bytes, rss))?;
+    }
+    writeln!(
+        out,
+        "sites        {} call sites ({} stacks, {} code locations)",
+        Count(dump.sites.len() as u64),
+        Count(dump.stacks.len() as u64),
+        Count(dump.locations.len() as u64)
+    )?;
+    let health = &dump.tracker;
+    if health.overflowed_allocations > 0 || health.unrecorded_allocations > 0 {
+        writeln!(
+            out,
+            "warning      {} allocations were counted under a catch-all site (stack table \
+             full) and {} were not recorded at all",
+            Count(health.overflowed_allocations),
+            Count(health.unrecorded_allocations)
+        )?;
+    }
+    Ok(())
+}
+
+/// One honest line on the gap between the live heap and the RSS.
+fn heap_vs_rss(live: u64, rss: u64) -> String {
+    if rss >= live {
+        format!(
+            "RSS exceeds the live heap by {} ({:.0}% of RSS is live heap): allocator free \
+             lists and fragmentation, memory not from the global allocator (mmap, C \
+             libraries), thread stacks and code",
+            Bytes(rss - live),
+            percent(live as f64, rss as f64)
+        )
+    } else {
+        format!(
+            "the live heap exceeds RSS by {}: part of the heap was never touched or is \
+             swapped out",
+            Bytes(live - rss)
+        )
+    }
+}
+
+/// Writes a top-`top` table of `weights` ranked by `measure`, with a
+/// heading, and a line for the rows left out.
+fn write_table(
+    out: &mut impl Write,
+    dump: &Dump,
+    mut weights: Vec<Weight>,
+    measure: Measure,
+    top: usize,
+    base: Option<&Path>,
+) -> io::Result<()> {
+    let total_value = weigh::total(&weights, measure);
+    let total_bytes = weights.iter().fold(0u64, |s, w| s.saturating_add(w.bytes));
+    let total_blocks = weights.iter().fold(0u64, |s, w| s.saturating_add(w.blocks));
+    // Largest first; ties broken by the other figure and then the stack
+    // index, so the output is the same on every run.
+    weights.sort_unstable_by(|a, b| {
+        (b.value(measure), b.bytes, b.blocks, a.stack).cmp(&(
+            a.value(measure),
+            a.bytes,
+            a.blocks,
+            b.stack,
+        ))
+    });
+    let shown = top.min(weights.len());
+    writeln!(
+        out,
+        "top {shown} of {} sites by {}",
+        Count(weights.len() as u64),
+        measure.describe()
+    )?;
+    if shown == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>11} {:>6} {:>10} {:>6} {:>6}  site",
+        "blocks", "%", "bytes", "%", "cum%"
+    )?;
+    let mut cumulative = 0u64;
+    for weight in &weights[..shown] {
+        cumulative = cumulative.saturating_add(weight.value(measure));
+        writeln!(
+            out,
+            "{:>11} {:>5.1}% {:>10} {:>5.1}% {:>5.1}%  {}",
+            Count(weight.blocks),
+            percent(weight.blocks as f64, total_blocks as f64),
+            Bytes(weight.bytes),
+            percent(weight.bytes as f64, total_bytes as f64),
+            percent(cumulative as f64, total_value as f64),
+            site_label(dump, weight.stack, base)
+        )?;
+    }
+    let rest = &weights[shown..];
+    if !rest.is_empty() {
+        let rest_value = weigh::total(rest, measure);
+        let rest_text = match measure {
+            Measure::Blocks => format!("{} blocks", Count(rest_value)),
+            _ => Bytes(rest_value).to_string(),
+        };
+        writeln!(
+            out,
+            "{:>11} more sites hold {rest_text} ({:.1}%)",
+            Count(rest.len() as u64),
+            percent(rest_value as f64, total_value as f64)
+        )?;
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch, by
+/// Howard Hinnant's days-to-civil algorithm (no time crate needed for one
+/// line of output).
+pub fn utc(ms: u64) -> String {
+    let seconds = ms / 1000;
+    let days = (seconds / 86_400) as i64;
+    let of_day = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_764_042_000_000), "2025-11-25 03:40:00 UTC");
+        // The largest timestamp a dump can hold prints without overflow.
+        assert!(utc(u64::MAX).ends_with("UTC"));
+    }
+
+    #[test]
+    fn the_rss_gap_is_explained_either_way() {
+        assert!(heap_vs_rss(1024, 4096).starts_with("RSS exceeds the live heap by 3.0 KiB"));
+        assert!(heap_vs_rss(4096, 1024).starts_with("the live heap exceeds RSS by 3.0 KiB"));
+    }
+}

@@ -1,0 +1,291 @@
+//! Turning a dump's stacks into frames people read: inlined frames
+//! expanded, standard-library frames recognised, folded lines for
+//! flamegraph tools.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use alloc_track::dump::{Dump, Frame, Location, Stack};
+
+/// One frame of an expanded stack: a resolved source frame, or a bare
+/// address the tracker could not resolve.
+#[derive(Clone, Copy, Debug)]
+pub enum FrameRef<'d> {
+    /// A frame with a function name and perhaps a file and line.
+    Resolved(&'d Frame),
+    /// A code address with no debug information.
+    Unresolved(u64),
+}
+
+impl<'d> FrameRef<'d> {
+    /// The name shown in flamegraphs and tables.
+    pub fn function(&self) -> Cow<'d, str> {
+        match self {
+            FrameRef::Resolved(frame) => Cow::Borrowed(frame.function.as_str()),
+            FrameRef::Unresolved(address) => Cow::Owned(format!("{address:#x}")),
+        }
+    }
+
+    /// The source frame, if resolved.
+    pub fn frame(&self) -> Option<&'d Frame> {
+        match self {
+            FrameRef::Resolved(frame) => Some(frame),
+            FrameRef::Unresolved(_) => None,
+        }
+    }
+}
+
+/// The frames of one location in stack order: innermost (inlined) first,
+/// or the bare address when there are none.
+fn location_frames(location: &Location) -> impl Iterator<Item = FrameRef<'_>> {
+    let unresolved = location
+        .frames
+        .is_empty()
+        .then_some(FrameRef::Unresolved(location.address));
+    location
+        .frames
+        .iter()
+        .map(FrameRef::Resolved)
+        .chain(unresolved)
+}
+
+/// Every frame of `stack`, leaf (the allocating function) first, with
+/// inlined frames before the function they were inlined into. Location
+/// indices out of range are skipped (a validated dump has none).
+pub fn frames_leaf_first<'d>(
+    dump: &'d Dump,
+    stack: &'d Stack,
+) -> impl Iterator<Item = FrameRef<'d>> {
+    stack
+        .locations
+        .iter()
+        .filter_map(|&l| dump.locations.get(l as usize))
+        .flat_map(location_frames)
+}
+
+/// The stack at `index`, if there is one.
+pub fn stack(dump: &Dump, index: u32) -> Option<&Stack> {
+    dump.stacks.get(index as usize)
+}
+
+/// Prefixes of functions from the Rust standard library and the crates it
+/// vendors, and of the allocator plumbing beneath every allocation: never
+/// the answer to "who allocated this".
+const PLUMBING_PREFIXES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "<std::",
+    "<core::",
+    "<alloc::",
+    "hashbrown::",
+    "<hashbrown::",
+    "__rust",
+    "__rdl_",
+    "alloc_track::",
+    "<alloc_track::",
+];
+
+/// True for standard-library code: files under `/rustc/` (the path the
+/// compiler records for its own sources), vendored std dependencies under
+/// `/cargo/registry/`, and functions in `std`, `core`, `alloc` or
+/// `hashbrown` (or the allocator plumbing).
+pub fn is_std(frame: &Frame) -> bool {
+    if let Some(file) = &frame.file {
+        if file.starts_with("/rustc/") || file.contains("/cargo/registry/") {
+            return true;
+        }
+    }
+    PLUMBING_PREFIXES
+        .iter()
+        .any(|prefix| frame.function.starts_with(prefix))
+}
+
+/// The frame that best answers "who allocated this": the first frame from
+/// the leaf that is not standard-library code, or the leaf itself when
+/// every frame is.
+pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> {
+    let mut leaf = None;
+    for frame in frames_leaf_first(dump, stack) {
+        leaf.get_or_insert(frame);
+        match frame {
+            FrameRef::Resolved(f) if is_std(f) => {}
+            _ => return Some(frame),
+        }
+    }
+    leaf
+}
+
+/// `file` relative to `base` when it lies below it, as given otherwise.
+pub fn shorten_file<'a>(file: &'a str, base: Option<&Path>) -> Cow<'a, str> {
+    if let Some(base) = base {
+        if let Ok(relative) = Path::new(file).strip_prefix(base) {
+            if !relative.as_os_str().is_empty() {
+                return Cow::Owned(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Cow::Borrowed(file)
+}
+
+/// A site's label for tables: `function (file:line)`, the file shortened
+/// against `base`.
+pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
+    let Some(stack) = stack(dump, stack_index) else {
+        return format!("<stack {stack_index} missing>");
+    };
+    match site_frame(dump, stack) {
+        None => "<empty stack>".to_string(),
+        Some(frame) => frame_label(frame, base),
+    }
+}
+
+/// `function (file:line)` for one frame.
+pub fn frame_label(frame: FrameRef<'_>, base: Option<&Path>) -> String {
+    let mut label = frame.function().into_owned();
+    if let Some(Frame {
+        file: Some(file),
+        line,
+        ..
+    }) = frame.frame()
+    {
+        let _ = write!(label, " ({}", shorten_file(file, base));
+        if let Some(line) = line {
+            let _ = write!(label, ":{line}");
+        }
+        label.push(')');
+    }
+    label
+}
+
+/// Makes a function name safe inside a folded line, where `;` separates
+/// frames and a line ends the record. A `;` inside a Rust name (`[u8; 32]`)
+/// becomes the fullwidth semicolon `；` (U+FF1B), which reads the same and
+/// splits nothing; control characters become spaces.
+pub fn fold_name(name: &str, out: &mut String) {
+    for c in name.chars() {
+        match c {
+            ';' => out.push('\u{FF1B}'),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Which end of a stack a folded line starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// `main;...;allocating_fn`: the usual flamegraph, callers at the root.
+    RootFirst,
+    /// `allocating_fn;...;main`: the allocation site at the root (what
+    /// memray calls an inverted flamegraph).
+    LeafFirst,
+}
+
+/// Builds folded-stack lines (`a;b;c`) for a dump's stacks. Each location's
+/// part is built once and reused: a dump with a million stack entries has
+/// far fewer distinct locations.
+pub struct Folder {
+    parts: Vec<String>,
+    order: Order,
+}
+
+impl Folder {
+    /// Prepares the per-location parts of `dump` for lines in `order`.
+    pub fn new(dump: &Dump, order: Order) -> Folder {
+        let parts = dump
+            .locations
+            .iter()
+            .map(|location| {
+                let mut part = String::new();
+                let frames: Vec<FrameRef<'_>> = location_frames(location).collect();
+                let mut push = |frame: &FrameRef<'_>| {
+                    if !part.is_empty() {
+                        part.push(';');
+                    }
+                    fold_name(&frame.function(), &mut part);
+                };
+                match order {
+                    Order::LeafFirst => frames.iter().for_each(&mut push),
+                    Order::RootFirst => frames.iter().rev().for_each(&mut push),
+                }
+                part
+            })
+            .collect();
+        Folder { parts, order }
+    }
+
+    /// Appends the folded frames of `stack` to `out` (no count).
+    pub fn fold(&self, stack: &Stack, out: &mut String) {
+        let start = out.len();
+        let mut push = |&l: &u32| {
+            if let Some(part) = self.parts.get(l as usize) {
+                if out.len() > start {
+                    out.push(';');
+                }
+                out.push_str(part);
+            }
+        };
+        match self.order {
+            Order::LeafFirst => stack.locations.iter().for_each(&mut push),
+            Order::RootFirst => stack.locations.iter().rev().for_each(&mut push),
+        }
+        if out.len() == start {
+            out.push_str("[no frames]");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: Option<&str>) -> Frame {
+        Frame {
+            function: function.to_string(),
+            file: file.map(str::to_string),
+            line: Some(7),
+            column: None,
+        }
+    }
+
+    #[test]
+    fn std_frames_are_recognised_by_file_or_name() {
+        assert!(is_std(&frame("alloc::vec::Vec<T>::push", None)));
+        assert!(is_std(&frame(
+            "<hashbrown::map::HashMap<K,V> as Clone>::clone",
+            None
+        )));
+        assert!(is_std(&frame("whatever", Some("/rustc/abc/library/x.rs"))));
+        assert!(is_std(&frame(
+            "foo",
+            Some("/home/u/.cargo/registry/src/x/hashbrown/a.rs")
+        )));
+        assert!(!is_std(&frame(
+            "myapp::main",
+            Some("/home/u/app/src/main.rs")
+        )));
+    }
+
+    #[test]
+    fn semicolons_in_names_do_not_split_frames() {
+        let mut out = String::new();
+        fold_name("<[u8; 32] as Foo>::bar\n", &mut out);
+        assert_eq!(out, "<[u8\u{FF1B} 32] as Foo>::bar ");
+    }
+
+    #[test]
+    fn files_below_the_base_are_shortened() {
+        let base = Path::new("/home/u/app");
+        assert_eq!(shorten_file("/home/u/app/src/a.rs", Some(base)), "src/a.rs");
+        assert_eq!(
+            shorten_file("/elsewhere/a.rs", Some(base)),
+            "/elsewhere/a.rs"
+        );
+        assert_eq!(
+            shorten_file("/home/u/app/src/a.rs", None),
+            "/home/u/app/src/a.rs"
+        );
+    }
+}

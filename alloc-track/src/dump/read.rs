@@ -147,9 +147,12 @@ impl Dump {
                     site.live_bytes, site.live_blocks, site.total_bytes, site.total_blocks
                 )));
             }
-            let births = site.births.iter().try_fold((0u64, 0u64), |(bytes, blocks), b| {
-                Some((bytes.checked_add(b.bytes)?, blocks.checked_add(b.blocks)?))
-            });
+            let births = site
+                .births
+                .iter()
+                .try_fold((0u64, 0u64), |(bytes, blocks), b| {
+                    Some((bytes.checked_add(b.bytes)?, blocks.checked_add(b.blocks)?))
+                });
             if !site.births.is_empty() && births != Some((site.live_bytes, site.live_blocks)) {
                 return Err(DumpError::invalid(format!(
                     "sites[{index}].births do not add up to its live bytes and blocks"

@@ -1,0 +1,245 @@
+//! The stack table: every unique call stack gets a small [`SiteId`], and
+//! each site keeps its cumulative totals.
+//!
+//! Sites live in a two-level array of fixed chunks allocated from `System`
+//! on first use and never moved or freed, so a site's record has a stable
+//! address: the hot path updates its counters with atomics and the cold
+//! path reads its frames without any lock. Finding the id of a stack goes
+//! through a sharded hash index (spin lock per shard), taken only after the
+//! stack has been captured. When the table is full, new stacks are counted
+//! against [`OVERFLOW_SITE`], the "other" site, so memory stays bounded.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use super::raw_map::RawMap;
+use super::spin::{CachePadded, SpinLock};
+
+/// A call site's index in the stack table.
+pub(crate) type SiteId = u32;
+
+/// The catch-all site for stacks that found the table full (or whose
+/// frames could not be stored): it has no frames.
+pub(crate) const OVERFLOW_SITE: SiteId = 0;
+
+const CHUNK_BITS: u32 = 12;
+const CHUNK_SIZE: usize = 1 << CHUNK_BITS;
+const MAX_CHUNKS: usize = 1024;
+/// The most sites the table can ever hold (4 Mi).
+pub(crate) const MAX_SITES: u32 = (CHUNK_SIZE * MAX_CHUNKS) as u32;
+
+const INDEX_SHARDS: usize = 64;
+
+/// One site. The frames are written once, before the id is published
+/// through the index, and never change.
+pub(crate) struct SiteRecord {
+    frames: AtomicPtr<usize>,
+    depth: AtomicU32,
+    truncated: AtomicBool,
+    total_bytes: AtomicU64,
+    total_blocks: AtomicU64,
+}
+
+type Chunk = [SiteRecord; CHUNK_SIZE];
+
+static CHUNKS: [AtomicPtr<Chunk>; MAX_CHUNKS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
+/// The next id to hand out; ids below it are taken (some may have failed
+/// to publish under memory pressure and stay empty).
+static NEXT_ID: AtomicU32 = AtomicU32::new(OVERFLOW_SITE + 1);
+/// Allocations recorded against the overflow site.
+static OVERFLOWED: AtomicU64 = AtomicU64::new(0);
+
+/// Index from a stack's hash to its id. Keys are hashes (never 0); a
+/// collision between different stacks moves on to the next derived key.
+static INDEX: [CachePadded<SpinLock<RawMap<SiteId>>>; INDEX_SHARDS] =
+    [const { CachePadded(SpinLock::new(RawMap::new())) }; INDEX_SHARDS];
+
+fn hash(frames: &[usize]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ frames.len() as u64;
+    for &ip in frames {
+        h = (h.rotate_left(5) ^ ip as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    h ^= h >> 32;
+    h
+}
+
+/// The record of `id`, allocating its chunk if `create` and it is missing.
+fn record(id: SiteId, create: bool) -> Option<&'static SiteRecord> {
+    let chunk_slot = CHUNKS.get((id >> CHUNK_BITS) as usize)?;
+    let mut chunk = chunk_slot.load(Ordering::Acquire);
+    if chunk.is_null() {
+        if !create {
+            return None;
+        }
+        let layout = Layout::new::<Chunk>();
+        // SAFETY: the layout is non-zero in size; an all-zero SiteRecord is
+        // valid (null frames, zero counters, false).
+        let fresh = unsafe { System.alloc_zeroed(layout) }.cast::<Chunk>();
+        if fresh.is_null() {
+            return None;
+        }
+        // Release publishes the zeroed chunk; if another thread won the
+        // race, free ours and use theirs.
+        match chunk_slot.compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => chunk = fresh,
+            Err(existing) => {
+                // SAFETY: `fresh` came from `System.alloc_zeroed(layout)` and
+                // was never shared.
+                unsafe { System.dealloc(fresh.cast(), layout) };
+                chunk = existing;
+            }
+        }
+    }
+    // SAFETY: chunks are never freed, so the reference is valid forever;
+    // the index is masked to the chunk's size.
+    Some(unsafe { &(*chunk)[id as usize & (CHUNK_SIZE - 1)] })
+}
+
+fn frames_of(record: &SiteRecord) -> &'static [usize] {
+    // Acquire pairs with the Release store of `depth` in `publish`, so the
+    // frames written before it are visible.
+    let depth = record.depth.load(Ordering::Acquire) as usize;
+    let frames = record.frames.load(Ordering::Relaxed);
+    if frames.is_null() || depth == 0 {
+        return &[];
+    }
+    // SAFETY: `frames` points to `depth` initialised addresses written
+    // before `depth` was published, and they are never freed or changed.
+    unsafe { std::slice::from_raw_parts(frames, depth) }
+}
+
+/// The id of the site with these frames, creating it if new. Takes one
+/// index shard lock for a few probes; never allocates through the tracked
+/// path.
+pub(crate) fn intern(frames: &[usize], truncated: bool, capacity: u32) -> SiteId {
+    let first_hash = hash(frames);
+    let shard = &INDEX[(first_hash >> 58) as usize % INDEX_SHARDS];
+    let mut index = shard.lock();
+    let mut key = first_hash;
+    loop {
+        key = key.max(1);
+        match index.get(key as usize) {
+            Some(id) => {
+                let same = record(id, false).is_some_and(|r| frames_of(r) == frames);
+                if same {
+                    return id;
+                }
+                // A different stack with the same hash: try the next key.
+                key = key.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+            }
+            None => break,
+        }
+    }
+    match create(frames, truncated, capacity) {
+        Some(id) => {
+            // If the index cannot grow, the site still exists; the next
+            // identical stack just gets a fresh site. Snapshots merge sites
+            // by frames, so nothing is counted twice.
+            let _ = index.insert(key as usize, id);
+            id
+        }
+        None => OVERFLOW_SITE,
+    }
+}
+
+fn create(frames: &[usize], truncated: bool, capacity: u32) -> Option<SiteId> {
+    // `capacity` real sites, plus the overflow site below them.
+    let limit = capacity.saturating_add(OVERFLOW_SITE + 1).min(MAX_SITES);
+    // Claim an id without ever moving NEXT_ID past the capacity, so that a
+    // full table stays full without the counter wrapping.
+    let id = NEXT_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
+            (next < limit).then_some(next + 1)
+        })
+        .ok()?;
+    let record = record(id, true)?;
+    let layout = Layout::array::<usize>(frames.len().max(1)).ok()?;
+    // SAFETY: the layout is non-zero in size.
+    let copy = unsafe { System.alloc(layout) }.cast::<usize>();
+    if copy.is_null() {
+        return None;
+    }
+    // SAFETY: `copy` has room for `frames.len()` addresses and does not
+    // overlap `frames`.
+    unsafe { ptr::copy_nonoverlapping(frames.as_ptr(), copy, frames.len()) };
+    record.frames.store(copy, Ordering::Relaxed);
+    record.truncated.store(truncated, Ordering::Relaxed);
+    record.depth.store(frames.len() as u32, Ordering::Release);
+    Some(id)
+}
+
+/// Adds one allocation of `size` bytes to the site's totals.
+#[inline]
+pub(crate) fn count_allocation(id: SiteId, size: u64) {
+    if id == OVERFLOW_SITE {
+        OVERFLOWED.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(record) = record(id, id == OVERFLOW_SITE) {
+        record.total_bytes.fetch_add(size, Ordering::Relaxed);
+        record.total_blocks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A site as the cold path sees it.
+pub(crate) struct SiteView {
+    pub(crate) id: SiteId,
+    pub(crate) frames: &'static [usize],
+    pub(crate) truncated: bool,
+    pub(crate) total_bytes: u64,
+    pub(crate) total_blocks: u64,
+}
+
+/// Every site that has ever been counted, the overflow site included when
+/// it was used.
+pub(crate) fn sites() -> Vec<SiteView> {
+    let end = NEXT_ID.load(Ordering::Acquire);
+    (OVERFLOW_SITE..end)
+        .filter_map(|id| {
+            let record = record(id, false)?;
+            let total_blocks = record.total_blocks.load(Ordering::Relaxed);
+            (total_blocks > 0).then(|| SiteView {
+                id,
+                frames: frames_of(record),
+                truncated: record.truncated.load(Ordering::Relaxed),
+                total_bytes: record.total_bytes.load(Ordering::Relaxed),
+                total_blocks,
+            })
+        })
+        .collect()
+}
+
+/// The frames of one site (empty for the overflow site).
+pub(crate) fn frames(id: SiteId) -> &'static [usize] {
+    record(id, false).map(frames_of).unwrap_or(&[])
+}
+
+/// Whether the site's stack lost its outermost frames to the depth limit.
+pub(crate) fn is_truncated(id: SiteId) -> bool {
+    record(id, false).is_some_and(|r| r.truncated.load(Ordering::Relaxed))
+}
+
+/// How many allocations went to the overflow site.
+pub(crate) fn overflowed() -> u64 {
+    OVERFLOWED.load(Ordering::Relaxed)
+}
+
+/// Bytes of `System` memory the table uses, for the overhead figure.
+pub(crate) fn heap_bytes() -> usize {
+    let chunks = CHUNKS
+        .iter()
+        .filter(|c| !c.load(Ordering::Relaxed).is_null())
+        .count();
+    let index: usize = INDEX.iter().map(|shard| shard.lock().heap_bytes()).sum();
+    let frames: usize = (OVERFLOW_SITE..NEXT_ID.load(Ordering::Relaxed))
+        .filter_map(|id| record(id, false))
+        .map(|r| r.depth.load(Ordering::Relaxed) as usize * std::mem::size_of::<usize>())
+        .sum();
+    chunks * std::mem::size_of::<Chunk>() + index + frames
+}

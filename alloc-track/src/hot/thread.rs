@@ -1,0 +1,77 @@
+//! Per-thread state: the reentrancy flag and the thread's open `measure`
+//! frames.
+//!
+//! The thread-local is const-initialised and has no destructor, so reading
+//! it never allocates, never registers anything, and keeps working while
+//! the thread's other thread-locals are being torn down (the pattern
+//! `tracing` uses). `try_with` is still used so that a platform where the
+//! access can fail degrades to "untracked" rather than panicking.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ptr;
+
+use super::measuring::MeasureState;
+
+struct ThreadState {
+    /// Set while this thread runs tracker code: allocations made then (by
+    /// the unwinder, by snapshots, by symbolization) are the tracker's own
+    /// and pass through untracked.
+    busy: Cell<bool>,
+    /// The thread's measure state while a `measure` call is open, else
+    /// null. Owned by the `measure` frames that created it.
+    measuring: Cell<*mut MeasureState>,
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState { busy: Cell::new(false), measuring: Cell::new(ptr::null_mut()) }
+    };
+}
+
+/// Proof that this thread is inside the tracker; dropping it leaves.
+/// Not `Send`: the flag it clears belongs to the thread that set it.
+pub(crate) struct Busy {
+    _thread_bound: PhantomData<*const ()>,
+}
+
+impl Busy {
+    /// Marks the thread busy, or returns `None` if it already is (a
+    /// reentrant call from inside the tracker) or its state is gone.
+    #[inline]
+    pub(crate) fn enter() -> Option<Busy> {
+        THREAD
+            .try_with(|thread| !thread.busy.replace(true))
+            .ok()
+            .filter(|&entered| entered)
+            .map(|_| Busy {
+                _thread_bound: PhantomData,
+            })
+    }
+}
+
+impl Drop for Busy {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = THREAD.try_with(|thread| thread.busy.set(false));
+    }
+}
+
+/// Runs `f` with this thread's allocations untracked: the cold path's
+/// working memory never shows up in the figures it reports.
+pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    let _busy = Busy::enter();
+    f()
+}
+
+/// The thread's open measure state, or null.
+#[inline]
+pub(crate) fn measuring() -> *mut MeasureState {
+    THREAD
+        .try_with(|thread| thread.measuring.get())
+        .unwrap_or(ptr::null_mut())
+}
+
+pub(crate) fn set_measuring(state: *mut MeasureState) {
+    let _ = THREAD.try_with(|thread| thread.measuring.set(state));
+}

@@ -1,0 +1,194 @@
+//! [`measure`]: what one closure allocated on its own thread, exact even
+//! while other threads allocate.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::diff::SiteDiff;
+use crate::hot::live;
+use crate::hot::measuring::{Frame, MeasureState, MAX_NESTING};
+use crate::hot::stacks::{self, SiteId};
+use crate::hot::thread::{self, untracked};
+use crate::site::Stack;
+use crate::Diff;
+
+/// Runs `f` and returns its value with a [`Diff`] of what the calling
+/// thread allocated and freed while it ran.
+///
+/// Only the calling thread's allocations count, so the figures are exact
+/// even while other threads (other tests under `cargo test`) allocate at
+/// the same time. Blocks the closure allocated and another thread freed
+/// before it returned are not in the retained figures: retained means
+/// still alive when the closure returned. Calls nest; each sees its own
+/// span.
+///
+/// The Rust answer to Django's `assertNumQueries`:
+///
+/// ```
+/// use std::alloc::System;
+/// #[global_allocator]
+/// static GLOBAL: alloc_track::Tracker<System> = alloc_track::Tracker::new(System);
+///
+/// fn main() {
+///     let (total, diff) = alloc_track::measure(|| {
+///         let mut names = Vec::with_capacity(4);
+///         names.extend(["a", "b", "c", "d"].map(String::from));
+///         names.iter().map(|n| n.len()).sum::<usize>()
+///     });
+///     assert_eq!(total, 4);
+///     // One buffer for the Vec and one per String.
+///     assert_eq!(diff.total_blocks(), 5, "{diff}");
+///     // All of it was dropped inside the closure.
+///     assert_eq!(diff.retained_blocks(), 0, "{diff}");
+///     assert_eq!(diff.live_bytes(), 0);
+/// }
+/// ```
+///
+/// # Panics
+///
+/// If the [`Tracker`](crate::Tracker) is not the program's global
+/// allocator (the figures would be silently zero), or if `measure` calls
+/// nest deeper than 32 on one thread. A panic inside `f` propagates after
+/// the measurement is closed.
+pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Diff) {
+    crate::ensure_installed("measure");
+    let frame = OpenFrame::open();
+    let result = f();
+    let diff = frame.close();
+    (result, diff)
+}
+
+/// Tags start at 1: 0 in the live table means "no measure".
+static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
+
+/// An open measure frame on this thread; closing it (or dropping it while
+/// unwinding) pops the frame and, for the outermost, frees the state.
+struct OpenFrame {
+    state: *mut MeasureState,
+}
+
+impl OpenFrame {
+    fn open() -> OpenFrame {
+        let state = untracked(|| {
+            let mut state = thread::measuring();
+            if state.is_null() {
+                let tag = NEXT_TAG
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                        Some(t.wrapping_add(1).max(1))
+                    })
+                    .unwrap_or(1);
+                state = new_state(tag);
+                thread::set_measuring(state);
+            }
+            state
+        });
+        // SAFETY: `state` is this thread's live measure state (just read or
+        // created above); the hot path touches it only from this thread,
+        // never while this function runs.
+        let pushed = unsafe { (*state).push() };
+        assert!(
+            pushed,
+            "alloc_track::measure calls nest deeper than {MAX_NESTING}"
+        );
+        OpenFrame { state }
+    }
+
+    fn close(self) -> Diff {
+        let diff = untracked(|| {
+            // SAFETY: as in `open`; this thread is busy, so the hot path
+            // does not touch the state while it is borrowed here.
+            let state = unsafe { &mut *self.state };
+            state.pop().map(|frame| frame_diff(state, &frame))
+        });
+        self.release();
+        std::mem::forget(self);
+        diff.unwrap_or_else(|| Diff::from_sites(Vec::new(), Some(0), false))
+    }
+
+    /// Frees the state once the outermost frame has closed.
+    fn release(&self) {
+        untracked(|| {
+            // SAFETY: as in `close`.
+            if unsafe { (*self.state).depth } == 0 {
+                thread::set_measuring(std::ptr::null_mut());
+                free_state(self.state);
+            }
+        });
+    }
+}
+
+impl Drop for OpenFrame {
+    /// Reached only when the closure panicked: close the frame unseen.
+    fn drop(&mut self) {
+        untracked(|| {
+            // SAFETY: as in `close`.
+            unsafe { (*self.state).pop() };
+        });
+        self.release();
+    }
+}
+
+fn new_state(tag: u32) -> *mut MeasureState {
+    let layout = Layout::new::<MeasureState>();
+    // SAFETY: the layout is non-zero in size.
+    let state = unsafe { System.alloc(layout) }.cast::<MeasureState>();
+    if state.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `state` is freshly allocated, aligned and large enough.
+    unsafe { state.write(MeasureState::new(tag)) };
+    state
+}
+
+fn free_state(state: *mut MeasureState) {
+    // SAFETY: `state` came from `new_state`, and the thread's pointer to it
+    // was cleared before this call, so this is the last use.
+    unsafe {
+        state.drop_in_place();
+        System.dealloc(state.cast(), Layout::new::<MeasureState>());
+    }
+}
+
+/// The frame's figures as a [`Diff`]; retained blocks are the births since
+/// the frame opened that are still live under this measure's tag.
+fn frame_diff(state: &MeasureState, frame: &Frame) -> Diff {
+    let mut sites: HashMap<SiteId, SiteDiff> = HashMap::new();
+    frame.sites.for_each(|key, flow| {
+        let entry = site_entry(&mut sites, (key - 1) as SiteId);
+        entry.live_bytes = flow.alloc_bytes as i64 - flow.freed_bytes as i64;
+        entry.live_blocks = flow.alloc_blocks as i64 - flow.freed_blocks as i64;
+        entry.total_bytes = flow.alloc_bytes;
+        entry.total_blocks = flow.alloc_blocks;
+    });
+    state.births.for_each(|address, birth| {
+        if birth.seq < frame.start_seq {
+            return;
+        }
+        let Some(block) = live::get(address) else {
+            return;
+        };
+        if block.tag != state.tag || block.site != birth.site {
+            return;
+        }
+        let entry = site_entry(&mut sites, birth.site);
+        entry.retained_bytes += block.size as u64;
+        entry.retained_blocks += 1;
+    });
+    Diff::from_sites(
+        sites.into_values().collect(),
+        Some(frame.peak_bytes.max(0) as u64),
+        !frame.incomplete,
+    )
+}
+
+fn site_entry(sites: &mut HashMap<SiteId, SiteDiff>, id: SiteId) -> &mut SiteDiff {
+    sites.entry(id).or_insert_with(|| SiteDiff {
+        id,
+        stack: Some(Stack {
+            addresses: stacks::frames(id),
+            truncated: stacks::is_truncated(id),
+        }),
+        ..SiteDiff::default()
+    })
+}

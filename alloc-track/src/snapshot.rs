@@ -1,0 +1,352 @@
+//! [`Snapshot`]: what is alive on the heap at one moment, by call site.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::dump::{self, Birth, Dump, DumpError, OsMemory, Totals, TrackerHealth};
+use crate::hot::counters::{COUNTERS, EPOCH, UNRECORDED};
+use crate::hot::stacks::{self, SiteId};
+use crate::hot::thread::untracked;
+use crate::hot::{live, thread};
+use crate::human::{percent, Bytes, Count};
+use crate::site::{self, Stack};
+use crate::table::Table;
+use crate::{os_memory, Diff};
+
+/// How many rows `Display` shows; `{:#}` shows every site.
+const DISPLAY_ROWS: usize = 20;
+
+/// The live heap at one moment: totals, the operating system's view, and
+/// every call site that ever allocated.
+///
+/// Taken with [`snapshot()`](crate::snapshot). Every figure is exact while
+/// no other thread allocates during the snapshot; with concurrent
+/// allocations each block is counted once, as live or not, and the totals
+/// always equal the sum of the sites.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(crate) epoch: u32,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) totals: Totals,
+    pub(crate) os: OsMemory,
+    pub(crate) health: TrackerHealth,
+    pub(crate) sites: Vec<Site>,
+}
+
+/// One call site in a [`Snapshot`]: one unique stack and its figures.
+#[derive(Clone, Debug)]
+pub struct Site {
+    pub(crate) id: SiteId,
+    pub(crate) stack: Stack,
+    pub(crate) live_bytes: u64,
+    pub(crate) live_blocks: u64,
+    pub(crate) total_bytes: u64,
+    pub(crate) total_blocks: u64,
+    /// Live blocks by birth epoch, oldest first.
+    pub(crate) births: Vec<Birth>,
+}
+
+impl Site {
+    /// Bytes allocated here and still live.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+    /// Blocks allocated here and still live.
+    pub fn live_blocks(&self) -> u64 {
+        self.live_blocks
+    }
+    /// Bytes allocated here since tracking began.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+    /// Blocks allocated here since tracking began.
+    pub fn total_blocks(&self) -> u64 {
+        self.total_blocks
+    }
+    /// The call stack that allocated.
+    pub fn stack(&self) -> Stack {
+        self.stack
+    }
+    /// Live bytes and blocks born after the snapshot of epoch `epoch`.
+    pub(crate) fn born_after(&self, epoch: u32) -> (u64, u64) {
+        self.births
+            .iter()
+            .filter(|b| b.epoch > epoch)
+            .fold((0, 0), |(bytes, blocks), b| {
+                (bytes + b.bytes, blocks + b.blocks)
+            })
+    }
+}
+
+impl Snapshot {
+    /// Takes a snapshot now. The cold path: it walks the whole live table.
+    pub(crate) fn take() -> Snapshot {
+        untracked(|| {
+            // Blocks allocated from here on carry a later epoch than this
+            // snapshot's, which is what `Diff` uses to tell them apart.
+            let epoch = EPOCH.fetch_add(1, Ordering::SeqCst);
+            let timestamp_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+
+            #[derive(Default)]
+            struct Live {
+                bytes: u64,
+                blocks: u64,
+                births: HashMap<u32, (u64, u64)>,
+            }
+            let mut live_by_site: HashMap<SiteId, Live> = HashMap::new();
+            live::for_each(|_, block| {
+                let live = live_by_site.entry(block.site).or_default();
+                live.bytes += block.size as u64;
+                live.blocks += 1;
+                let birth = live.births.entry(block.birth).or_default();
+                birth.0 += block.size as u64;
+                birth.1 += 1;
+            });
+
+            let mut sites: Vec<Site> = Vec::new();
+            let mut by_id: HashMap<SiteId, usize> = HashMap::new();
+            for view in stacks::sites() {
+                by_id.insert(view.id, sites.len());
+                sites.push(Site {
+                    id: view.id,
+                    stack: Stack {
+                        addresses: view.frames,
+                        truncated: view.truncated,
+                    },
+                    live_bytes: 0,
+                    live_blocks: 0,
+                    total_bytes: view.total_bytes,
+                    total_blocks: view.total_blocks,
+                    births: Vec::new(),
+                });
+            }
+            for (id, live) in live_by_site {
+                let index = *by_id.entry(id).or_insert_with(|| {
+                    // A block recorded a moment before its site's totals.
+                    sites.push(Site {
+                        id,
+                        stack: Stack {
+                            addresses: stacks::frames(id),
+                            truncated: false,
+                        },
+                        live_bytes: 0,
+                        live_blocks: 0,
+                        total_bytes: 0,
+                        total_blocks: 0,
+                        births: Vec::new(),
+                    });
+                    sites.len() - 1
+                });
+                let site = &mut sites[index];
+                site.live_bytes = live.bytes;
+                site.live_blocks = live.blocks;
+                // Concurrent allocations may have reached the live table
+                // before the site's totals: never report more live than
+                // allocated.
+                site.total_bytes = site.total_bytes.max(live.bytes);
+                site.total_blocks = site.total_blocks.max(live.blocks);
+                site.births = live
+                    .births
+                    .into_iter()
+                    .map(|(epoch, (bytes, blocks))| Birth {
+                        epoch,
+                        bytes,
+                        blocks,
+                    })
+                    .collect();
+                site.births.sort_by_key(|b| b.epoch);
+            }
+            sites.sort_by(|a, b| {
+                (b.live_bytes, b.total_bytes, a.id).cmp(&(a.live_bytes, a.total_bytes, b.id))
+            });
+
+            let totals = sites.iter().fold(Totals::default(), |mut t, s| {
+                t.live_bytes += s.live_bytes;
+                t.live_blocks += s.live_blocks;
+                t.total_bytes += s.total_bytes;
+                t.total_blocks += s.total_blocks;
+                t
+            });
+            let peak_bytes = COUNTERS
+                .peak_bytes
+                .load(Ordering::Relaxed)
+                .max(totals.live_bytes);
+            Snapshot {
+                epoch,
+                timestamp_ms,
+                totals: Totals {
+                    peak_bytes,
+                    ..totals
+                },
+                os: os_memory::read(),
+                health: TrackerHealth {
+                    overflowed_allocations: stacks::overflowed(),
+                    unrecorded_allocations: UNRECORDED.load(Ordering::Relaxed),
+                },
+                sites,
+            }
+        })
+    }
+
+    /// Bytes in live blocks.
+    pub fn live_bytes(&self) -> u64 {
+        self.totals.live_bytes
+    }
+    /// Number of live blocks.
+    pub fn live_blocks(&self) -> u64 {
+        self.totals.live_blocks
+    }
+    /// Bytes allocated since tracking began (freed or not).
+    pub fn total_bytes(&self) -> u64 {
+        self.totals.total_bytes
+    }
+    /// Blocks allocated since tracking began (freed or not).
+    pub fn total_blocks(&self) -> u64 {
+        self.totals.total_blocks
+    }
+    /// The highest live bytes reached since tracking began.
+    pub fn peak_bytes(&self) -> u64 {
+        self.totals.peak_bytes
+    }
+    /// What the operating system reported at the same moment.
+    pub fn os(&self) -> &OsMemory {
+        &self.os
+    }
+    /// Allocations the tracker could not attribute (see [`TrackerHealth`]).
+    pub fn health(&self) -> &TrackerHealth {
+        &self.health
+    }
+    /// When the snapshot was taken, in milliseconds since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+    /// Every call site that ever allocated, most live bytes first.
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
+    /// What changed from `before` to this snapshot: see [`Diff`].
+    pub fn diff(&self, before: &Snapshot) -> Diff {
+        Diff::between(before, self)
+    }
+
+    /// Builds the dump of this snapshot: symbols resolved, stacks that
+    /// resolve alike merged.
+    pub fn to_dump(&self) -> Dump {
+        untracked(|| crate::dump_build::build(self))
+    }
+
+    /// Saves the snapshot as a JSON dump (see [`crate::dump`]) at `path`,
+    /// atomically: a crash mid-write never leaves a partial file there.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), DumpError> {
+        let dump = self.to_dump();
+        untracked(|| dump.save(path))
+    }
+}
+
+impl fmt::Display for Snapshot {
+    /// A summary and the top sites by live bytes; `{:#}` lists them all.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = thread::untracked(|| render(self, f.alternate()));
+        f.write_str(&text)
+    }
+}
+
+fn render(snapshot: &Snapshot, all: bool) -> String {
+    let t = &snapshot.totals;
+    let mut out = format!(
+        "Heap: {} live in {} blocks; peak {}; {} allocated in {} blocks since start\n",
+        Bytes(t.live_bytes),
+        Count(t.live_blocks),
+        Bytes(t.peak_bytes),
+        Bytes(t.total_bytes),
+        Count(t.total_blocks),
+    );
+    if let Some(line) = os_line(&snapshot.os) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let groups = site::group_by_resolved_stack(snapshot.sites.iter().map(|s| s.stack));
+    let mut rows: Vec<(u64, u64, String)> = groups
+        .iter()
+        .map(|(stack, members)| {
+            let (bytes, blocks) = members.iter().fold((0, 0), |(b, n), &i| {
+                (
+                    b + snapshot.sites[i].live_bytes,
+                    n + snapshot.sites[i].live_blocks,
+                )
+            });
+            (bytes, blocks, site::label(stack))
+        })
+        .filter(|(bytes, blocks, _)| *bytes > 0 || *blocks > 0)
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    let shown = if all {
+        rows.len()
+    } else {
+        rows.len().min(DISPLAY_ROWS)
+    };
+    let mut table = Table::new(&["Index", "Count", "%", "Size", "%", "Cumul %", "Site"]);
+    let mut cumulative = 0u64;
+    for (index, (bytes, blocks, label)) in rows.iter().take(shown).enumerate() {
+        cumulative += bytes;
+        table.push(vec![
+            index.to_string(),
+            Count(*blocks).to_string(),
+            format!("{:.1}", percent(*blocks as f64, t.live_blocks as f64)),
+            Bytes(*bytes).to_string(),
+            format!("{:.1}", percent(*bytes as f64, t.live_bytes as f64)),
+            format!("{:.1}", percent(cumulative as f64, t.live_bytes as f64)),
+            label.clone(),
+        ]);
+    }
+    if !table.is_empty() {
+        out.push_str(&table.to_string());
+    }
+    if rows.len() > shown {
+        out.push_str(&format!(
+            "<{} more sites: use {{:#}} to list all>\n",
+            rows.len() - shown
+        ));
+    }
+    out
+}
+
+/// "OS: RSS 40.0 MiB (anon 30.0 MiB, file 10.0 MiB), virtual 1.2 GiB, peak
+/// RSS 45.0 MiB", or `None` if the OS said nothing.
+pub(crate) fn os_line(os: &OsMemory) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(rss) = os.rss_bytes {
+        let mut part = format!("RSS {}", Bytes(rss));
+        if let (Some(anon), Some(file)) = (os.rss_anon_bytes, os.rss_file_bytes) {
+            part.push_str(&format!(" (anon {}, file {})", Bytes(anon), Bytes(file)));
+        }
+        parts.push(part);
+    }
+    if let Some(virt) = os.virtual_bytes {
+        parts.push(format!("virtual {}", Bytes(virt)));
+    }
+    if let Some(peak) = os.peak_rss_bytes {
+        parts.push(format!("peak RSS {}", Bytes(peak)));
+    }
+    (!parts.is_empty()).then(|| format!("OS: {}", parts.join(", ")))
+}
+
+impl dump::Totals {
+    /// Totals as a one-line summary, for logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} live in {} blocks (peak {}), {} allocated in {} blocks",
+            Bytes(self.live_bytes),
+            Count(self.live_blocks),
+            Bytes(self.peak_bytes),
+            Bytes(self.total_bytes),
+            Count(self.total_blocks)
+        )
+    }
+}

@@ -1,0 +1,137 @@
+//! [`Tracker`], the global allocator wrapper: the hot path's entry point.
+//!
+//! # The hot-path contract
+//!
+//! Everything reachable from the [`GlobalAlloc`] methods below obeys these
+//! rules, because breaking any of them inside an allocator means deadlock,
+//! infinite recursion or a corrupted heap in the host program:
+//!
+//! 1. **No allocation through the tracked path.** The tracker's tables get
+//!    their memory straight from [`std::alloc::System`]. Anything that does
+//!    reach the global allocator from inside the tracker (the platform
+//!    unwinder on its first use) finds the thread's busy flag set and
+//!    passes straight through to the inner allocator, untracked.
+//! 2. **No panic, no unwrap.** Every failure has a defined outcome: the
+//!    inner allocator's null is returned as is; bookkeeping that cannot get
+//!    memory leaves the block unrecorded and counts it in
+//!    `unrecorded_allocations`.
+//! 3. **No I/O, no symbol resolution.** Stacks are stored as raw return
+//!    addresses; names are resolved by the cold path, on demand.
+//! 4. **No lock held while a stack is captured, and no lock that may
+//!    allocate.** Capture runs first, lock-free; the tables use spin locks
+//!    (never `parking_lot`, whose contended path allocates) held for a few
+//!    hash probes.
+//! 5. **Survives thread-local teardown.** The per-thread flag is a
+//!    const-initialised thread-local without a destructor; should it be
+//!    unreachable, the allocation passes through untracked, and its free
+//!    later finds no record and counts nothing.
+//! 6. **Every `unsafe` block says why it is sound** in a `// SAFETY:` line.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use crate::hot::record;
+use crate::hot::stacks::MAX_SITES;
+
+/// A global allocator that wraps `A` and records every live allocation
+/// with the call stack that made it.
+///
+/// Install it once, in the binary (or the test crate) to be profiled:
+///
+/// ```
+/// use std::alloc::System;
+///
+/// #[global_allocator]
+/// static GLOBAL: alloc_track::Tracker<System> = alloc_track::Tracker::new(System);
+/// # fn main() {}
+/// ```
+///
+/// Any [`GlobalAlloc`] works as the inner allocator (jemalloc, mimalloc,
+/// `System`); the tracker only watches what passes through.
+pub struct Tracker<A> {
+    inner: A,
+    max_sites: u32,
+}
+
+impl<A> Tracker<A> {
+    /// Wraps `inner`, recording every allocation with its stack: exact
+    /// figures for every call site.
+    pub const fn new(inner: A) -> Self {
+        Tracker {
+            inner,
+            max_sites: MAX_SITES,
+        }
+    }
+
+    /// Bounds the number of distinct call sites (unique stacks) recorded,
+    /// and with it the tracker's memory for stacks (default and maximum:
+    /// 4,194,304). Allocations from further stacks are counted, exactly,
+    /// against one "other" site, and snapshots report how many there were.
+    ///
+    /// ```
+    /// use std::alloc::System;
+    /// #[global_allocator]
+    /// static GLOBAL: alloc_track::Tracker<System> =
+    ///     alloc_track::Tracker::new(System).max_sites(100_000);
+    /// # fn main() {}
+    /// ```
+    pub const fn max_sites(mut self, max_sites: u32) -> Self {
+        self.max_sites = if max_sites > MAX_SITES {
+            MAX_SITES
+        } else {
+            max_sites
+        };
+        self
+    }
+
+    /// The wrapped allocator.
+    pub const fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+// SAFETY: every method forwards the caller's arguments unchanged to the
+// inner allocator, which upholds `GlobalAlloc`'s contract, and returns its
+// result unchanged; the bookkeeping around the calls never touches the
+// memory handed out.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller guarantees `layout` is valid and non-zero in
+        // size, as `GlobalAlloc::alloc` requires.
+        let ptr = unsafe { self.inner.alloc(layout) };
+        if !ptr.is_null() {
+            record::on_alloc(ptr, layout.size(), self.max_sites);
+        }
+        ptr
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as in `alloc`.
+        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            record::on_alloc(ptr, layout.size(), self.max_sites);
+        }
+        ptr
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Forget the block before it is freed: once freed, another thread
+        // may be handed the same address.
+        record::on_free(ptr);
+        // SAFETY: the caller guarantees `ptr` came from this allocator
+        // (hence from `inner`) with this `layout`.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old = record::take_for_realloc(ptr);
+        // SAFETY: the caller guarantees `ptr` came from this allocator with
+        // `layout`, and that `new_size` is valid for `layout.align()`.
+        let new_ptr = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        record::finish_realloc(ptr, old, new_ptr, new_size, self.max_sites);
+        new_ptr
+    }
+}

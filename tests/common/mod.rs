@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests: figures of the sites whose
+//! stack passes through a named function, so that a test's assertions are
+//! exact even while the test harness and other tests allocate.
+#![allow(dead_code)]
+
+use alloc_track::{Diff, Snapshot, Stack};
+
+/// Live and total figures summed over sites whose stack contains `function`.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct Figures {
+    pub live_bytes: u64,
+    pub live_blocks: u64,
+    pub total_bytes: u64,
+    pub total_blocks: u64,
+}
+
+pub fn passes_through(stack: &Stack, function: &str) -> bool {
+    stack.frames().iter().any(|f| f.function.contains(function))
+}
+
+pub fn figures(snapshot: &Snapshot, function: &str) -> Figures {
+    snapshot
+        .sites()
+        .iter()
+        .filter(|s| passes_through(&s.stack(), function))
+        .fold(Figures::default(), |f, s| Figures {
+            live_bytes: f.live_bytes + s.live_bytes(),
+            live_blocks: f.live_blocks + s.live_blocks(),
+            total_bytes: f.total_bytes + s.total_bytes(),
+            total_blocks: f.total_blocks + s.total_blocks(),
+        })
+}
+
+/// (net live bytes, net live blocks, total bytes, total blocks, retained
+/// bytes, retained blocks) over a diff's sites whose stack contains
+/// `function`.
+pub fn diff_figures(diff: &Diff, function: &str) -> (i64, i64, u64, u64, u64, u64) {
+    diff.sites()
+        .iter()
+        .filter(|s| passes_through(&s.stack(), function))
+        .fold((0, 0, 0, 0, 0, 0), |a, s| {
+            (
+                a.0 + s.live_bytes(),
+                a.1 + s.live_blocks(),
+                a.2 + s.total_bytes(),
+                a.3 + s.total_blocks(),
+                a.4 + s.retained_bytes(),
+                a.5 + s.retained_blocks(),
+            )
+        })
+}

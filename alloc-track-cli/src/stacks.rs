@@ -88,12 +88,17 @@ const PLUMBING_PREFIXES: &[&str] = &[
 ];
 
 /// True for standard-library code: files under `/rustc/` (the path the
-/// compiler records for its own sources), vendored std dependencies under
-/// `/cargo/registry/`, and functions in `std`, `core`, `alloc` or
+/// compiler records for its own sources), std's vendored dependencies as
+/// the toolchain build records them (`/cargo/registry/...` on older
+/// toolchains, `/rust/deps/...` on newer ones; a user's own
+/// `~/.cargo/registry` crates are not std), and functions in `std`, `core`, `alloc` or
 /// `hashbrown` (or the allocator plumbing).
 pub fn is_std(frame: &Frame) -> bool {
     if let Some(file) = &frame.file {
-        if file.starts_with("/rustc/") || file.contains("/cargo/registry/") {
+        if file.starts_with("/rustc/")
+            || file.starts_with("/rust/deps/")
+            || file.contains("/cargo/registry/")
+        {
             return true;
         }
     }
@@ -260,7 +265,12 @@ mod tests {
         assert!(is_std(&frame("whatever", Some("/rustc/abc/library/x.rs"))));
         assert!(is_std(&frame(
             "foo",
-            Some("/home/u/.cargo/registry/src/x/hashbrown/a.rs")
+            Some("/cargo/registry/src/x/hashbrown-0.14.0/src/a.rs")
+        )));
+        // A dependency of the user's program is an answer, not plumbing.
+        assert!(!is_std(&frame(
+            "serde_json::de::from_str",
+            Some("/home/u/.cargo/registry/src/x/serde_json-1.0.0/src/de.rs")
         )));
         assert!(!is_std(&frame(
             "myapp::main",

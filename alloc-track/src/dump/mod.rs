@@ -207,3 +207,6 @@ pub struct Birth {
 fn is_false(value: &bool) -> bool {
     !*value
 }
+
+#[cfg(test)]
+mod tests;

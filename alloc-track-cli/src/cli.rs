@@ -76,7 +76,9 @@ impl ReportArgs {
 pub struct FlamegraphArgs {
     /// The dump (JSON) to draw.
     pub dump: PathBuf,
-    /// The SVG file to write.
+    /// The SVG file to write [default: beside the dump, DUMP with .svg,
+    /// .by-site.svg with --site-at-root, and .<by> before .svg for
+    /// measures other than live].
     #[arg(short = 'o', long = "output", value_name = "SVG")]
     pub output: Option<PathBuf>,
     /// What the width of a frame stands for.

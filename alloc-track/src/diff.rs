@@ -246,19 +246,19 @@ fn render(diff: &Diff, all: bool) -> String {
             "Incomplete: the tracker ran out of memory for its books; figures may be low\n",
         );
     }
-    let groups = site::group_by_resolved_stack(diff.sites.iter().map(|s| s.stack()));
+    let groups = site::group_by_label(diff.sites.iter().map(|s| s.stack()));
     let mut rows: Vec<Row> = groups
-        .iter()
-        .map(|(stack, members)| {
+        .into_iter()
+        .map(|(label, members)| {
             let mut row = Row {
                 live_bytes: 0,
                 live_blocks: 0,
                 retained_bytes: 0,
                 total_bytes: 0,
                 total_blocks: 0,
-                label: site::label(stack),
+                label,
             };
-            for &i in members {
+            for i in members {
                 let s = &diff.sites[i];
                 row.live_bytes += s.live_bytes;
                 row.live_blocks += s.live_blocks;

@@ -116,3 +116,23 @@ pub(crate) fn group_by_resolved_stack(
     }
     groups
 }
+
+/// Groups items by the label of their resolved stack: the tables people
+/// read have one row per place in the source, however many distinct
+/// stacks lead there. Returns (label, member indices), in order of first
+/// appearance.
+pub(crate) fn group_by_label(stacks: impl Iterator<Item = Stack>) -> Vec<(String, Vec<usize>)> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut by_label: HashMap<String, usize> = HashMap::new();
+    for (stack, members) in group_by_resolved_stack(stacks) {
+        let label = label(&stack);
+        match by_label.get(&label) {
+            Some(&group) => groups[group].1.extend(members),
+            None => {
+                by_label.insert(label.clone(), groups.len());
+                groups.push((label, members));
+            }
+        }
+    }
+    groups
+}

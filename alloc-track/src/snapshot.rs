@@ -271,17 +271,17 @@ fn render(snapshot: &Snapshot, all: bool) -> String {
         out.push_str(&line);
         out.push('\n');
     }
-    let groups = site::group_by_resolved_stack(snapshot.sites.iter().map(|s| s.stack));
+    let groups = site::group_by_label(snapshot.sites.iter().map(|s| s.stack));
     let mut rows: Vec<(u64, u64, String)> = groups
-        .iter()
-        .map(|(stack, members)| {
+        .into_iter()
+        .map(|(label, members)| {
             let (bytes, blocks) = members.iter().fold((0, 0), |(b, n), &i| {
                 (
                     b + snapshot.sites[i].live_bytes,
                     n + snapshot.sites[i].live_blocks,
                 )
             });
-            (bytes, blocks, site::label(stack))
+            (bytes, blocks, label)
         })
         .filter(|(bytes, blocks, _)| *bytes > 0 || *blocks > 0)
         .collect();

@@ -182,7 +182,12 @@ pub(crate) fn resolve_stack(ips: &[usize]) -> Vec<ResolvedLocation> {
 /// crates std vendors), which are rarely the place to fix a leak.
 pub fn is_standard_library(frame: &Frame) -> bool {
     if let Some(file) = &frame.file {
-        if file.starts_with("/rustc/") || file.contains("/cargo/registry/") {
+        // std's own sources, and the crates it vendors (hashbrown, …) as
+        // their paths are recorded in the shipped standard library.
+        if file.starts_with("/rustc/")
+            || file.starts_with("/rust/deps/")
+            || file.contains("/cargo/registry/")
+        {
             return true;
         }
         if file.contains("/library/std/")

@@ -191,7 +191,11 @@ pub fn diff(options: &DiffOptions, out: &mut impl Write) -> Result<(), CliError>
     )?;
     let mut graphs = Vec::new();
     if let Some(svg) = &options.flamegraph {
-        let lines = differential_lines(&before, &after, options.measure)?;
+        let lines = differential_lines(
+            (&before, &options.before),
+            (&after, &options.after),
+            options.measure,
+        )?;
         graphs = write_graphs(options, &lines, svg)?;
     }
     write_text(options, &before, &after, rows, out).map_err(CliError::Stdout)?;
@@ -208,15 +212,13 @@ pub fn diff(options: &DiffOptions, out: &mut impl Write) -> Result<(), CliError>
 /// differential mode. Frames are merged by function name, as in any
 /// flamegraph.
 fn differential_lines(
-    before: &Dump,
-    after: &Dump,
+    before: (&Dump, &Path),
+    after: (&Dump, &Path),
     measure: Measure,
 ) -> Result<BTreeMap<String, (u64, u64)>, CliError> {
     let mut lines: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let sides: [(&Dump, bool); 2] = [(before, false), (after, true)];
-    for (dump, is_after) in sides {
-        // Paths were checked by `compare`; weigh cannot fail here.
-        let weights = weigh::weigh(dump, measure, Path::new(""))?;
+    for ((dump, path), is_after) in [(before, false), (after, true)] {
+        let weights = weigh::weigh(dump, measure, path)?;
         let folder = Folder::new(dump, Order::RootFirst);
         for weight in weights {
             let Some(stack) = stacks::stack(dump, weight.stack) else {
@@ -456,4 +458,50 @@ fn retained_since(before: &Dump, after: &Dump) -> Option<(u64, u64)> {
                 )
             }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> (Dump, PathBuf) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name);
+        (Dump::load(&path).expect("fixture loads"), path)
+    }
+
+    #[test]
+    fn sites_match_by_symbols_not_addresses_or_indices() {
+        let (before, path) = fixture("app.json");
+        // Another run: code loaded elsewhere (ASLR) and stacks renumbered.
+        let mut after = before.clone();
+        for location in &mut after.locations {
+            location.address += 0x1000_0000;
+        }
+        after.stacks.reverse();
+        let last = after.stacks.len() as u32 - 1;
+        for site in &mut after.sites {
+            site.stack = last - site.stack;
+        }
+        after.validate().expect("still valid");
+        let rows = compare(&before, &path, &after, &path, Measure::Live).expect("compare");
+        // Only the unresolved frame (known by address alone) fails to match.
+        let unmatched: Vec<&Row> = rows.iter().filter(|r| r.delta() != 0).collect();
+        assert_eq!(unmatched.len(), 2, "{rows:?}");
+        assert!(unmatched
+            .iter()
+            .all(|r| r.before == 4096 || r.after == 4096));
+    }
+
+    #[test]
+    fn retained_needs_one_process_and_births() {
+        let (before, _) = fixture("app.json");
+        let (after, _) = fixture("after.json");
+        assert!(retained_since(&before, &after).is_some());
+        let mut other = after.clone();
+        other.pid += 1;
+        assert_eq!(retained_since(&before, &other), None);
+        assert_eq!(retained_since(&after, &before), None);
+    }
 }

@@ -13,6 +13,7 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
     let mut location_index: HashMap<(usize, Arc<[Frame]>), u32> = HashMap::new();
     let mut stacks = Vec::new();
     let mut sites = Vec::new();
+    let mut peak_sites = Vec::new();
 
     for (stack, members) in group_by_resolved_stack(snapshot.sites.iter().map(|s| s.stack)) {
         let stack_locations = stack
@@ -39,8 +40,14 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
             ..dump::Site::default()
         };
         let mut births: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut peak = dump::PeakSite {
+            stack: stack_id,
+            ..dump::PeakSite::default()
+        };
         for &i in &members {
             let member = &snapshot.sites[i];
+            peak.bytes += member.peak_bytes;
+            peak.blocks += member.peak_blocks;
             site.live_bytes += member.live_bytes;
             site.live_blocks += member.live_blocks;
             site.total_bytes += member.total_bytes;
@@ -61,6 +68,9 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
             .collect();
         site.births.sort_by_key(|b| b.epoch);
         sites.push(site);
+        if peak.blocks > 0 {
+            peak_sites.push(peak);
+        }
     }
 
     Dump {
@@ -77,7 +87,7 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
         locations,
         stacks,
         sites,
-        peak_sites: Vec::new(),
+        peak_sites,
     }
 }
 

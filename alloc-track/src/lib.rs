@@ -137,6 +137,14 @@ pub fn snapshot() -> Snapshot {
     Snapshot::take()
 }
 
+/// Starts a new peak from the live heap as it is now, as Python's
+/// `tracemalloc.reset_peak()` does: the next [`Snapshot::peak_bytes`] and
+/// the per-site peak figures describe the high-water mark since this call.
+/// Use it between the phases of a job to see each phase's own peak.
+pub fn reset_peak() {
+    hot::thread::untracked(|| hot::counters::COUNTERS.reset_peak());
+}
+
 /// True when a [`Tracker`] is this program's global allocator.
 pub fn is_installed() -> bool {
     if !hot::counters::INSTALLED.load(Ordering::Relaxed) {

@@ -45,6 +45,8 @@ pub struct Site {
     pub(crate) live_blocks: u64,
     pub(crate) total_bytes: u64,
     pub(crate) total_blocks: u64,
+    pub(crate) peak_bytes: u64,
+    pub(crate) peak_blocks: u64,
     /// Live blocks by birth epoch, oldest first.
     pub(crate) births: Vec<Birth>,
 }
@@ -65,6 +67,18 @@ impl Site {
     /// Blocks allocated here since tracking began.
     pub fn total_blocks(&self) -> u64 {
         self.total_blocks
+    }
+    /// Bytes this site held live when the heap was at its peak (see
+    /// [`Snapshot::peak_bytes`]; the breakdown is taken within a small
+    /// margin of the exact peak, see [`Tracker::peak_margin_permille`]).
+    ///
+    /// [`Tracker::peak_margin_permille`]: crate::Tracker::peak_margin_permille
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak_bytes
+    }
+    /// Blocks this site held live when the heap was at its peak.
+    pub fn peak_blocks(&self) -> u64 {
+        self.peak_blocks
     }
     /// The call stack that allocated.
     pub fn stack(&self) -> Stack {
@@ -122,6 +136,8 @@ impl Snapshot {
                     live_blocks: 0,
                     total_bytes: view.total_bytes,
                     total_blocks: view.total_blocks,
+                    peak_bytes: view.peak_bytes,
+                    peak_blocks: view.peak_blocks,
                     births: Vec::new(),
                 });
             }
@@ -138,6 +154,8 @@ impl Snapshot {
                         live_blocks: 0,
                         total_bytes: 0,
                         total_blocks: 0,
+                        peak_bytes: 0,
+                        peak_blocks: 0,
                         births: Vec::new(),
                     });
                     sites.len() - 1
@@ -172,10 +190,14 @@ impl Snapshot {
                 t.total_blocks += s.total_blocks;
                 t
             });
+            // The breakdown's sum is a real moment's heap (give or take
+            // allocations racing with its copy), so the peak is at least it.
+            let breakdown: u64 = sites.iter().map(|s| s.peak_bytes).sum();
             let peak_bytes = COUNTERS
                 .peak_bytes
                 .load(Ordering::Relaxed)
-                .max(totals.live_bytes);
+                .max(totals.live_bytes)
+                .max(breakdown);
             Snapshot {
                 epoch,
                 timestamp_ms,

@@ -29,6 +29,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
+use crate::hot::config::Config;
 use crate::hot::record;
 use crate::hot::stacks::MAX_SITES;
 
@@ -49,7 +50,7 @@ use crate::hot::stacks::MAX_SITES;
 /// `System`); the tracker only watches what passes through.
 pub struct Tracker<A> {
     inner: A,
-    max_sites: u32,
+    config: Config,
 }
 
 impl<A> Tracker<A> {
@@ -58,7 +59,7 @@ impl<A> Tracker<A> {
     pub const fn new(inner: A) -> Self {
         Tracker {
             inner,
-            max_sites: MAX_SITES,
+            config: Config::DEFAULT,
         }
     }
 
@@ -75,11 +76,22 @@ impl<A> Tracker<A> {
     /// # fn main() {}
     /// ```
     pub const fn max_sites(mut self, max_sites: u32) -> Self {
-        self.max_sites = if max_sites > MAX_SITES {
+        self.config.max_sites = if max_sites > MAX_SITES {
             MAX_SITES
         } else {
             max_sites
         };
+        self
+    }
+
+    /// How far live bytes must climb above the last recorded breakdown of
+    /// the peak, in thousandths, before a new breakdown is taken (default
+    /// 20, i.e. 2%; never less than 64 KiB). Each breakdown copies every
+    /// site's live figures, so the margin bounds their number; the
+    /// breakdown then describes a moment within the margin of the exact
+    /// peak. 0 refreshes it at every new high beyond 64 KiB.
+    pub const fn peak_margin_permille(mut self, permille: u32) -> Self {
+        self.config.peak_margin_permille = permille;
         self
     }
 
@@ -100,7 +112,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // size, as `GlobalAlloc::alloc` requires.
         let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
-            record::on_alloc(ptr, layout.size(), self.max_sites);
+            record::on_alloc(ptr, layout.size(), &self.config);
         }
         ptr
     }
@@ -110,7 +122,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // SAFETY: as in `alloc`.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            record::on_alloc(ptr, layout.size(), self.max_sites);
+            record::on_alloc(ptr, layout.size(), &self.config);
         }
         ptr
     }
@@ -131,7 +143,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // SAFETY: the caller guarantees `ptr` came from this allocator with
         // `layout`, and that `new_size` is valid for `layout.align()`.
         let new_ptr = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        record::finish_realloc(ptr, old, new_ptr, new_size, self.max_sites);
+        record::finish_realloc(ptr, old, new_ptr, new_size, &self.config);
         new_ptr
     }
 }

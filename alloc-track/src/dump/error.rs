@@ -110,7 +110,16 @@ impl fmt::Display for DumpError {
             None => String::new(),
         };
         match self {
-            DumpError::Io { path: p, source } => write!(f, "{}{source}", path(p)),
+            DumpError::Io { path: p, source } => {
+                // io::Error's Display ends in " (os error N)": noise for a
+                // person reading one line.
+                let text = source.to_string();
+                let text = match text.rfind(" (os error ") {
+                    Some(cut) => &text[..cut],
+                    None => &text,
+                };
+                write!(f, "{}{text}", path(p))
+            }
             DumpError::Parse {
                 path: p,
                 line,

@@ -15,26 +15,38 @@ struct Header {
     version: Option<serde_json::Value>,
 }
 
+impl Header {
+    /// The better error for a document that failed to parse as a dump.
+    fn explain(&self) -> Option<DumpError> {
+        if self.format.as_ref().and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
+            return Some(DumpError::NotADump { path: None });
+        }
+        let found = self.version.as_ref()?.as_u64()?;
+        (found > u64::from(FORMAT_VERSION)).then(|| DumpError::UnsupportedVersion {
+            path: None,
+            found: u32::try_from(found).unwrap_or(u32::MAX),
+            supported: FORMAT_VERSION,
+        })
+    }
+}
+
 impl Dump {
     /// Parses and validates a dump from JSON text.
     pub fn from_slice(bytes: &[u8]) -> Result<Dump, DumpError> {
-        let header: Header = serde_json::from_slice(bytes)?;
-        match header.format.as_ref().and_then(|f| f.as_str()) {
-            Some(FORMAT_NAME) => {}
-            _ => return Err(DumpError::NotADump { path: None }),
-        }
-        if let Some(found) = header.version.as_ref().and_then(|v| v.as_u64()) {
-            if found > u64::from(FORMAT_VERSION) {
-                return Err(DumpError::UnsupportedVersion {
-                    path: None,
-                    found: u32::try_from(found).unwrap_or(u32::MAX),
-                    supported: FORMAT_VERSION,
-                });
+        match serde_json::from_slice::<Dump>(bytes) {
+            Ok(dump) => {
+                dump.validate()?;
+                Ok(dump)
             }
+            // Only a failed parse pays for a second look: a document that is
+            // not a dump at all, or a newer version whose fields this reader
+            // does not know, deserves that answer rather than the first
+            // field serde tripped over.
+            Err(error) => Err(match serde_json::from_slice::<Header>(bytes) {
+                Ok(header) => header.explain().unwrap_or_else(|| error.into()),
+                Err(_) => error.into(),
+            }),
         }
-        let dump: Dump = serde_json::from_slice(bytes)?;
-        dump.validate()?;
-        Ok(dump)
     }
 
     /// Reads, parses and validates a dump from any reader.

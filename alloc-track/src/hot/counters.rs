@@ -5,7 +5,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use super::config::Config;
 use super::spin::CachePadded;
+use super::stacks;
 
 pub(crate) struct Counters {
     pub(crate) live_bytes: AtomicU64,
@@ -13,7 +15,12 @@ pub(crate) struct Counters {
     pub(crate) total_bytes: AtomicU64,
     pub(crate) total_blocks: AtomicU64,
     pub(crate) peak_bytes: AtomicU64,
+    /// Live bytes when the last peak breakdown was taken.
+    pub(crate) breakdown_bytes: AtomicU64,
 }
+
+/// Held by the one thread copying a peak breakdown.
+static BREAKDOWN_BUSY: AtomicBool = AtomicBool::new(false);
 
 pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded(Counters {
     live_bytes: AtomicU64::new(0),
@@ -21,6 +28,7 @@ pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded(Counters {
     total_bytes: AtomicU64::new(0),
     total_blocks: AtomicU64::new(0),
     peak_bytes: AtomicU64::new(0),
+    breakdown_bytes: AtomicU64::new(0),
 });
 
 /// Allocations the tracker could not record because its own bookkeeping
@@ -44,7 +52,7 @@ pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
 // them from the live table instead.
 impl Counters {
     #[inline]
-    pub(crate) fn on_alloc(&self, size: u64) {
+    pub(crate) fn on_alloc(&self, size: u64, config: &Config) {
         self.total_bytes.fetch_add(size, Ordering::Relaxed);
         self.total_blocks.fetch_add(1, Ordering::Relaxed);
         self.live_blocks.fetch_add(1, Ordering::Relaxed);
@@ -56,7 +64,37 @@ impl Counters {
         // happen below the peak, and a load keeps the line shared.
         if live > self.peak_bytes.load(Ordering::Relaxed) {
             self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+            let last = self.breakdown_bytes.load(Ordering::Relaxed);
+            if live >= config.next_breakdown_at(last) {
+                self.take_peak_breakdown(live);
+            }
         }
+    }
+
+    /// Records what the heap consists of now, as the breakdown of its
+    /// peak; skipped if another thread is already at it.
+    #[cold]
+    pub(crate) fn take_peak_breakdown(&self, live: u64) {
+        if BREAKDOWN_BUSY.swap(true, Ordering::Acquire) {
+            return;
+        }
+        stacks::record_peak_breakdown();
+        self.breakdown_bytes.store(live, Ordering::Relaxed);
+        BREAKDOWN_BUSY.store(false, Ordering::Release);
+    }
+
+    /// Starts a new peak from the current live heap, as tracemalloc's
+    /// `reset_peak` does.
+    pub(crate) fn reset_peak(&self) {
+        let live = self.live_bytes.load(Ordering::Relaxed);
+        self.peak_bytes.store(live, Ordering::Relaxed);
+        // Force the breakdown even if another thread is taking one: wait.
+        while BREAKDOWN_BUSY.swap(true, Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        stacks::record_peak_breakdown();
+        self.breakdown_bytes.store(live, Ordering::Relaxed);
+        BREAKDOWN_BUSY.store(false, Ordering::Release);
     }
 
     #[inline]

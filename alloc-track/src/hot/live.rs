@@ -88,3 +88,26 @@ pub(crate) fn for_each(mut f: impl FnMut(usize, &LiveBlock)) {
 pub(crate) fn heap_bytes() -> usize {
     TABLE.iter().map(|shard| shard.lock().heap_bytes()).sum()
 }
+
+/// Takes every shard lock, in index order, and keeps them held: the
+/// prepare step of the fork handlers in `fork.rs`.
+#[cfg(unix)]
+pub(crate) fn lock_all_for_fork() {
+    for shard in &TABLE {
+        std::mem::forget(shard.lock());
+    }
+}
+
+/// Releases every shard lock taken by [`lock_all_for_fork`].
+///
+/// # Safety
+/// Only after `lock_all_for_fork` on this thread (or, in a forked child,
+/// its copy), with no guard alive.
+#[cfg(unix)]
+pub(crate) unsafe fn unlock_all_after_fork() {
+    for shard in &TABLE {
+        // SAFETY: the caller's contract: this thread holds the lock and no
+        // guard for it exists.
+        unsafe { shard.force_unlock() };
+    }
+}

@@ -8,7 +8,10 @@
 //! through the small accessor functions each module exports.
 
 pub(crate) mod capture;
+pub(crate) mod config;
 pub(crate) mod counters;
+#[cfg(unix)]
+mod fork;
 pub(crate) mod live;
 pub(crate) mod measuring;
 pub(crate) mod raw_map;

@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 
 use super::capture;
+use super::config::Config;
 use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
 use super::live::{self, LiveBlock};
 use super::stacks;
@@ -17,22 +18,22 @@ use super::thread::{self, Busy};
 
 /// Records a block the inner allocator just returned.
 #[inline]
-pub(crate) fn on_alloc(address: *mut u8, size: usize, max_sites: u32) {
+pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
     if !INSTALLED.load(Ordering::Relaxed) {
         INSTALLED.store(true, Ordering::Relaxed);
     }
     // A thread already inside the tracker (the unwinder's first-use
     // allocations, snapshot building) passes through untracked.
     let Some(_busy) = Busy::enter() else { return };
-    record_new(address as usize, size, max_sites);
+    record_new(address as usize, size, config);
 }
 
 #[inline(never)]
-fn record_new(address: usize, size: usize, max_sites: u32) {
+fn record_new(address: usize, size: usize, config: &Config) {
     // Capture first, with no lock held: unwinding is the slow part, and
     // it may itself allocate.
     let stack = capture::capture();
-    let site = stacks::intern(stack.frames(), stack.truncated, max_sites);
+    let site = stacks::intern(stack.frames(), stack.truncated, config.max_sites);
     let measuring = thread::measuring();
     // SAFETY: a non-null pointer is this thread's own measure state, alive
     // until the outermost measure frame closes; no other reference to it
@@ -54,8 +55,10 @@ fn record_new(address: usize, size: usize, max_sites: u32) {
             return;
         }
     }
-    COUNTERS.on_alloc(size as u64);
+    // The site first: a peak breakdown triggered by the global counter
+    // must already see this block at its site.
     stacks::count_allocation(site, size as u64);
+    COUNTERS.on_alloc(size as u64, config);
     if let Some(measure) = measure {
         measure.on_alloc(address, size, site);
     }
@@ -73,6 +76,7 @@ pub(crate) fn on_free(address: *mut u8) {
 /// Counts a removed record as freed.
 fn forget(address: usize, block: &LiveBlock) {
     COUNTERS.on_free(block.size as u64);
+    stacks::count_free(block.site, block.size as u64);
     // The measure state is touched only outside the tracker's own code, so
     // that it is never reentered; and untracked-thread frees never carry a
     // measure tag anyway.
@@ -105,7 +109,7 @@ pub(crate) fn finish_realloc(
     old: Option<LiveBlock>,
     new_address: *mut u8,
     new_size: usize,
-    max_sites: u32,
+    config: &Config,
 ) {
     if new_address.is_null() {
         if let Some(old) = old {
@@ -122,5 +126,5 @@ pub(crate) fn finish_realloc(
     if let Some(old) = old {
         forget(old_address as usize, &old);
     }
-    on_alloc(new_address, new_size, max_sites);
+    on_alloc(new_address, new_size, config);
 }

@@ -39,6 +39,11 @@ pub(crate) struct SiteRecord {
     truncated: AtomicBool,
     total_bytes: AtomicU64,
     total_blocks: AtomicU64,
+    live_bytes: AtomicU64,
+    live_blocks: AtomicU64,
+    /// The site's live figures at the last peak breakdown.
+    peak_bytes: AtomicU64,
+    peak_blocks: AtomicU64,
 }
 
 type Chunk = [SiteRecord; CHUNK_SIZE];
@@ -184,6 +189,35 @@ pub(crate) fn count_allocation(id: SiteId, size: u64) {
     if let Some(record) = record(id, id == OVERFLOW_SITE) {
         record.total_bytes.fetch_add(size, Ordering::Relaxed);
         record.total_blocks.fetch_add(1, Ordering::Relaxed);
+        record.live_bytes.fetch_add(size, Ordering::Relaxed);
+        record.live_blocks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Subtracts one freed block of `size` bytes from the site's live figures.
+#[inline]
+pub(crate) fn count_free(id: SiteId, size: u64) {
+    if let Some(record) = record(id, false) {
+        record.live_bytes.fetch_sub(size, Ordering::Relaxed);
+        record.live_blocks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Copies every site's live figures into its peak figures: the breakdown
+/// of the heap at (about) its peak. O(sites), lock-free, no allocation;
+/// the caller makes sure only one thread runs it at a time. Concurrent
+/// allocations make the copy a little fuzzy, never wrong by more than what
+/// they allocate meanwhile.
+#[cold]
+pub(crate) fn record_peak_breakdown() {
+    let end = NEXT_ID.load(Ordering::Acquire);
+    for id in OVERFLOW_SITE..end {
+        if let Some(record) = record(id, false) {
+            let bytes = record.live_bytes.load(Ordering::Relaxed);
+            let blocks = record.live_blocks.load(Ordering::Relaxed);
+            record.peak_bytes.store(bytes, Ordering::Relaxed);
+            record.peak_blocks.store(blocks, Ordering::Relaxed);
+        }
     }
 }
 
@@ -194,6 +228,8 @@ pub(crate) struct SiteView {
     pub(crate) truncated: bool,
     pub(crate) total_bytes: u64,
     pub(crate) total_blocks: u64,
+    pub(crate) peak_bytes: u64,
+    pub(crate) peak_blocks: u64,
 }
 
 /// Every site that has ever been counted, the overflow site included when
@@ -210,6 +246,8 @@ pub(crate) fn sites() -> Vec<SiteView> {
                 truncated: record.truncated.load(Ordering::Relaxed),
                 total_bytes: record.total_bytes.load(Ordering::Relaxed),
                 total_blocks,
+                peak_bytes: record.peak_bytes.load(Ordering::Relaxed),
+                peak_blocks: record.peak_blocks.load(Ordering::Relaxed),
             })
         })
         .collect()
@@ -242,4 +280,27 @@ pub(crate) fn heap_bytes() -> usize {
         .map(|r| r.depth.load(Ordering::Relaxed) as usize * std::mem::size_of::<usize>())
         .sum();
     chunks * std::mem::size_of::<Chunk>() + index + frames
+}
+
+/// Takes every index shard lock, in index order, and keeps them held: the
+/// prepare step of the fork handlers in `fork.rs`.
+#[cfg(unix)]
+pub(crate) fn lock_all_for_fork() {
+    for shard in &INDEX {
+        std::mem::forget(shard.lock());
+    }
+}
+
+/// Releases every index shard lock taken by [`lock_all_for_fork`].
+///
+/// # Safety
+/// Only after `lock_all_for_fork` on this thread (or, in a forked child,
+/// its copy), with no guard alive.
+#[cfg(unix)]
+pub(crate) unsafe fn unlock_all_after_fork() {
+    for shard in &INDEX {
+        // SAFETY: the caller's contract: this thread holds the lock and no
+        // guard for it exists.
+        unsafe { shard.force_unlock() };
+    }
 }

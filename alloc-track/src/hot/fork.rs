@@ -1,0 +1,108 @@
+//! Fork safety: a child forked while another thread held one of the hot
+//! path's spin locks would inherit that lock held by a thread that does not
+//! exist in the child, and its first allocation or snapshot would spin
+//! forever.
+//!
+//! `pthread_atfork` handlers close that window. Before the fork, the forking
+//! thread takes every hot-path lock (so no other thread is inside a
+//! critical section when the address space is copied); afterwards the
+//! parent releases them and the child, whose copies are all held by the
+//! forking thread, releases its own. The locks are never nested anywhere
+//! else, so taking them all in one fixed order cannot deadlock with any
+//! other holder: each holder releases its one lock after a few probes.
+//!
+//! The handlers are registered once, before `main`, from an `.init_array`
+//! constructor: registration itself may allocate (glibc keeps handlers in a
+//! malloc'd array), so it must not happen inside the allocator. glibc runs
+//! prepare handlers before it takes malloc's own locks, so a lock holder
+//! that is growing a table through `System` can always finish.
+//!
+//! Any lock added to the hot path must be added to `lock_all` and
+//! `unlock_all` below.
+//!
+//! What this does not cover: the cold path's symbol cache and the
+//! `backtrace` crate's symbolization lock. A child that resolves symbols
+//! (saves a dump, prints a snapshot) while the parent had another thread
+//! symbolizing at the fork may block; taking snapshots, allocating and
+//! exiting never do.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{live, stacks};
+
+/// Set once the handlers are registered, so that calling `register` again
+/// (it is idempotent) never installs them twice.
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the fork handlers, once per process. Cold path only.
+pub(crate) fn register() {
+    if REGISTERED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: the three handlers are `extern "C"` functions with no
+    // arguments that never unwind, as `pthread_atfork` requires.
+    let status = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    if status != 0 {
+        // Out of memory for the handler list: fork stays as unsafe as it
+        // is without the tracker's locks in mind, but nothing else breaks.
+        REGISTERED.store(false, Ordering::Release);
+    }
+}
+
+fn lock_all() {
+    live::lock_all_for_fork();
+    stacks::lock_all_for_fork();
+}
+
+/// # Safety
+/// Only after `lock_all`, by the thread that called it (or, in the child,
+/// its copy): every lock is held by this thread and no guard exists.
+unsafe fn unlock_all() {
+    // SAFETY: the caller's contract.
+    unsafe {
+        stacks::unlock_all_after_fork();
+        live::unlock_all_after_fork();
+    }
+}
+
+extern "C" fn prepare() {
+    lock_all();
+}
+
+extern "C" fn parent() {
+    // SAFETY: `prepare` ran on this thread just before the fork and took
+    // every lock.
+    unsafe { unlock_all() }
+}
+
+extern "C" fn child() {
+    // SAFETY: the child has only the forking thread, which took every lock
+    // in `prepare`; the copies are held by it and by no one else.
+    unsafe { unlock_all() }
+}
+
+/// Runs `register` before `main` (and before any other thread exists), so
+/// that every fork of a process that links the tracker is covered even if
+/// it never takes a snapshot.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos"
+))]
+#[used]
+#[link_section = ".init_array"]
+static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
+
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+#[used]
+#[link_section = "__DATA,__mod_init_func"]
+static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
+
+#[allow(dead_code)] // unused on targets without a constructor section
+extern "C" fn register_before_main() {
+    register();
+}

@@ -3,7 +3,6 @@
 //! flamegraph tools.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use alloc_track::dump::{Dump, Frame, Location, Stack};
@@ -69,42 +68,10 @@ pub fn stack(dump: &Dump, index: u32) -> Option<&Stack> {
     dump.stacks.get(index as usize)
 }
 
-/// Prefixes of functions from the Rust standard library and the crates it
-/// vendors, and of the allocator plumbing beneath every allocation: never
-/// the answer to "who allocated this".
-const PLUMBING_PREFIXES: &[&str] = &[
-    "std::",
-    "core::",
-    "alloc::",
-    "<std::",
-    "<core::",
-    "<alloc::",
-    "hashbrown::",
-    "<hashbrown::",
-    "__rust",
-    "__rdl_",
-    "alloc_track::",
-    "<alloc_track::",
-];
-
-/// True for standard-library code: files under `/rustc/` (the path the
-/// compiler records for its own sources), std's vendored dependencies as
-/// the toolchain build records them (`/cargo/registry/...` on older
-/// toolchains, `/rust/deps/...` on newer ones; a user's own
-/// `~/.cargo/registry` crates are not std), and functions in `std`, `core`, `alloc` or
-/// `hashbrown` (or the allocator plumbing).
+/// True for standard-library code and allocator plumbing: see
+/// [`Frame::is_standard_library`], which the tracker's own tables use too.
 pub fn is_std(frame: &Frame) -> bool {
-    if let Some(file) = &frame.file {
-        if file.starts_with("/rustc/")
-            || file.starts_with("/rust/deps/")
-            || file.contains("/cargo/registry/")
-        {
-            return true;
-        }
-    }
-    PLUMBING_PREFIXES
-        .iter()
-        .any(|prefix| frame.function.starts_with(prefix))
+    frame.is_standard_library()
 }
 
 /// The frame that best answers "who allocated this": the first frame from
@@ -122,18 +89,6 @@ pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> 
     leaf
 }
 
-/// `file` relative to `base` when it lies below it, as given otherwise.
-pub fn shorten_file<'a>(file: &'a str, base: Option<&Path>) -> Cow<'a, str> {
-    if let Some(base) = base {
-        if let Ok(relative) = Path::new(file).strip_prefix(base) {
-            if !relative.as_os_str().is_empty() {
-                return Cow::Owned(relative.to_string_lossy().into_owned());
-            }
-        }
-    }
-    Cow::Borrowed(file)
-}
-
 /// A site's label for tables: `function (file:line)`, the file shortened
 /// against `base`.
 pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
@@ -146,22 +101,13 @@ pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String 
     }
 }
 
-/// `function (file:line)` for one frame.
+/// `function (file:line)` for one frame (see [`Frame::label`]), or the
+/// bare address of an unresolved one.
 pub fn frame_label(frame: FrameRef<'_>, base: Option<&Path>) -> String {
-    let mut label = frame.function().into_owned();
-    if let Some(Frame {
-        file: Some(file),
-        line,
-        ..
-    }) = frame.frame()
-    {
-        let _ = write!(label, " ({}", shorten_file(file, base));
-        if let Some(line) = line {
-            let _ = write!(label, ":{line}");
-        }
-        label.push(')');
+    match frame {
+        FrameRef::Resolved(frame) => frame.label(base),
+        FrameRef::Unresolved(address) => format!("{address:#x}"),
     }
-    label
 }
 
 /// Makes a function name safe inside a folded line, where `;` separates
@@ -283,19 +229,5 @@ mod tests {
         let mut out = String::new();
         fold_name("<[u8; 32] as Foo>::bar\n", &mut out);
         assert_eq!(out, "<[u8\u{FF1B} 32] as Foo>::bar ");
-    }
-
-    #[test]
-    fn files_below_the_base_are_shortened() {
-        let base = Path::new("/home/u/app");
-        assert_eq!(shorten_file("/home/u/app/src/a.rs", Some(base)), "src/a.rs");
-        assert_eq!(
-            shorten_file("/elsewhere/a.rs", Some(base)),
-            "/elsewhere/a.rs"
-        );
-        assert_eq!(
-            shorten_file("/home/u/app/src/a.rs", None),
-            "/home/u/app/src/a.rs"
-        );
     }
 }

@@ -121,9 +121,8 @@ use std::sync::atomic::Ordering;
 pub use diff::{Diff, SiteDiff};
 pub use dump::Frame;
 pub use measure::measure;
-pub use site::{frame_label, Stack};
+pub use site::Stack;
 pub use snapshot::{Site, Snapshot};
-pub use symbolize::is_standard_library;
 pub use tracker::Tracker;
 
 /// Takes a [`Snapshot`] of the live heap now.

@@ -57,7 +57,7 @@ pub(crate) fn label(stack: &[ResolvedLocation]) -> String {
     let frames = stack.iter().flat_map(|location| location.frames.iter());
     match frames
         .clone()
-        .find(|frame| !symbolize::is_standard_library(frame))
+        .find(|frame| !frame.is_standard_library())
         .or_else(|| frames.clone().next())
     {
         Some(frame) => frame_label(frame),
@@ -66,27 +66,12 @@ pub(crate) fn label(stack: &[ResolvedLocation]) -> String {
     }
 }
 
-/// `function (file:line)`, the file shortened to be relative to the
-/// current directory when it lies below it.
-pub fn frame_label(frame: &Frame) -> String {
-    match (&frame.file, frame.line) {
-        (Some(file), Some(line)) => format!("{} ({}:{line})", frame.function, short_path(file)),
-        (Some(file), None) => format!("{} ({})", frame.function, short_path(file)),
-        _ => frame.function.clone(),
-    }
-}
-
-fn short_path(file: &str) -> &str {
-    static CWD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let cwd = CWD.get_or_init(|| {
-        std::env::current_dir()
-            .ok()
-            .map(|dir| format!("{}/", dir.display()))
-    });
-    match cwd {
-        Some(cwd) => file.strip_prefix(cwd.as_str()).unwrap_or(file),
-        None => file,
-    }
+/// `function (file:line)`, the file shown relative to the current
+/// directory when it lies below it.
+pub(crate) fn frame_label(frame: &Frame) -> String {
+    static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let cwd = CWD.get_or_init(|| std::env::current_dir().ok());
+    frame.label(cwd.as_deref())
 }
 
 /// Groups items whose stacks resolve to the same trimmed frames (raw stacks

@@ -177,35 +177,3 @@ pub(crate) fn resolve_stack(ips: &[usize]) -> Vec<ResolvedLocation> {
     }
     out
 }
-
-/// True for frames of Rust's standard library (std, core, alloc and the
-/// crates std vendors), which are rarely the place to fix a leak.
-pub fn is_standard_library(frame: &Frame) -> bool {
-    if let Some(file) = &frame.file {
-        // std's own sources, and the crates it vendors (hashbrown, …) as
-        // their paths are recorded in the shipped standard library.
-        if file.starts_with("/rustc/")
-            || file.starts_with("/rust/deps/")
-            || file.contains("/cargo/registry/")
-        {
-            return true;
-        }
-        if file.contains("/library/std/")
-            || file.contains("/library/core/")
-            || file.contains("/library/alloc/")
-        {
-            return true;
-        }
-    }
-    const STD: &[&str] = &[
-        "std::",
-        "core::",
-        "alloc::",
-        "<std::",
-        "<core::",
-        "<alloc::",
-        "hashbrown::",
-        "<hashbrown::",
-    ];
-    frame.file.is_none() && STD.iter().any(|prefix| frame.function.starts_with(prefix))
-}

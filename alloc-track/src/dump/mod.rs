@@ -14,6 +14,7 @@
 //! panic.
 
 mod error;
+mod frame;
 mod read;
 
 use serde::{Deserialize, Serialize};

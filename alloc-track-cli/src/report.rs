@@ -1,6 +1,7 @@
 //! `alloc-track report`: what is holding the memory, where it was
 //! allocated, and what the peak consisted of, in one screen.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -226,7 +227,7 @@ fn heap_vs_rss(live: u64, rss: u64) -> String {
 fn write_table(
     out: &mut impl Write,
     dump: &Dump,
-    mut weights: Vec<Weight>,
+    weights: Vec<Weight>,
     measure: Measure,
     top: usize,
     base: Option<&Path>,
@@ -234,21 +235,40 @@ fn write_table(
     let total_value = weigh::total(&weights, measure);
     let total_bytes = weights.iter().fold(0u64, |s, w| s.saturating_add(w.bytes));
     let total_blocks = weights.iter().fold(0u64, |s, w| s.saturating_add(w.blocks));
-    // Largest first; ties broken by the other figure and then the stack
-    // index, so the output is the same on every run.
-    weights.sort_unstable_by(|a, b| {
-        (b.value(measure), b.bytes, b.blocks, a.stack).cmp(&(
-            a.value(measure),
-            a.bytes,
-            a.blocks,
-            b.stack,
-        ))
+    // One row per place in the source: distinct stacks that end in the
+    // same function and line (two callers of one helper, `alloc` versus
+    // `realloc` under one `push`) are one answer to "who allocated this".
+    let mut rows: Vec<Row> = Vec::new();
+    let mut row_of_label: HashMap<String, usize> = HashMap::new();
+    for weight in weights {
+        let label = site_label(dump, weight.stack, base);
+        match row_of_label.get(&label) {
+            Some(&i) => {
+                rows[i].bytes = rows[i].bytes.saturating_add(weight.bytes);
+                rows[i].blocks = rows[i].blocks.saturating_add(weight.blocks);
+            }
+            None => {
+                row_of_label.insert(label.clone(), rows.len());
+                rows.push(Row {
+                    label,
+                    bytes: weight.bytes,
+                    blocks: weight.blocks,
+                });
+            }
+        }
+    }
+    // Largest first; ties broken by the other figure and then the label,
+    // so the output is the same on every run.
+    rows.sort_unstable_by(|a, b| {
+        (b.value(measure), b.bytes, b.blocks)
+            .cmp(&(a.value(measure), a.bytes, a.blocks))
+            .then_with(|| a.label.cmp(&b.label))
     });
-    let shown = top.min(weights.len());
+    let shown = top.min(rows.len());
     writeln!(
         out,
         "top {shown} of {} sites by {}",
-        Count(weights.len() as u64),
+        Count(rows.len() as u64),
         measure.describe()
     )?;
     if shown == 0 {
@@ -260,22 +280,24 @@ fn write_table(
         "blocks", "%", "bytes", "%", "cum%"
     )?;
     let mut cumulative = 0u64;
-    for weight in &weights[..shown] {
-        cumulative = cumulative.saturating_add(weight.value(measure));
+    for row in &rows[..shown] {
+        cumulative = cumulative.saturating_add(row.value(measure));
         writeln!(
             out,
             "{:>11} {:>5.1}% {:>10} {:>5.1}% {:>5.1}%  {}",
-            Count(weight.blocks),
-            percent(weight.blocks as f64, total_blocks as f64),
-            Bytes(weight.bytes),
-            percent(weight.bytes as f64, total_bytes as f64),
+            Count(row.blocks),
+            percent(row.blocks as f64, total_blocks as f64),
+            Bytes(row.bytes),
+            percent(row.bytes as f64, total_bytes as f64),
             percent(cumulative as f64, total_value as f64),
-            site_label(dump, weight.stack, base)
+            row.label
         )?;
     }
-    let rest = &weights[shown..];
+    let rest = &rows[shown..];
     if !rest.is_empty() {
-        let rest_value = weigh::total(rest, measure);
+        let rest_value = rest
+            .iter()
+            .fold(0u64, |sum, row| sum.saturating_add(row.value(measure)));
         let rest_text = match measure {
             Measure::Blocks => format!("{} blocks", Count(rest_value)),
             _ => Bytes(rest_value).to_string(),
@@ -288,6 +310,22 @@ fn write_table(
         )?;
     }
     Ok(())
+}
+
+/// One table row: every stack whose site label is `label`.
+struct Row {
+    label: String,
+    bytes: u64,
+    blocks: u64,
+}
+
+impl Row {
+    fn value(&self, measure: Measure) -> u64 {
+        match measure {
+            Measure::Blocks => self.blocks,
+            _ => self.bytes,
+        }
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch, by
@@ -331,5 +369,80 @@ mod tests {
     fn the_rss_gap_is_explained_either_way() {
         assert!(heap_vs_rss(1024, 4096).starts_with("RSS exceeds the live heap by 3.0 KiB"));
         assert!(heap_vs_rss(4096, 1024).starts_with("the live heap exceeds RSS by 3.0 KiB"));
+    }
+
+    #[test]
+    fn stacks_ending_in_the_same_line_share_one_row() {
+        use alloc_track::dump::{Frame, Location, Site, Stack, Totals};
+        let frame = |function: &str, line| Frame {
+            function: function.into(),
+            file: Some("/app/src/main.rs".into()),
+            line: Some(line),
+            column: None,
+        };
+        let location = |address, frames| Location { address, frames };
+        let site = |stack, bytes| Site {
+            stack,
+            live_bytes: bytes,
+            live_blocks: 1,
+            total_bytes: bytes,
+            total_blocks: 1,
+            births: Vec::new(),
+        };
+        let dump = Dump {
+            format: alloc_track::dump::FORMAT_NAME.into(),
+            version: alloc_track::dump::FORMAT_VERSION,
+            program: "app".into(),
+            pid: 1,
+            timestamp_ms: 0,
+            mode: "full".into(),
+            epoch: 0,
+            totals: Totals {
+                live_bytes: 700,
+                live_blocks: 3,
+                total_bytes: 700,
+                total_blocks: 3,
+                peak_bytes: 700,
+            },
+            os: Default::default(),
+            tracker: Default::default(),
+            // Two callers of `load` (stacks 0 and 1) and one of `other`.
+            locations: vec![
+                location(1, vec![frame("app::load", 10)]),
+                location(2, vec![frame("app::a", 20)]),
+                location(3, vec![frame("app::b", 30)]),
+                location(4, vec![frame("app::other", 40)]),
+            ],
+            stacks: vec![
+                Stack {
+                    locations: vec![0, 1],
+                    truncated: false,
+                },
+                Stack {
+                    locations: vec![0, 2],
+                    truncated: false,
+                },
+                Stack {
+                    locations: vec![3],
+                    truncated: false,
+                },
+            ],
+            sites: vec![site(0, 300), site(1, 100), site(2, 300)],
+            peak_sites: Vec::new(),
+        };
+        let weights = weigh::weigh(&dump, Measure::Live, Path::new("d.json")).unwrap();
+        let mut out = Vec::new();
+        write_table(&mut out, &dump, weights, Measure::Live, 10, None).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("top 2 of 2 sites"), "{text}");
+        let rows: Vec<&str> = text.lines().skip(2).collect();
+        assert!(
+            rows[0].contains("400 B") && rows[0].contains("app::load (/app/src/main.rs:10)"),
+            "{text}"
+        );
+        assert!(
+            rows[1].contains("300 B") && rows[1].contains("app::other"),
+            "{text}"
+        );
     }
 }

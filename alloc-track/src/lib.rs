@@ -108,6 +108,8 @@ pub mod dump;
 mod dump_build;
 mod hot;
 pub mod human;
+mod limits;
+mod live_dump;
 mod measure;
 mod os_memory;
 mod site;
@@ -119,6 +121,8 @@ mod tracker;
 use std::sync::atomic::Ordering;
 
 pub use diff::{Diff, SiteDiff};
+pub use limits::{limits, Exceeded, Limits};
+pub use live_dump::{dump, numbered_path, start_live_dumps};
 pub use dump::Frame;
 pub use measure::measure;
 pub use site::Stack;

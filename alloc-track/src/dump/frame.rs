@@ -34,6 +34,18 @@ const PLUMBING_PREFIXES: &[&str] = &[
     "<hashbrown::",
 ];
 
+/// The C runtime's entry points (and rustc's `main` shim): the bottom of
+/// every stack, never the answer. Matched by exact name.
+const C_RUNTIME: &[&str] = &[
+    "main",
+    "_start",
+    "__libc_start_main",
+    "__libc_start_call_main",
+    "start_thread",
+    "clone",
+    "clone3",
+];
+
 impl Frame {
     /// True for frames of Rust's standard library or the allocator
     /// plumbing, rarely the place to fix a leak.
@@ -49,6 +61,7 @@ impl Frame {
         if PLUMBING_PREFIXES
             .iter()
             .any(|p| self.function.starts_with(p))
+            || C_RUNTIME.contains(&self.function.as_str())
         {
             return true;
         }
@@ -129,6 +142,8 @@ mod tests {
             "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde_json-1.0/src/de.rs";
         assert!(!frame("serde_json::de::from_str", Some(dependency)).is_standard_library());
         assert!(!frame("app::main", None).is_standard_library());
+        assert!(frame("main", None).is_standard_library());
+        assert!(frame("start_thread", Some("./nptl/pthread_create.c")).is_standard_library());
     }
 
     #[test]

@@ -103,3 +103,19 @@ impl Counters {
         self.live_blocks.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Takes the peak-breakdown flag and keeps it: the fork handlers' prepare
+/// step (see `fork.rs`), so that a child never inherits the flag set by a
+/// thread it does not have, which would make `reset_peak` wait forever.
+#[cfg(unix)]
+pub(crate) fn lock_breakdown_for_fork() {
+    while BREAKDOWN_BUSY.swap(true, Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+}
+
+/// Releases the flag taken by [`lock_breakdown_for_fork`].
+#[cfg(unix)]
+pub(crate) fn unlock_breakdown_after_fork() {
+    BREAKDOWN_BUSY.store(false, Ordering::Release);
+}

@@ -17,8 +17,9 @@
 //! prepare handlers before it takes malloc's own locks, so a lock holder
 //! that is growing a table through `System` can always finish.
 //!
-//! Any lock added to the hot path must be added to `lock_all` and
-//! `unlock_all` below.
+//! Covered: the live table's shards, the stack index's shards, and the
+//! flag held while a peak breakdown is copied. Any lock added to the hot
+//! path must be added to `lock_all` and `unlock_all` below.
 //!
 //! What this does not cover: the cold path's symbol cache and the
 //! `backtrace` crate's symbolization lock. A child that resolves symbols
@@ -28,7 +29,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{live, stacks};
+use super::{counters, live, stacks};
 
 /// Set once the handlers are registered, so that calling `register` again
 /// (it is idempotent) never installs them twice.
@@ -50,6 +51,7 @@ pub(crate) fn register() {
 }
 
 fn lock_all() {
+    counters::lock_breakdown_for_fork();
     live::lock_all_for_fork();
     stacks::lock_all_for_fork();
 }
@@ -63,6 +65,7 @@ unsafe fn unlock_all() {
         stacks::unlock_all_after_fork();
         live::unlock_all_after_fork();
     }
+    counters::unlock_breakdown_after_fork();
 }
 
 extern "C" fn prepare() {

@@ -1,0 +1,149 @@
+//! `fork()` from a tracked process while other threads allocate: the
+//! child inherits the tracker's locks in whatever state the other threads
+//! left them, and without the tracker's fork handlers a lock held at the
+//! fork is held forever in the child. Here the child must allocate, take a
+//! snapshot and exit, every time, and the parent must carry on.
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use alloc_track::{measure, reset_peak, snapshot, Tracker};
+
+#[global_allocator]
+static GLOBAL: Tracker<System> = Tracker::new(System);
+
+/// How long a child may take before the test calls it hung. A healthy
+/// child needs a few milliseconds.
+const CHILD_DEADLINE: Duration = Duration::from_secs(10);
+const FORKS: usize = 50;
+const HAMMERS: usize = 3;
+
+/// Resets the peak in a loop: each reset holds the peak-breakdown flag
+/// while it copies every site's figures.
+fn reset_peaks(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        reset_peak();
+        // Let a forking thread's prepare handler win the flag now and then:
+        // a tight loop would starve it on a busy machine.
+        thread::yield_now();
+    }
+}
+
+#[inline(never)]
+fn hammer(stop: &AtomicBool, rounds: &AtomicU64) {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        // Mixed sizes and a sliding window of live blocks, so that both
+        // the live table and the stack index are locked all the time.
+        kept.push(vec![0u8; 16 + i % 512]);
+        if kept.len() > 64 {
+            kept.swap_remove(i % 64);
+        }
+        if let Some(last) = kept.last_mut() {
+            last.resize(last.len() + 8, 1);
+        }
+        i += 1;
+        rounds.fetch_add(1, Ordering::Relaxed);
+    }
+    black_box(kept);
+}
+
+/// The child's work: allocate, measure, reset the peak, snapshot. Returns the exit code:
+/// 0 when every figure is right. Neither prints nor panics: another thread
+/// of the parent may have held the stdout lock at the fork.
+#[inline(never)]
+fn child_work() -> i32 {
+    let (block, diff) = measure(|| black_box(vec![7u8; 1000]));
+    if diff.total_blocks() != 1 || diff.live_bytes() != 1000 {
+        return 2;
+    }
+    reset_peak();
+    let snapshot = snapshot();
+    if snapshot.live_bytes() < 1000 || snapshot.live_blocks() < 1 {
+        return 3;
+    }
+    drop(block);
+    0
+}
+
+/// Waits for `pid` with a deadline; kills it and returns `None` if it is
+/// still running then.
+fn wait_with_deadline(pid: libc::pid_t) -> Option<libc::c_int> {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is our own child; `status` is a valid out pointer.
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if done == pid {
+            return Some(status);
+        }
+        assert!(done == 0, "waitpid failed");
+        if start.elapsed() > CHILD_DEADLINE {
+            // SAFETY: as above; the child is reaped right after.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_child_forked_during_allocations_can_allocate_snapshot_and_exit() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU64::new(0));
+    let mut hammers: Vec<_> = (0..HAMMERS)
+        .map(|_| {
+            let (stop, rounds) = (stop.clone(), rounds.clone());
+            thread::spawn(move || hammer(&stop, &rounds))
+        })
+        .collect();
+    hammers.push({
+        let stop = stop.clone();
+        thread::spawn(move || reset_peaks(&stop))
+    });
+    // Let every hammer get going before the first fork.
+    while rounds.load(Ordering::Relaxed) < 10_000 {
+        thread::yield_now();
+    }
+
+    let mut failures = Vec::new();
+    for attempt in 0..FORKS {
+        // SAFETY: the child only runs `child_work`, which the tracker's
+        // fork handlers make safe, and leaves through `_exit`, which runs
+        // no destructors or atexit handlers inherited from the parent.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = child_work();
+            // SAFETY: ends the child without unwinding into the test
+            // harness's copy.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        match wait_with_deadline(pid) {
+            None => failures.push(format!("fork {attempt}: child hung (killed)")),
+            Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {}
+            Some(status) => failures.push(format!("fork {attempt}: child status {status:#x}")),
+        }
+        let before = rounds.load(Ordering::Relaxed);
+        // The parent goes on: its threads still allocate after the fork.
+        while rounds.load(Ordering::Relaxed) < before + 100 {
+            thread::yield_now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for hammer in hammers {
+        hammer.join().unwrap();
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // And the parent's own tracking still works.
+    let (_, diff) = measure(|| black_box(vec![1u8; 4096]));
+    assert_eq!(diff.total_bytes(), 4096, "{diff}");
+}

@@ -10,6 +10,7 @@ use crate::export::{ExportFormat, ExportOptions};
 use crate::flamegraph::{FlamegraphOptions, GraphOptions};
 use crate::output::{beside, Output};
 use crate::report::ReportOptions;
+use crate::trend::TrendOptions;
 use crate::weigh::Measure;
 
 /// Reports, flamegraphs, diffs and exports for alloc-track heap dumps.
@@ -32,6 +33,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Convert a dump for other tools (folded stacks, pprof, DHAT).
     Export(ExportArgs),
+    /// Live bytes per site across a series of dumps: the leaks first, and
+    /// a line chart of the top sites over time.
+    Trend(TrendArgs),
 }
 
 /// `alloc-track report`.
@@ -182,6 +186,66 @@ impl ExportArgs {
     }
 }
 
+/// `alloc-track trend`.
+#[derive(Debug, Args)]
+pub struct TrendArgs {
+    /// The dumps, at least two, e.g. the numbered periodic ones
+    /// (heap.*.json). Any order: they are put in the order they were taken.
+    #[arg(required = true, num_args = 2.., value_name = "DUMP")]
+    pub dumps: Vec<PathBuf>,
+    /// How many changing sites the table shows.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+    /// Where to write the SVG line chart [default: beside the first dump
+    /// given, its name without the dump number and with .trend.svg:
+    /// heap.1.json gives heap.trend.svg].
+    #[arg(short = 'o', long = "output", value_name = "SVG")]
+    pub output: Option<PathBuf>,
+    /// How many sites the chart draws.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub chart_sites: usize,
+    /// Do not write a chart.
+    #[arg(long, conflicts_with = "output")]
+    pub no_chart: bool,
+}
+
+impl TrendArgs {
+    /// Maps the flags to [`TrendOptions`]; `cwd` shortens file names.
+    pub fn into_options(self, cwd: Option<PathBuf>) -> TrendOptions {
+        let chart = match (self.no_chart, self.output) {
+            (true, _) => None,
+            (false, Some(path)) => Some(path),
+            (false, None) => self.dumps.first().map(|first| default_trend_svg(first)),
+        };
+        let mut options = TrendOptions::new(self.dumps);
+        options.top = self.top;
+        options.chart = chart;
+        options.chart_sites = self.chart_sites;
+        options.relative_to = cwd;
+        options
+    }
+}
+
+/// `heap.3.json` gives `heap.trend.svg`: the series' name without the
+/// number the periodic dumps add.
+fn default_trend_svg(first: &std::path::Path) -> PathBuf {
+    let stem = first
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "alloc-track".to_string());
+    let series = match stem.rsplit_once('.') {
+        Some((name, number))
+            if !name.is_empty()
+                && !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name.to_string()
+        }
+        _ => stem,
+    };
+    first.with_file_name(format!("{series}.trend.svg"))
+}
+
 /// The default SVG beside a dump: `app.json` gives `app.svg` for live
 /// bytes and `app.peak.svg` (etc.) for the other measures.
 fn default_svg(dump: &std::path::Path, by: Measure, suffix: &str) -> PathBuf {
@@ -254,6 +318,33 @@ mod tests {
         let options = args.into_options();
         assert_eq!(options.format, ExportFormat::Pprof);
         assert_eq!(options.output, Output::Stdout);
+    }
+
+    #[test]
+    fn trend_flags_map_to_options() {
+        let Command::Trend(args) =
+            parse(&["trend", "d/heap.2.json", "d/heap.1.json", "--top", "3"])
+        else {
+            panic!("not trend");
+        };
+        let options = args.into_options(None);
+        assert_eq!(options.top, 3);
+        assert_eq!(options.dumps.len(), 2);
+        assert_eq!(options.chart, Some(PathBuf::from("d/heap.trend.svg")));
+        assert_eq!(
+            default_trend_svg(std::path::Path::new("before.json")),
+            PathBuf::from("before.trend.svg")
+        );
+        assert_eq!(
+            default_trend_svg(std::path::Path::new("v1.2.x.json")),
+            PathBuf::from("v1.2.x.trend.svg")
+        );
+        let Command::Trend(args) = parse(&["trend", "a.json", "b.json", "--no-chart"]) else {
+            panic!("not trend");
+        };
+        assert_eq!(args.into_options(None).chart, None);
+        // One dump is no trend.
+        assert!(Cli::try_parse_from(["alloc-track", "trend", "a.json"]).is_err());
     }
 
     #[test]

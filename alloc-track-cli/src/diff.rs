@@ -15,9 +15,10 @@ use inferno::flamegraph;
 
 use crate::error::CliError;
 use crate::flamegraph::{capitalised, inferno_options};
+use crate::matching::StackKeys;
 use crate::output::{beside, write_file};
 use crate::report::utc;
-use crate::stacks::{self, site_label, Folder, FrameRef, Order};
+use crate::stacks::{self, site_label, Folder, Order};
 use crate::weigh::{self, Measure};
 
 /// The `diff` command's options.
@@ -82,40 +83,6 @@ impl Row {
     }
 }
 
-/// A frame as diff compares it: function, file and line, not address.
-type FrameKey<'d> = (&'d str, Option<&'d str>, Option<u32>);
-
-/// Interns symbolized frames of both dumps so that a stack's key is a
-/// short list of integers.
-#[derive(Default)]
-struct Keys<'d> {
-    ids: HashMap<FrameKey<'d>, u32>,
-    /// Unresolved addresses get keys of their own; they only match an
-    /// identical address (the same process, or no ASLR).
-    addresses: HashMap<u64, u32>,
-}
-
-impl<'d> Keys<'d> {
-    fn stack_key(&mut self, dump: &'d Dump, stack: u32) -> Vec<u32> {
-        let Some(stack) = stacks::stack(dump, stack) else {
-            return Vec::new();
-        };
-        let mut key = Vec::new();
-        for frame in stacks::frames_leaf_first(dump, stack) {
-            let next = (self.ids.len() + self.addresses.len()) as u32;
-            let id = match frame {
-                FrameRef::Resolved(f) => *self
-                    .ids
-                    .entry((f.function.as_str(), f.file.as_deref(), f.line))
-                    .or_insert(next),
-                FrameRef::Unresolved(address) => *self.addresses.entry(address).or_insert(next),
-            };
-            key.push(id);
-        }
-        key
-    }
-}
-
 /// Matches the sites of two dumps under `measure`; rows in no order.
 fn compare(
     before: &Dump,
@@ -124,7 +91,7 @@ fn compare(
     after_path: &Path,
     measure: Measure,
 ) -> Result<Vec<Row>, CliError> {
-    let mut keys = Keys::default();
+    let mut keys = StackKeys::default();
     let mut rows: Vec<Row> = Vec::new();
     let mut by_key: HashMap<Vec<u32>, usize> = HashMap::new();
     for weight in weigh::weigh(before, measure, before_path)? {

@@ -12,9 +12,11 @@ pub mod diff;
 pub mod error;
 pub mod export;
 pub mod flamegraph;
+pub mod matching;
 pub mod output;
 pub mod report;
 pub mod stacks;
+pub mod trend;
 pub mod weigh;
 
 use std::io::Write;
@@ -35,6 +37,7 @@ pub fn run(cli: Cli, cwd: Option<PathBuf>, out: &mut impl Write) -> Result<(), C
         Command::Flamegraph(args) => flamegraph::flamegraph(&args.into_options(), out),
         Command::Diff(args) => diff::diff(&args.into_options(cwd), out),
         Command::Export(args) => export::export(&args.into_options(), out),
+        Command::Trend(args) => trend::trend(&args.into_options(cwd), out),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {

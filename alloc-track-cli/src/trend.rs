@@ -1,0 +1,753 @@
+//! `alloc-track trend`: live bytes per call site across a series of dumps
+//! (the numbered periodic ones, say), each site's shape classified, the
+//! likely leaks first, and a line chart of the top sites over time.
+//!
+//! Sites are matched across dumps by symbolized stack, as `diff` does (see
+//! [`crate::matching`]). Dumps are put in the order they were taken (their
+//! timestamps), not the order given: a shell sorts `heap.10.json` before
+//! `heap.2.json`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use alloc_track::dump::Dump;
+use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
+
+use crate::error::CliError;
+use crate::matching::StackKeys;
+use crate::output::write_file;
+use crate::report::utc;
+use crate::stacks::site_label;
+use crate::weigh::{self, Measure};
+
+/// The `trend` command's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrendOptions {
+    /// The dumps, in any order; at least two.
+    pub dumps: Vec<PathBuf>,
+    /// How many changing sites the table shows.
+    pub top: usize,
+    /// Where to write the SVG line chart; `None` writes none.
+    pub chart: Option<PathBuf>,
+    /// How many sites the chart draws.
+    pub chart_sites: usize,
+    /// Source files below this directory are shown relative to it.
+    pub relative_to: Option<PathBuf>,
+}
+
+impl TrendOptions {
+    /// Defaults: 10 rows, no chart (the CLI's default is beside the first
+    /// dump), 8 sites in a chart.
+    pub fn new(dumps: Vec<PathBuf>) -> Self {
+        TrendOptions {
+            dumps,
+            top: 10,
+            chart: None,
+            chart_sites: 8,
+            relative_to: None,
+        }
+    }
+}
+
+/// The shape of one site's live bytes across the series, in the order the
+/// table ranks them: the likely leaks first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Shape {
+    /// Rose in at least two thirds of the intervals, ended higher, and gave
+    /// back at most half of what it gained on the way: what a leak looks
+    /// like.
+    Growing,
+    /// Rose in a few steps, never fell, ended higher: a table that doubles,
+    /// a cache filling up. A slow leak can look like this too.
+    Steps,
+    /// Rose once, then stayed flat: start-up state, a lazily initialised
+    /// cache that is now full.
+    GrewOnce,
+    /// Rose and fell: work in flight at the moment of each dump.
+    Varies,
+    /// Ended lower than it started.
+    Shrinking,
+    /// The same in every dump.
+    Flat,
+}
+
+impl Shape {
+    /// The name shown in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Growing => "growing",
+            Shape::Steps => "steps",
+            Shape::GrewOnce => "grew once",
+            Shape::Varies => "varies",
+            Shape::Shrinking => "shrinking",
+            Shape::Flat => "flat",
+        }
+    }
+}
+
+/// Classifies a series of values, oldest first (see [`Shape`]). With only
+/// two values every rise is [`Shape::Growing`]: one interval cannot tell a
+/// steady rise from a step.
+pub fn classify(values: &[u64]) -> Shape {
+    let (Some(&first), Some(&last)) = (values.first(), values.last()) else {
+        return Shape::Flat;
+    };
+    let intervals = values.len() - 1;
+    let ups = values.windows(2).filter(|w| w[1] > w[0]).count();
+    let downs = values.windows(2).filter(|w| w[1] < w[0]).count();
+    // Everything the series gave back on the way: a leak may dip a little
+    // (an eviction, a buffer freed just before a dump), work in flight
+    // gives back about as much as it takes.
+    let fallen: u128 = values
+        .windows(2)
+        .map(|w| u128::from(w[0].saturating_sub(w[1])))
+        .sum();
+    if ups == 0 && downs == 0 {
+        Shape::Flat
+    } else if last > first {
+        let risen = u128::from(last - first);
+        if (intervals < 2 || ups * 3 >= intervals * 2) && fallen * 2 <= risen {
+            Shape::Growing
+        } else if downs > 0 {
+            Shape::Varies
+        } else if ups == 1 {
+            Shape::GrewOnce
+        } else {
+            Shape::Steps
+        }
+    } else if last < first {
+        Shape::Shrinking
+    } else {
+        Shape::Varies
+    }
+}
+
+/// One site across the series.
+#[derive(Clone, Debug)]
+struct Series {
+    /// Live bytes in each dump, oldest first; 0 where the site is absent.
+    bytes: Vec<u64>,
+    /// Live blocks likewise.
+    blocks: Vec<u64>,
+    /// The newest dump the site appears in, and its stack there: the label
+    /// comes from the dump the user has now.
+    label_from: (usize, u32),
+    shape: Shape,
+    /// Least-squares slope, bytes per unit of [`Clock`].
+    slope: f64,
+    label: String,
+}
+
+impl Series {
+    fn first(&self) -> u64 {
+        self.bytes.first().copied().unwrap_or(0)
+    }
+    fn last(&self) -> u64 {
+        self.bytes.last().copied().unwrap_or(0)
+    }
+    fn change(&self) -> i128 {
+        i128::from(self.last()) - i128::from(self.first())
+    }
+}
+
+/// The x axis: seconds since the first dump, or the dump's position when
+/// the timestamps do not increase (dumps built by hand, or a clock that
+/// stepped back).
+#[derive(Clone, Debug)]
+struct Clock {
+    x: Vec<f64>,
+    seconds: bool,
+}
+
+impl Clock {
+    fn new(dumps: &[(PathBuf, Dump)]) -> Clock {
+        let stamps: Vec<u64> = dumps.iter().map(|(_, d)| d.timestamp_ms).collect();
+        let increasing = stamps.windows(2).all(|w| w[1] > w[0]);
+        let first = stamps.first().copied().unwrap_or(0);
+        if increasing {
+            Clock {
+                x: stamps
+                    .iter()
+                    .map(|&t| (t - first) as f64 / 1000.0)
+                    .collect(),
+                seconds: true,
+            }
+        } else {
+            Clock {
+                x: (0..stamps.len()).map(|i| i as f64).collect(),
+                seconds: false,
+            }
+        }
+    }
+
+    fn span(&self) -> f64 {
+        self.x.last().copied().unwrap_or(0.0)
+    }
+
+    /// The unit rates are shown in, and its length in clock units.
+    fn rate_unit(&self) -> (&'static str, f64) {
+        match (self.seconds, self.span()) {
+            (false, _) => ("dump", 1.0),
+            (true, span) if span < 120.0 => ("s", 1.0),
+            (true, span) if span < 2.0 * 3600.0 => ("min", 60.0),
+            (true, _) => ("h", 3600.0),
+        }
+    }
+
+    /// `x` as elapsed time for axis labels: `90 s`, `12 min`, `3.5 h`, or
+    /// `#3` for a dump position.
+    fn label(&self, x: f64) -> String {
+        if !self.seconds {
+            return format!("#{}", x.round() as u64 + 1);
+        }
+        let span = self.span();
+        if span < 120.0 {
+            format!("{} s", trim_float(x))
+        } else if span < 2.0 * 3600.0 {
+            format!("{} min", trim_float(x / 60.0))
+        } else {
+            format!("{} h", trim_float(x / 3600.0))
+        }
+    }
+}
+
+/// `1.5`, `2`, `0.25`: at most two decimals, no trailing zeros.
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn slope(x: &[f64], y: &[u64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean_x = x.iter().sum::<f64>() / n;
+    let mean_y = y.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (&xi, &yi) in x.iter().zip(y) {
+        num += (xi - mean_x) * (yi as f64 - mean_y);
+        den += (xi - mean_x) * (xi - mean_x);
+    }
+    if den > 0.0 {
+        num / den
+    } else {
+        0.0
+    }
+}
+
+/// Loads the dumps and puts them in the order they were taken.
+fn load(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Dump)>, CliError> {
+    let mut dumps = Vec::with_capacity(paths.len());
+    for path in paths {
+        dumps.push((path.clone(), Dump::load(path)?));
+    }
+    // Stable: dumps with equal timestamps keep the order given.
+    dumps.sort_by_key(|(_, d)| (d.timestamp_ms, d.pid, d.epoch));
+    Ok(dumps)
+}
+
+/// Matches the sites of every dump and builds one series per site.
+fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, base: Option<&Path>) -> Vec<Series> {
+    let n = dumps.len();
+    let mut keys = StackKeys::default();
+    let mut by_key: HashMap<Vec<u32>, usize> = HashMap::new();
+    let mut all: Vec<Series> = Vec::new();
+    for (i, (path, dump)) in dumps.iter().enumerate() {
+        // Live bytes cannot fail to weigh (only `peak` can); an error here
+        // would be a bug, and an empty list is the safe answer.
+        let weights = weigh::weigh(dump, Measure::Live, path).unwrap_or_default();
+        for weight in weights {
+            let key = keys.stack_key(dump, weight.stack);
+            let index = *by_key.entry(key).or_insert_with(|| {
+                all.push(Series {
+                    bytes: vec![0; n],
+                    blocks: vec![0; n],
+                    label_from: (i, weight.stack),
+                    shape: Shape::Flat,
+                    slope: 0.0,
+                    label: String::new(),
+                });
+                all.len() - 1
+            });
+            if let Some(series) = all.get_mut(index) {
+                series.bytes[i] = series.bytes[i].saturating_add(weight.bytes);
+                series.blocks[i] = series.blocks[i].saturating_add(weight.blocks);
+                series.label_from = (i, weight.stack);
+            }
+        }
+    }
+    for series in &mut all {
+        series.shape = classify(&series.bytes);
+        series.slope = slope(&clock.x, &series.bytes);
+        let (dump, stack) = series.label_from;
+        series.label = site_label(&dumps[dump].1, stack, base);
+    }
+    // Likely leaks first; within a shape the biggest change first, then
+    // the biggest site; the label last so that the order is stable.
+    all.sort_by(|a, b| {
+        a.shape
+            .cmp(&b.shape)
+            .then_with(|| b.change().abs().cmp(&a.change().abs()))
+            .then_with(|| b.last().cmp(&a.last()))
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    all
+}
+
+/// The `trend` command: writes the chart (first, so that `trend | head`
+/// still writes it), then the table to `out`.
+pub fn trend(options: &TrendOptions, out: &mut impl Write) -> Result<(), CliError> {
+    let dumps = load(&options.dumps)?;
+    let clock = Clock::new(&dumps);
+    let series = build_series(&dumps, &clock, options.relative_to.as_deref());
+    let mut chart_note = None;
+    if let Some(svg) = &options.chart {
+        let drawn: Vec<&Series> = series
+            .iter()
+            .filter(|s| s.bytes.iter().any(|&b| b > 0))
+            .take(options.chart_sites)
+            .collect();
+        if drawn.is_empty() {
+            chart_note = Some("no chart: no site has live bytes in any dump".to_string());
+        } else {
+            let text = chart(&dumps, &clock, &drawn);
+            write_file(svg, |w| w.write_all(text.as_bytes()))?;
+            chart_note = Some(format!(
+                "line chart of the top {} sites: {}",
+                drawn.len(),
+                svg.display()
+            ));
+        }
+    }
+    write_text(options, &dumps, &clock, &series, out).map_err(CliError::Stdout)?;
+    if let Some(note) = chart_note {
+        writeln!(out, "\n{note}").map_err(CliError::Stdout)?;
+    }
+    Ok(())
+}
+
+fn signed_bytes(delta: i128) -> String {
+    let clamped = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
+    SignedBytes(clamped).to_string()
+}
+
+/// The fitted rate of change; `-` for shapes where a straight line means
+/// nothing (one step, or ups and downs).
+fn rate_text(series: &Series, clock: &Clock) -> String {
+    if matches!(series.shape, Shape::GrewOnce | Shape::Varies | Shape::Flat) {
+        return "-".to_string();
+    }
+    let slope = series.slope;
+    let (unit, length) = clock.rate_unit();
+    let per_unit = slope * length;
+    if !per_unit.is_finite() || per_unit.abs() < 0.5 {
+        return format!("0 B/{unit}");
+    }
+    let clamped = per_unit.clamp(i64::MIN as f64, i64::MAX as f64) as i64;
+    format!("{}/{unit}", SignedBytes(clamped))
+}
+
+/// Eight-level sparkline of `values` scaled from 0 to their maximum, at
+/// most `width` characters (long series are sampled, the last point
+/// always included).
+fn sparkline(values: &[u64], width: usize) -> String {
+    const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().max().unwrap_or(0);
+    let n = values.len();
+    let points: Vec<u64> = if n <= width || width < 2 {
+        values.to_vec()
+    } else {
+        (0..width)
+            .map(|i| values[i * (n - 1) / (width - 1)])
+            .collect()
+    };
+    points
+        .iter()
+        .map(|&v| {
+            if max == 0 {
+                LEVELS[0]
+            } else {
+                let level = (v as u128 * 7 + max as u128 / 2) / max as u128;
+                LEVELS[(level as usize).min(7)]
+            }
+        })
+        .collect()
+}
+
+fn write_text(
+    options: &TrendOptions,
+    dumps: &[(PathBuf, Dump)],
+    clock: &Clock,
+    series: &[Series],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let (Some((first_path, first)), Some((last_path, last))) = (dumps.first(), dumps.last()) else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "alloc-track trend of live bytes over {} dumps",
+        dumps.len()
+    )?;
+    writeln!(
+        out,
+        "first        {}: {} (pid {}), dumped {}",
+        first_path.display(),
+        first.program,
+        first.pid,
+        utc(first.timestamp_ms)
+    )?;
+    let later = if clock.seconds {
+        format!("{} later", clock.label(clock.span()))
+    } else {
+        "timestamps out of order: dumps shown in the order given".to_string()
+    };
+    writeln!(
+        out,
+        "last         {}: {} (pid {}), {later}",
+        last_path.display(),
+        last.program,
+        last.pid,
+    )?;
+    let processes = {
+        let mut pids: Vec<u32> = dumps.iter().map(|(_, d)| d.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids.len()
+    };
+    if processes > 1 {
+        writeln!(
+            out,
+            "note         the dumps come from {processes} processes; a trend means most within one"
+        )?;
+    }
+    let (a, b) = (&first.totals, &last.totals);
+    let change = |x: u64, y: u64| i128::from(y) - i128::from(x);
+    writeln!(
+        out,
+        "live heap    {} -> {} ({}), blocks {} -> {} ({})",
+        Bytes(a.live_bytes),
+        Bytes(b.live_bytes),
+        signed_bytes(change(a.live_bytes, b.live_bytes)),
+        Count(a.live_blocks),
+        Count(b.live_blocks),
+        SignedCount(i64::try_from(change(a.live_blocks, b.live_blocks)).unwrap_or(i64::MAX)),
+    )?;
+    if let (Some(x), Some(y)) = (first.os.rss_bytes, last.os.rss_bytes) {
+        writeln!(
+            out,
+            "RSS          {} -> {} ({})",
+            Bytes(x),
+            Bytes(y),
+            signed_bytes(change(x, y))
+        )?;
+    }
+    let count = |shape: Shape| series.iter().filter(|s| s.shape == shape).count() as u64;
+    writeln!(
+        out,
+        "sites        {} growing, {} in steps, {} grew once, {} varying, {} shrinking, {} flat",
+        Count(count(Shape::Growing)),
+        Count(count(Shape::Steps)),
+        Count(count(Shape::GrewOnce)),
+        Count(count(Shape::Varies)),
+        Count(count(Shape::Shrinking)),
+        Count(count(Shape::Flat)),
+    )?;
+    writeln!(out)?;
+
+    let changing: Vec<&Series> = series.iter().filter(|s| s.shape != Shape::Flat).collect();
+    if changing.is_empty() {
+        writeln!(out, "No site changed across the dumps.")?;
+        return Ok(());
+    }
+    let shown = options.top.min(changing.len());
+    writeln!(
+        out,
+        "changing sites, likely leaks first: {shown} of {}",
+        Count(changing.len() as u64)
+    )?;
+    let spark_width = dumps.len().min(24);
+    writeln!(
+        out,
+        "{:<10} {:>10} {:>10} {:>11} {:>15}  {:<spark_width$}  site",
+        "shape", "first", "last", "change", "rate", "trend"
+    )?;
+    for row in &changing[..shown] {
+        writeln!(
+            out,
+            "{:<10} {:>10} {:>10} {:>11} {:>15}  {:<spark_width$}  {}",
+            row.shape.name(),
+            Bytes(row.first()).to_string(),
+            Bytes(row.last()).to_string(),
+            signed_bytes(row.change()),
+            rate_text(row, clock),
+            sparkline(&row.bytes, spark_width),
+            row.label
+        )?;
+    }
+    if changing.len() > shown {
+        writeln!(
+            out,
+            "{} more changing sites (--top N shows more)",
+            Count((changing.len() - shown) as u64)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "growing: rose in most intervals, the likely leaks; steps: rose a few times, never fell \
+         (a table or cache filling up; a slow leak looks alike); grew once: one rise, then flat \
+         (start-up state); varies: rose and fell (work in flight)"
+    )?;
+    if dumps.len() == 2 {
+        writeln!(
+            out,
+            "two dumps: every rise counts as growing; more dumps tell steady growth from a one-off step"
+        )?;
+    }
+    Ok(())
+}
+
+/// Colours for the chart's lines, distinguishable from each other.
+const PALETTE: [&str; 8] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// Escapes text for SVG content and attribute values.
+fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A round axis maximum and step for values up to `max` bytes: steps of
+/// 1, 2 or 5 times a power of ten of the largest IEC unit below `max`, so
+/// that tick labels read `2 MiB`, `4 MiB`, ...
+fn y_ticks(max: u64) -> (f64, f64) {
+    let max = max.max(1) as f64;
+    let unit = [1u64 << 40, 1 << 30, 1 << 20, 1 << 10, 1]
+        .into_iter()
+        .map(|u| u as f64)
+        .find(|&u| max >= u)
+        .unwrap_or(1.0);
+    let scaled = max / unit;
+    let rough = scaled / 5.0;
+    let power = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&s| s >= rough)
+        .unwrap_or(10.0 * power);
+    let step = (step * unit).max(1.0);
+    let top = (max / step).ceil() * step;
+    (top, step)
+}
+
+/// The SVG line chart, written by hand: a plot of each drawn site's live
+/// bytes over time, points with tooltips, and a legend below.
+fn chart(dumps: &[(PathBuf, Dump)], clock: &Clock, drawn: &[&Series]) -> String {
+    const WIDTH: f64 = 960.0;
+    const LEFT: f64 = 90.0;
+    const RIGHT: f64 = 30.0;
+    const TOP: f64 = 60.0;
+    const PLOT_HEIGHT: f64 = 300.0;
+    const LEGEND_ROW: f64 = 20.0;
+    let bottom = TOP + PLOT_HEIGHT;
+    let height = bottom + 60.0 + LEGEND_ROW * drawn.len() as f64 + 10.0;
+    let plot_width = WIDTH - LEFT - RIGHT;
+    let max = drawn
+        .iter()
+        .flat_map(|s| s.bytes.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let (y_top, y_step) = y_ticks(max);
+    let span = clock.span();
+    let px = |x: f64| {
+        if span > 0.0 {
+            LEFT + x / span * plot_width
+        } else {
+            LEFT + plot_width / 2.0
+        }
+    };
+    let py = |bytes: u64| bottom - bytes as f64 / y_top * PLOT_HEIGHT;
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="Verdana, sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>"#
+    );
+    let first = dumps.first().map(|(p, _)| p.display().to_string());
+    let last = dumps.last().map(|(p, _)| p.display().to_string());
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="24" font-size="17" text-anchor="middle">Live bytes per site over {} dumps</text>
+    <text x="{}" y="44" fill="#555" text-anchor="middle">{} to {}</text>"##,
+        WIDTH / 2.0,
+        dumps.len(),
+        WIDTH / 2.0,
+        xml(first.as_deref().unwrap_or("")),
+        xml(last.as_deref().unwrap_or("")),
+    );
+    // Horizontal grid lines with byte labels.
+    let mut tick = 0.0;
+    while tick <= y_top + y_step / 2.0 {
+        let y = bottom - tick / y_top * PLOT_HEIGHT;
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
+            WIDTH - RIGHT,
+            LEFT - 8.0,
+            y + 4.0,
+            Bytes(tick as u64)
+        );
+        tick += y_step;
+    }
+    // Vertical ticks: every dump when there are few, else six of them.
+    let n = clock.x.len();
+    let ticks: Vec<usize> = if n <= 12 {
+        (0..n).collect()
+    } else {
+        (0..6).map(|i| i * (n - 1) / 5).collect()
+    };
+    for i in ticks {
+        let x = px(clock.x[i]);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{bottom}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" fill="#333">{}</text>"##,
+            bottom + 18.0,
+            xml(&clock.label(clock.x[i]))
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{LEFT}" y1="{bottom}" x2="{:.1}" y2="{bottom}" stroke="#333"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}" stroke="#333"/>
+<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#333">{}</text>"##,
+        WIDTH - RIGHT,
+        LEFT + plot_width / 2.0,
+        bottom + 38.0,
+        if clock.seconds {
+            "time since the first dump"
+        } else {
+            "dump"
+        }
+    );
+    for (i, series) in drawn.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let points: Vec<String> = clock
+            .x
+            .iter()
+            .zip(&series.bytes)
+            .map(|(&x, &b)| format!("{:.1},{:.1}", px(x), py(b)))
+            .collect();
+        let label = xml(&series.label);
+        let _ = writeln!(
+            svg,
+            r#"<g><title>{label} ({})</title><polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            series.shape.name(),
+            points.join(" ")
+        );
+        for ((&x, &b), blocks) in clock.x.iter().zip(&series.bytes).zip(&series.blocks) {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"><title>{}: {} in {} blocks</title></circle>"#,
+                px(x),
+                py(b),
+                xml(&clock.label(x)),
+                Bytes(b),
+                Count(*blocks)
+            );
+        }
+        let _ = writeln!(svg, "</g>");
+        let y = bottom + 60.0 + LEGEND_ROW * i as f64;
+        let shown: String = series.label.chars().take(110).collect();
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{LEFT}" y="{:.1}" width="14" height="4" fill="{colour}"/><text x="{:.1}" y="{y:.1}">{} · {} · {} → {}</text>"#,
+            y - 6.0,
+            LEFT + 22.0,
+            series.shape.name(),
+            xml(&shown),
+            Bytes(series.first()),
+            Bytes(series.last())
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_tell_leaks_from_steps_and_churn() {
+        assert_eq!(classify(&[10, 20, 30, 40, 50]), Shape::Growing);
+        // A leak with one dip is still a leak.
+        assert_eq!(classify(&[10, 20, 15, 30, 40, 50, 60]), Shape::Growing);
+        assert_eq!(classify(&[0, 100, 100, 100, 100]), Shape::GrewOnce);
+        assert_eq!(classify(&[100, 100, 100, 100, 300]), Shape::GrewOnce);
+        assert_eq!(classify(&[10, 20, 20, 20, 40, 40, 40]), Shape::Steps);
+        assert_eq!(classify(&[10, 50, 10, 50, 10]), Shape::Varies);
+        assert_eq!(classify(&[10, 50, 10, 50, 20]), Shape::Varies);
+        // Rises in most intervals, but gives back more than it keeps.
+        assert_eq!(classify(&[100, 700, 50, 300]), Shape::Varies);
+        assert_eq!(classify(&[50, 40, 30]), Shape::Shrinking);
+        assert_eq!(classify(&[7, 7, 7]), Shape::Flat);
+        assert_eq!(classify(&[1, 2]), Shape::Growing);
+        assert_eq!(classify(&[]), Shape::Flat);
+        assert_eq!(classify(&[5]), Shape::Flat);
+    }
+
+    #[test]
+    fn slope_is_bytes_per_unit_of_x() {
+        let x = [0.0, 1.0, 2.0, 3.0];
+        assert!((slope(&x, &[0, 100, 200, 300]) - 100.0).abs() < 1e-9);
+        assert_eq!(slope(&[0.0, 0.0], &[1, 5]), 0.0);
+        assert_eq!(slope(&[0.0], &[1]), 0.0);
+    }
+
+    #[test]
+    fn sparklines_scale_from_zero_and_sample_long_series() {
+        assert_eq!(sparkline(&[0, 1, 2, 3, 4, 5, 6, 7], 8), "▁▂▃▄▅▆▇█");
+        assert_eq!(sparkline(&[0, 0], 8), "▁▁");
+        let long: Vec<u64> = (0..100).collect();
+        let line = sparkline(&long, 10);
+        assert_eq!(line.chars().count(), 10);
+        assert!(line.ends_with('█'));
+    }
+
+    #[test]
+    fn axis_ticks_are_round_in_iec_units() {
+        assert_eq!(
+            y_ticks(9 << 20),
+            ((10u64 << 20) as f64, (2u64 << 20) as f64)
+        );
+        assert_eq!(y_ticks(0), (1.0, 1.0));
+        let (top, step) = y_ticks(u64::MAX);
+        assert!(top.is_finite() && step > 0.0);
+    }
+
+    #[test]
+    fn text_is_escaped_for_svg() {
+        assert_eq!(
+            xml("<Vec<u8> as Clone>::clone & \"x\""),
+            "&lt;Vec&lt;u8&gt; as Clone&gt;::clone &amp; &quot;x&quot;"
+        );
+    }
+}

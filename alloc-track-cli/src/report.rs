@@ -396,6 +396,7 @@ mod tests {
             pid: 1,
             timestamp_ms: 0,
             mode: "full".into(),
+            sample_mean_bytes: None,
             epoch: 0,
             totals: Totals {
                 live_bytes: 700,

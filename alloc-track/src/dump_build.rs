@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::dump::{self, Birth, Dump, Frame, FORMAT_NAME, FORMAT_VERSION};
 use crate::site::group_by_resolved_stack;
-use crate::Snapshot;
+use crate::{Mode, Snapshot};
 
 pub(crate) fn build(snapshot: &Snapshot) -> Dump {
     let mut locations: Vec<dump::Location> = Vec::new();
@@ -79,7 +79,16 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
         program: program_name(),
         pid: std::process::id(),
         timestamp_ms: snapshot.timestamp_ms,
-        mode: "full".to_string(),
+        mode: match snapshot.mode {
+            Mode::Full => "full",
+            Mode::Sampled { .. } => "sampled",
+            Mode::Count => "count",
+        }
+        .to_string(),
+        sample_mean_bytes: match snapshot.mode {
+            Mode::Sampled { mean_bytes } => Some(mean_bytes),
+            _ => None,
+        },
         epoch: snapshot.epoch,
         totals: snapshot.totals,
         os: snapshot.os,

@@ -121,9 +121,10 @@ mod tracker;
 use std::sync::atomic::Ordering;
 
 pub use diff::{Diff, SiteDiff};
+pub use dump::Frame;
+pub use hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
 pub use limits::{limits, Exceeded, Limits};
 pub use live_dump::{dump, numbered_path, start_live_dumps};
-pub use dump::Frame;
 pub use measure::measure;
 pub use site::Stack;
 pub use snapshot::{Site, Snapshot};
@@ -146,6 +147,23 @@ pub fn snapshot() -> Snapshot {
 /// Use it between the phases of a job to see each phase's own peak.
 pub fn reset_peak() {
     hot::thread::untracked(|| hot::counters::COUNTERS.reset_peak());
+}
+
+/// The mode the tracker records in: the one chosen in code
+/// ([`Tracker::sampled`], [`Tracker::counting`], full by default) unless the
+/// environment variable `ALLOC_TRACK_MODE` overrode it. Settled at the
+/// program's first allocation and fixed from then on.
+pub fn mode() -> Mode {
+    is_installed();
+    hot::config::settled_mode().unwrap_or(Mode::Full)
+}
+
+/// Seeds the sampler of [`Mode::Sampled`] so that a test's samples are
+/// the same in every run: the calling thread restarts its sequence from
+/// `seed`, and threads that start sampling afterwards derive theirs from
+/// it. Figures stay estimates; only their randomness becomes repeatable.
+pub fn seed_sampler(seed: u64) {
+    hot::sampler::reseed(seed);
 }
 
 /// True when a [`Tracker`] is this program's global allocator.

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::dump::{self, Birth, Dump, DumpError, OsMemory, Totals, TrackerHealth};
+use crate::hot::config::Mode;
 use crate::hot::counters::{COUNTERS, EPOCH, UNRECORDED};
 use crate::hot::stacks::{self, SiteId};
 use crate::hot::thread::untracked;
@@ -28,6 +29,7 @@ const DISPLAY_ROWS: usize = 20;
 /// always equal the sum of the sites.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    pub(crate) mode: Mode,
     pub(crate) epoch: u32,
     pub(crate) timestamp_ms: u64,
     pub(crate) totals: Totals,
@@ -114,12 +116,19 @@ impl Snapshot {
             }
             let mut live_by_site: HashMap<SiteId, Live> = HashMap::new();
             live::for_each(|_, block| {
+                // Weight 0: the tracker's own blocks and blocks recorded
+                // only for a `measure` in the partial modes.
+                if block.weight == 0 {
+                    return;
+                }
+                let weight = u64::from(block.weight);
+                let bytes = (block.size as u64).saturating_mul(weight);
                 let live = live_by_site.entry(block.site).or_default();
-                live.bytes += block.size as u64;
-                live.blocks += 1;
+                live.bytes += bytes;
+                live.blocks += weight;
                 let birth = live.births.entry(block.birth).or_default();
-                birth.0 += block.size as u64;
-                birth.1 += 1;
+                birth.0 += bytes;
+                birth.1 += weight;
             });
 
             let mut sites: Vec<Site> = Vec::new();
@@ -183,13 +192,20 @@ impl Snapshot {
                 (b.live_bytes, b.total_bytes, a.id).cmp(&(a.live_bytes, a.total_bytes, b.id))
             });
 
-            let totals = sites.iter().fold(Totals::default(), |mut t, s| {
-                t.live_bytes += s.live_bytes;
-                t.live_blocks += s.live_blocks;
-                t.total_bytes += s.total_bytes;
-                t.total_blocks += s.total_blocks;
-                t
-            });
+            let mode = crate::hot::config::settled_mode().unwrap_or(Mode::Full);
+            // Full mode: the totals are the sum of the sites, so the two
+            // always agree. The partial modes record only some blocks: their
+            // totals are the exact counters, their sites estimates (or none).
+            let totals = match mode {
+                Mode::Full => sites.iter().fold(Totals::default(), |mut t, s| {
+                    t.live_bytes += s.live_bytes;
+                    t.live_blocks += s.live_blocks;
+                    t.total_bytes += s.total_bytes;
+                    t.total_blocks += s.total_blocks;
+                    t
+                }),
+                _ => COUNTERS.totals(),
+            };
             // The breakdown's sum is a real moment's heap (give or take
             // allocations racing with its copy), so the peak is at least it.
             let breakdown: u64 = sites.iter().map(|s| s.peak_bytes).sum();
@@ -199,6 +215,7 @@ impl Snapshot {
                 .max(totals.live_bytes)
                 .max(breakdown);
             Snapshot {
+                mode,
                 epoch,
                 timestamp_ms,
                 totals: Totals {
@@ -213,6 +230,14 @@ impl Snapshot {
                 sites,
             }
         })
+    }
+
+    /// The mode the tracker recorded in: in [`Mode::Full`] every figure is
+    /// exact; in [`Mode::Sampled`] the totals and peak are exact and the
+    /// per-site figures are estimates; in [`Mode::Count`] there are no
+    /// sites.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Bytes in live blocks.

@@ -29,7 +29,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
-use crate::hot::config::Config;
+use crate::hot::config::{Config, Mode};
 use crate::hot::record;
 use crate::hot::stacks::MAX_SITES;
 
@@ -61,6 +61,34 @@ impl<A> Tracker<A> {
             inner,
             config: Config::DEFAULT,
         }
+    }
+
+    /// Records one allocation per `mean_bytes` allocated, on average
+    /// (Poisson sampling by bytes), instead of every one: per-site figures
+    /// become unbiased estimates, totals and the peak stay exact, and the
+    /// cost drops to a few nanoseconds per allocation. See [`Mode::Sampled`].
+    /// `ALLOC_TRACK_MODE` in the environment overrides it.
+    ///
+    /// ```
+    /// use std::alloc::System;
+    /// #[global_allocator]
+    /// static GLOBAL: alloc_track::Tracker<System> =
+    ///     alloc_track::Tracker::new(System).sampled(512 * 1024);
+    /// # fn main() {}
+    /// ```
+    pub const fn sampled(mut self, mean_bytes: u64) -> Self {
+        self.config.mode = Mode::Sampled {
+            mean_bytes: if mean_bytes == 0 { 1 } else { mean_bytes },
+        };
+        self
+    }
+
+    /// Counts allocations without recording stacks: exact totals, peak and
+    /// [`measure`](crate::measure), the lowest overhead. See [`Mode::Count`].
+    /// `ALLOC_TRACK_MODE` in the environment overrides it.
+    pub const fn counting(mut self) -> Self {
+        self.config.mode = Mode::Count;
+        self
     }
 
     /// Bounds the number of distinct call sites (unique stacks) recorded,
@@ -131,7 +159,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // Forget the block before it is freed: once freed, another thread
         // may be handed the same address.
-        record::on_free(ptr);
+        record::on_free(ptr, layout.size(), &self.config);
         // SAFETY: the caller guarantees `ptr` came from this allocator
         // (hence from `inner`) with this `layout`.
         unsafe { self.inner.dealloc(ptr, layout) }
@@ -139,11 +167,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = record::take_for_realloc(ptr);
+        let old = record::take_for_realloc(ptr, &self.config);
         // SAFETY: the caller guarantees `ptr` came from this allocator with
         // `layout`, and that `new_size` is valid for `layout.align()`.
         let new_ptr = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        record::finish_realloc(ptr, old, new_ptr, new_size, &self.config);
+        record::finish_realloc(ptr, layout.size(), old, new_ptr, new_size, &self.config);
         new_ptr
     }
 }

@@ -40,9 +40,14 @@ pub struct Dump {
     pub pid: u32,
     /// When the snapshot was taken, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// How the tracker recorded allocations: `"full"` means every
-    /// allocation with its stack, so every figure is exact.
+    /// How the tracker recorded allocations: `"full"`, every allocation
+    /// with its stack, so every figure is exact; `"sampled"`, exact totals
+    /// and peak with per-site figures estimated from samples (see
+    /// `sample_mean_bytes`); `"count"`, exact totals and no sites.
     pub mode: String,
+    /// In `"sampled"` mode, the mean number of bytes between samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_mean_bytes: Option<u64>,
     /// The snapshot's epoch: allocations born after this snapshot carry a
     /// larger epoch in later dumps of the same process.
     pub epoch: u32,

@@ -11,6 +11,7 @@ fn valid() -> Dump {
         pid: 42,
         timestamp_ms: 1_700_000_000_000,
         mode: "full".to_string(),
+        sample_mean_bytes: None,
         epoch: 3,
         totals: Totals {
             live_bytes: 100,

@@ -1,10 +1,109 @@
 //! The tracker's settings, fixed when the `Tracker` static is built and
-//! passed by reference into every hot-path call (no global to read).
+//! passed by reference into every hot-path call, and the mode in force,
+//! settled once per process at the first allocation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::stacks::MAX_SITES;
 
+/// How much the tracker records. Chosen in code with
+/// [`Tracker::sampled`](crate::Tracker::sampled) and
+/// [`Tracker::counting`](crate::Tracker::counting) (the default is
+/// [`Mode::Full`]), and overridable without a rebuild by the environment
+/// variable `ALLOC_TRACK_MODE` (`full`, `count`, `sampled` or
+/// `sampled:BYTES`, e.g. `sampled:1048576` or `sampled:1m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every allocation with its stack: exact figures for every site. The
+    /// mode for finding a leak or explaining a peak, in development, tests
+    /// and staging.
+    Full,
+    /// Poisson sampling by bytes, as jemalloc, tcmalloc and Go do: on
+    /// average one allocation per `mean_bytes` allocated is recorded with
+    /// its stack, and each sample stands for `1 / (1 - exp(-size /
+    /// mean_bytes))` allocations, so per-site figures are unbiased
+    /// estimates. Totals and the peak stay exact. The mode to leave on in
+    /// production.
+    Sampled {
+        /// The mean number of bytes between samples.
+        mean_bytes: u64,
+    },
+    /// Exact totals, the peak and [`measure`](crate::measure), no stacks:
+    /// the cheapest mode, for watching a figure rather than explaining it.
+    Count,
+}
+
+/// The default sampling interval: jemalloc's and Go's 512 KiB.
+pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Full => f.write_str("full"),
+            Mode::Sampled { mean_bytes } => write!(f, "sampled:{mean_bytes}"),
+            Mode::Count => f.write_str("count"),
+        }
+    }
+}
+
+impl Mode {
+    /// Parses the values `ALLOC_TRACK_MODE` takes: `full`, `count`,
+    /// `sampled`, `sampled:BYTES` with an optional `k`/`m`/`g` suffix
+    /// (binary units). Never allocates: it runs inside the allocator.
+    pub fn parse(text: &[u8]) -> Option<Mode> {
+        match text {
+            b"full" => Some(Mode::Full),
+            b"count" | b"counting" => Some(Mode::Count),
+            b"sampled" => Some(Mode::Sampled {
+                mean_bytes: DEFAULT_SAMPLE_BYTES,
+            }),
+            _ => {
+                let bytes = text.strip_prefix(b"sampled:")?;
+                let (digits, shift) = match bytes.last()? {
+                    b'k' | b'K' => (&bytes[..bytes.len() - 1], 10),
+                    b'm' | b'M' => (&bytes[..bytes.len() - 1], 20),
+                    b'g' | b'G' => (&bytes[..bytes.len() - 1], 30),
+                    _ => (bytes, 0),
+                };
+                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                let mut value: u64 = 0;
+                for &digit in digits {
+                    value = value
+                        .checked_mul(10)?
+                        .checked_add(u64::from(digit - b'0'))?;
+                }
+                let mean_bytes = value.checked_mul(1 << shift)?;
+                (mean_bytes > 0 && mean_bytes < 1 << 62).then_some(Mode::Sampled { mean_bytes })
+            }
+        }
+    }
+
+    /// Packs the mode into one non-zero word (0 means "not settled yet").
+    const fn encode(self) -> u64 {
+        match self {
+            Mode::Full => 1,
+            Mode::Count => 2,
+            Mode::Sampled { mean_bytes } => (mean_bytes << 2) | 3,
+        }
+    }
+
+    const fn decode(word: u64) -> Mode {
+        match word & 3 {
+            2 => Mode::Count,
+            3 => Mode::Sampled {
+                mean_bytes: word >> 2,
+            },
+            _ => Mode::Full,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
+    /// The mode chosen in code; the environment may override it.
+    pub(crate) mode: Mode,
     /// The most distinct stacks recorded before new ones go to "other".
     pub(crate) max_sites: u32,
     /// How far, in thousandths, live bytes must climb above the last peak
@@ -18,8 +117,14 @@ pub(crate) struct Config {
 /// heap does not refresh on every allocation.
 pub(crate) const MIN_PEAK_MARGIN_BYTES: u64 = 64 * 1024;
 
+/// The mode in force, encoded; 0 until the first allocation settles it.
+/// Settled once and never changed, so that every block is freed under the
+/// mode it was allocated in.
+static MODE: AtomicU64 = AtomicU64::new(0);
+
 impl Config {
     pub(crate) const DEFAULT: Config = Config {
+        mode: Mode::Full,
         max_sites: MAX_SITES,
         peak_margin_permille: 20,
     };
@@ -30,5 +135,84 @@ impl Config {
     pub(crate) fn next_breakdown_at(&self, last: u64) -> u64 {
         let margin = (last / 1000).saturating_mul(u64::from(self.peak_margin_permille));
         last.saturating_add(margin.max(MIN_PEAK_MARGIN_BYTES))
+    }
+
+    /// The mode in force: one relaxed load once settled.
+    #[inline]
+    pub(crate) fn mode(&self) -> Mode {
+        match MODE.load(Ordering::Relaxed) {
+            0 => self.settle_mode(),
+            word => Mode::decode(word),
+        }
+    }
+
+    /// Settles the mode at the first allocation: the environment's
+    /// `ALLOC_TRACK_MODE` if it parses, else the mode chosen in code. Reads
+    /// the environment with `getenv`, which neither allocates nor locks
+    /// anything of ours. Threads racing here agree: the first store wins.
+    #[cold]
+    fn settle_mode(&self) -> Mode {
+        let chosen = environment_mode().unwrap_or(self.mode);
+        match MODE.compare_exchange(0, chosen.encode(), Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => chosen,
+            Err(settled) => Mode::decode(settled),
+        }
+    }
+}
+
+/// The mode in force, if the first allocation has settled it.
+pub(crate) fn settled_mode() -> Option<Mode> {
+    match MODE.load(Ordering::Relaxed) {
+        0 => None,
+        word => Some(Mode::decode(word)),
+    }
+}
+
+fn environment_mode() -> Option<Mode> {
+    // SAFETY: the name is a NUL-terminated C string; `getenv` returns null
+    // or a pointer to a NUL-terminated value that stays valid until the
+    // environment is modified, and nothing here modifies it.
+    unsafe {
+        let value = libc::getenv(c"ALLOC_TRACK_MODE".as_ptr());
+        if value.is_null() {
+            return None;
+        }
+        Mode::parse(std::ffi::CStr::from_ptr(value).to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_round_trip() {
+        assert_eq!(Mode::parse(b"full"), Some(Mode::Full));
+        assert_eq!(Mode::parse(b"count"), Some(Mode::Count));
+        assert_eq!(
+            Mode::parse(b"sampled"),
+            Some(Mode::Sampled {
+                mean_bytes: 512 * 1024
+            })
+        );
+        assert_eq!(
+            Mode::parse(b"sampled:4096"),
+            Some(Mode::Sampled { mean_bytes: 4096 })
+        );
+        assert_eq!(
+            Mode::parse(b"sampled:1m"),
+            Some(Mode::Sampled {
+                mean_bytes: 1 << 20
+            })
+        );
+        assert_eq!(Mode::parse(b"sampled:0"), None);
+        assert_eq!(Mode::parse(b"sampled:"), None);
+        assert_eq!(Mode::parse(b"sampled:12x"), None);
+        assert_eq!(Mode::parse(b"sampled:99999999999999999999"), None);
+        assert_eq!(Mode::parse(b"fast"), None);
+        for mode in [Mode::Full, Mode::Count, Mode::Sampled { mean_bytes: 12345 }] {
+            assert_eq!(Mode::decode(mode.encode()), mode);
+            assert_eq!(Mode::parse(mode.to_string().as_bytes()), Some(mode));
+        }
     }
 }

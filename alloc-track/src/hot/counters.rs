@@ -97,6 +97,17 @@ impl Counters {
         BREAKDOWN_BUSY.store(false, Ordering::Release);
     }
 
+    /// The totals as they stand (each exact; read one after another).
+    pub(crate) fn totals(&self) -> crate::dump::Totals {
+        crate::dump::Totals {
+            live_bytes: self.live_bytes.load(Ordering::Relaxed),
+            live_blocks: self.live_blocks.load(Ordering::Relaxed),
+            total_bytes: self.total_bytes.load(Ordering::Relaxed),
+            total_blocks: self.total_blocks.load(Ordering::Relaxed),
+            peak_bytes: self.peak_bytes.load(Ordering::Relaxed),
+        }
+    }
+
     #[inline]
     pub(crate) fn on_free(&self, size: u64) {
         self.live_bytes.fetch_sub(size, Ordering::Relaxed);

@@ -21,6 +21,10 @@ pub(crate) struct LiveBlock {
     /// The tag of the thread's open `measure` when the block was allocated,
     /// or 0.
     pub(crate) tag: u32,
+    /// How many allocations the block stands for in the site's figures: 1
+    /// in full mode, the sample's weight in sampled mode, 0 for a block
+    /// recorded only for a `measure` or as the tracker's own.
+    pub(crate) weight: u32,
 }
 
 const SHARD_BITS: u32 = 7;

@@ -10,12 +10,14 @@
 pub(crate) mod capture;
 pub(crate) mod config;
 pub(crate) mod counters;
+pub(crate) mod filter;
 #[cfg(unix)]
 mod fork;
 pub(crate) mod live;
 pub(crate) mod measuring;
 pub(crate) mod raw_map;
 pub(crate) mod record;
+pub(crate) mod sampler;
 pub(crate) mod spin;
 pub(crate) mod stacks;
 pub(crate) mod thread;

@@ -1,5 +1,15 @@
 //! What the allocator methods do around the inner allocator: record a new
-//! block, forget a freed one, and move one through a `realloc`.
+//! block, forget a freed one, and move one through a `realloc`, in each
+//! [`Mode`].
+//!
+//! - **Full**: every block the program allocates goes into the live table
+//!   with its stack; a free looks its block up, and a miss means the block
+//!   was the tracker's own (allocated while the thread was busy) and is
+//!   not counted.
+//! - **Sampled and count**: every block is counted in the exact totals,
+//!   but only some are recorded in the live table: samples, blocks born
+//!   inside a `measure`, and the tracker's own (marked so their frees are
+//!   not counted). The address filter tells a free whether to look.
 //!
 //! Order matters in two places. A free forgets the block *before* the inner
 //! allocator frees it, because afterwards another thread may be handed the
@@ -10,11 +20,13 @@
 use std::sync::atomic::Ordering;
 
 use super::capture;
-use super::config::Config;
+use super::config::{Config, Mode};
 use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
+use super::filter;
 use super::live::{self, LiveBlock};
-use super::stacks;
-use super::thread::{self, Busy};
+use super::sampler;
+use super::stacks::{self, INTERNAL_SITE, OVERFLOW_SITE};
+use super::thread::{self, Busy, Refused};
 
 /// Records a block the inner allocator just returned.
 #[inline]
@@ -22,14 +34,65 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
     if !INSTALLED.load(Ordering::Relaxed) {
         INSTALLED.store(true, Ordering::Relaxed);
     }
-    // A thread already inside the tracker (the unwinder's first-use
-    // allocations, snapshot building) passes through untracked.
-    let Some(_busy) = Busy::enter() else { return };
-    record_new(address as usize, size, config);
+    let address = address as usize;
+    match config.mode() {
+        Mode::Full => {
+            // A thread already inside the tracker (the unwinder's first-use
+            // allocations, snapshot building) passes through untracked.
+            let Ok(_busy) = Busy::try_enter() else { return };
+            record_with_stack(address, size, config, 1);
+        }
+        mode => on_alloc_partial(address, size, config, mode),
+    }
 }
 
+/// Sampled and count modes: count every block, record a few.
+#[inline]
+fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
+    let _busy = match Busy::try_enter() {
+        Ok(busy) => busy,
+        Err(Refused::Reentrant) => return record_internal(address, size, config),
+        // Too late in the thread's life to record anything: count it, and
+        // its free will count it back.
+        Err(Refused::Gone) => return COUNTERS.on_alloc(size as u64, config),
+    };
+    COUNTERS.on_alloc(size as u64, config);
+    let weight = match mode {
+        Mode::Sampled { mean_bytes } => sampler::sample(size, mean_bytes),
+        _ => 0,
+    };
+    // The common case ends here: counted, not recorded.
+    if weight == 0 && thread::measuring().is_null() {
+        return;
+    }
+    record_with_stack(address, size, config, weight);
+}
+
+/// The tracker's own block in a partial mode: recorded so that its free is
+/// recognised and not counted. Rare (snapshots, dumps, symbols).
+#[cold]
+fn record_internal(address: usize, size: usize, config: &Config) {
+    let block = LiveBlock {
+        size,
+        site: INTERNAL_SITE,
+        birth: 0,
+        tag: 0,
+        weight: 0,
+    };
+    match live::insert(address, block) {
+        Ok(_) => filter::mark(address),
+        // Unrecordable: count it after all, so that its free (which will
+        // not find it) balances.
+        Err(_) => COUNTERS.on_alloc(size as u64, config),
+    }
+}
+
+/// Records a block with its stack. In full mode `weight` is 1 and the
+/// totals are counted here; in the partial modes the caller has counted
+/// them already and `weight` is the sample's (0 if the block is recorded
+/// only for a `measure`).
 #[inline(never)]
-fn record_new(address: usize, size: usize, config: &Config) {
+fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32) {
     // Capture first, with no lock held: unwinding is the slow part, and
     // it may itself allocate.
     let stack = capture::capture();
@@ -39,17 +102,26 @@ fn record_new(address: usize, size: usize, config: &Config) {
     // until the outermost measure frame closes; no other reference to it
     // exists while this thread is in the allocator.
     let measure = unsafe { measuring.as_mut() };
+    let full = config.mode() == Mode::Full;
     let block = LiveBlock {
         size,
         site,
         birth: EPOCH.load(Ordering::Relaxed),
         tag: measure.as_ref().map_or(0, |m| m.tag),
+        weight,
     };
     match live::insert(address, block) {
         // A record left at this address means its free was never seen;
-        // count it freed now so that nothing stays live twice.
-        Ok(Some(stale)) => forget(address, &stale),
+        // count it freed now so that nothing stays live twice. (Its filter
+        // mark stands for the new record.)
+        Ok(Some(stale)) if stale.site != INTERNAL_SITE => forget(address, &stale),
+        Ok(Some(_)) => {}
+        Ok(None) if !full => filter::mark(address),
         Ok(None) => {}
+        // Unrecordable. In full mode it is counted nowhere, and its free
+        // will not find it; in the partial modes it was counted already,
+        // and its free (finding no record) counts it back. Either way only
+        // the site figures miss it.
         Err(_) => {
             UNRECORDED.fetch_add(1, Ordering::Relaxed);
             return;
@@ -57,38 +129,86 @@ fn record_new(address: usize, size: usize, config: &Config) {
     }
     // The site first: a peak breakdown triggered by the global counter
     // must already see this block at its site.
-    stacks::count_allocation(site, size as u64);
-    COUNTERS.on_alloc(size as u64, config);
+    stacks::count_allocation(site, size as u64, weight);
+    if full {
+        COUNTERS.on_alloc(size as u64, config);
+    }
     if let Some(measure) = measure {
         measure.on_alloc(address, size, site);
     }
 }
 
-/// Forgets a block the caller is about to free; returns its record if it
-/// was tracked.
+/// Forgets a block the caller is about to free.
 #[inline]
-pub(crate) fn on_free(address: *mut u8) {
-    if let Some(block) = live::remove(address as usize) {
-        forget(address as usize, &block);
+pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
+    let address = address as usize;
+    if config.mode() == Mode::Full {
+        if let Some(block) = live::remove(address) {
+            forget(address, &block);
+        }
+        return;
     }
+    if let Some(block) = take_partial(address) {
+        if block.site != INTERNAL_SITE {
+            forget(address, &block);
+        }
+        return;
+    }
+    forget_unrecorded(address, size);
+}
+
+/// Partial modes: the record of `address` if it has one.
+#[inline]
+fn take_partial(address: usize) -> Option<LiveBlock> {
+    if !filter::may_contain(address) {
+        return None;
+    }
+    let block = live::remove(address)?;
+    filter::unmark(address);
+    Some(block)
+}
+
+/// Partial modes: a block that was counted but not recorded.
+#[inline]
+fn forget_unrecorded(address: usize, size: usize) {
+    COUNTERS.on_free(size as u64);
+    let measuring = thread::measuring();
+    if measuring.is_null() {
+        return;
+    }
+    // A measured thread freeing a block born before its measure: the flow
+    // is exact, its site unknown.
+    let block = LiveBlock {
+        size,
+        site: OVERFLOW_SITE,
+        birth: 0,
+        tag: 0,
+        weight: 0,
+    };
+    with_measure(measuring, |measure| measure.on_free(address, &block));
 }
 
 /// Counts a removed record as freed.
 fn forget(address: usize, block: &LiveBlock) {
     COUNTERS.on_free(block.size as u64);
-    stacks::count_free(block.site, block.size as u64);
-    // The measure state is touched only outside the tracker's own code, so
-    // that it is never reentered; and untracked-thread frees never carry a
-    // measure tag anyway.
+    stacks::count_free(block.site, block.size as u64, block.weight);
     let measuring = thread::measuring();
-    if measuring.is_null() {
-        return;
+    if !measuring.is_null() {
+        with_measure(measuring, |measure| measure.on_free(address, block));
     }
+}
+
+/// Runs `f` on this thread's measure state, unless the thread is inside
+/// the tracker (the state may be borrowed there).
+fn with_measure(
+    measuring: *mut super::measuring::MeasureState,
+    f: impl FnOnce(&mut super::measuring::MeasureState),
+) {
     if let Some(_busy) = Busy::enter() {
-        // SAFETY: as in `record_new`; `_busy` keeps this thread from
+        // SAFETY: as in `record_with_stack`; `_busy` keeps this thread from
         // reentering the state while it is borrowed.
         if let Some(measure) = unsafe { measuring.as_mut() } {
-            measure.on_free(address, block);
+            f(measure);
         }
     }
 }
@@ -96,8 +216,12 @@ fn forget(address: usize, block: &LiveBlock) {
 /// Takes the record of a block about to be reallocated, leaving the
 /// figures untouched until the outcome is known.
 #[inline]
-pub(crate) fn take_for_realloc(address: *mut u8) -> Option<LiveBlock> {
-    live::remove(address as usize)
+pub(crate) fn take_for_realloc(address: *mut u8, config: &Config) -> Option<LiveBlock> {
+    let address = address as usize;
+    match config.mode() {
+        Mode::Full => live::remove(address),
+        _ => take_partial(address),
+    }
 }
 
 /// Completes a realloc: on failure the old block is still the caller's and
@@ -106,25 +230,37 @@ pub(crate) fn take_for_realloc(address: *mut u8) -> Option<LiveBlock> {
 #[inline]
 pub(crate) fn finish_realloc(
     old_address: *mut u8,
+    old_size: usize,
     old: Option<LiveBlock>,
     new_address: *mut u8,
     new_size: usize,
     config: &Config,
 ) {
+    let old_address = old_address as usize;
+    let full = config.mode() == Mode::Full;
     if new_address.is_null() {
         if let Some(old) = old {
             // The slot it came from is free again unless the table lost its
             // memory meanwhile; then the block is unrecorded from now on,
             // and the figures drop it as a free.
-            if live::insert(old_address as usize, old).is_err() {
-                UNRECORDED.fetch_add(1, Ordering::Relaxed);
-                forget(old_address as usize, &old);
+            match live::insert(old_address, old) {
+                Ok(_) if !full => filter::mark(old_address),
+                Ok(_) => {}
+                Err(_) => {
+                    UNRECORDED.fetch_add(1, Ordering::Relaxed);
+                    if old.site != INTERNAL_SITE {
+                        forget(old_address, &old);
+                    }
+                }
             }
         }
         return;
     }
-    if let Some(old) = old {
-        forget(old_address as usize, &old);
+    match old {
+        Some(old) if old.site != INTERNAL_SITE => forget(old_address, &old),
+        Some(_) => {}
+        None if full => {}
+        None => forget_unrecorded(old_address, old_size),
     }
     on_alloc(new_address, new_size, config);
 }

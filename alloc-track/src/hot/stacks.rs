@@ -180,26 +180,39 @@ fn create(frames: &[usize], truncated: bool, capacity: u32) -> Option<SiteId> {
     Some(id)
 }
 
-/// Adds one allocation of `size` bytes to the site's totals.
+/// Adds an allocation of `size` bytes that stands for `weight`
+/// allocations (1 unless sampled) to the site's totals and live figures.
 #[inline]
-pub(crate) fn count_allocation(id: SiteId, size: u64) {
+pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u32) {
+    if weight == 0 {
+        return;
+    }
     if id == OVERFLOW_SITE {
         OVERFLOWED.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(record) = record(id, id == OVERFLOW_SITE) {
-        record.total_bytes.fetch_add(size, Ordering::Relaxed);
-        record.total_blocks.fetch_add(1, Ordering::Relaxed);
-        record.live_bytes.fetch_add(size, Ordering::Relaxed);
-        record.live_blocks.fetch_add(1, Ordering::Relaxed);
+        let weight = u64::from(weight);
+        let bytes = size.saturating_mul(weight);
+        record.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+        record.total_blocks.fetch_add(weight, Ordering::Relaxed);
+        record.live_bytes.fetch_add(bytes, Ordering::Relaxed);
+        record.live_blocks.fetch_add(weight, Ordering::Relaxed);
     }
 }
 
-/// Subtracts one freed block of `size` bytes from the site's live figures.
+/// Takes a freed block (as counted by [`count_allocation`]) out of the
+/// site's live figures.
 #[inline]
-pub(crate) fn count_free(id: SiteId, size: u64) {
+pub(crate) fn count_free(id: SiteId, size: u64, weight: u32) {
+    if weight == 0 {
+        return;
+    }
     if let Some(record) = record(id, false) {
-        record.live_bytes.fetch_sub(size, Ordering::Relaxed);
-        record.live_blocks.fetch_sub(1, Ordering::Relaxed);
+        let weight = u64::from(weight);
+        record
+            .live_bytes
+            .fetch_sub(size.saturating_mul(weight), Ordering::Relaxed);
+        record.live_blocks.fetch_sub(weight, Ordering::Relaxed);
     }
 }
 
@@ -220,6 +233,12 @@ pub(crate) fn record_peak_breakdown() {
         }
     }
 }
+
+/// The marker site of blocks the tracker allocated for itself in the modes
+/// that record only some blocks (they must be found again at their free so
+/// that they are not counted). Never a real site: ids stay below
+/// [`MAX_SITES`].
+pub(crate) const INTERNAL_SITE: SiteId = u32::MAX;
 
 /// A site as the cold path sees it.
 pub(crate) struct SiteView {

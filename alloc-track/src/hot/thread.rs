@@ -35,18 +35,35 @@ pub(crate) struct Busy {
     _thread_bound: PhantomData<*const ()>,
 }
 
+/// Why [`Busy::try_enter`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The thread is already inside the tracker: this allocation is the
+    /// tracker's own.
+    Reentrant,
+    /// The thread's state cannot be reached (torn down): this allocation is
+    /// the program's, made too late to be recorded with a stack.
+    Gone,
+}
+
 impl Busy {
     /// Marks the thread busy, or returns `None` if it already is (a
     /// reentrant call from inside the tracker) or its state is gone.
     #[inline]
     pub(crate) fn enter() -> Option<Busy> {
-        THREAD
-            .try_with(|thread| !thread.busy.replace(true))
-            .ok()
-            .filter(|&entered| entered)
-            .map(|_| Busy {
+        Busy::try_enter().ok()
+    }
+
+    /// Marks the thread busy, or says why not.
+    #[inline]
+    pub(crate) fn try_enter() -> Result<Busy, Refused> {
+        match THREAD.try_with(|thread| thread.busy.replace(true)) {
+            Ok(false) => Ok(Busy {
                 _thread_bound: PhantomData,
-            })
+            }),
+            Ok(true) => Err(Refused::Reentrant),
+            Err(_) => Err(Refused::Gone),
+        }
     }
 }
 

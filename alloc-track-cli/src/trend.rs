@@ -66,9 +66,11 @@ pub enum Shape {
     /// Rose once, then stayed flat: start-up state, a lazily initialised
     /// cache that is now full.
     GrewOnce,
-    /// Rose and fell: work in flight at the moment of each dump.
+    /// Rose and fell without a direction: work in flight at the moment of
+    /// each dump.
     Varies,
-    /// Ended lower than it started.
+    /// Ended lower than it started, falling in most intervals (or never
+    /// rising).
     Shrinking,
     /// The same in every dump.
     Flat,
@@ -118,7 +120,7 @@ pub fn classify(values: &[u64]) -> Shape {
         } else {
             Shape::Steps
         }
-    } else if last < first {
+    } else if last < first && (ups == 0 || downs * 3 >= intervals * 2) {
         Shape::Shrinking
     } else {
         Shape::Varies
@@ -708,6 +710,9 @@ mod tests {
         // Rises in most intervals, but gives back more than it keeps.
         assert_eq!(classify(&[100, 700, 50, 300]), Shape::Varies);
         assert_eq!(classify(&[50, 40, 30]), Shape::Shrinking);
+        assert_eq!(classify(&[50, 50, 40, 40, 30]), Shape::Shrinking);
+        // Ends a little lower, but went up as often as down.
+        assert_eq!(classify(&[50, 10, 10, 80, 30, 10, 10, 49]), Shape::Varies);
         assert_eq!(classify(&[7, 7, 7]), Shape::Flat);
         assert_eq!(classify(&[1, 2]), Shape::Growing);
         assert_eq!(classify(&[]), Shape::Flat);

@@ -122,6 +122,7 @@ use std::sync::atomic::Ordering;
 
 pub use diff::{Diff, SiteDiff};
 pub use dump::Frame;
+pub use hot::capture::Walker;
 pub use hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
 pub use limits::{limits, Exceeded, Limits};
 pub use live_dump::{dump, numbered_path, start_live_dumps};
@@ -164,6 +165,15 @@ pub fn mode() -> Mode {
 /// it. Figures stay estimates; only their randomness becomes repeatable.
 pub fn seed_sampler(seed: u64) {
     hot::sampler::reseed(seed);
+}
+
+/// How stacks are being captured: [`Walker::FramePointers`] when the binary
+/// keeps frame pointers (build with `-C force-frame-pointers=yes`) and the
+/// start-up check against the unwinder passed, else [`Walker::Unwinder`].
+/// Settled at the first captured stack.
+pub fn stack_walker() -> Walker {
+    is_installed();
+    hot::capture::walker()
 }
 
 /// True when a [`Tracker`] is this program's global allocator.

@@ -1,0 +1,267 @@
+//! The frame-pointer walk, with the checks that make it safe on any
+//! binary: reads stay inside the thread's stack, frames must move up the
+//! stack, depth is capped, and the walk is compared with the unwinder at
+//! the first capture and then every [`VERIFY_EVERY`]th capture of each
+//! thread. One disagreement turns it off for the rest of the process: a
+//! binary (or a crate in it) built without frame pointers gets the
+//! unwinder's slower, complete stacks instead of short wrong ones.
+//!
+//! Linux with glibc on x86_64 and aarch64, where a frame is laid out as
+//! `[fp] = caller's fp` and `[fp + 8] = return address` (aarch64's frame
+//! record `x29, x30` has the same shape).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::{unwind, CapturedStack};
+
+/// How often each thread re-checks the walk against the unwinder. An
+/// unwind costs about as much as 100 walks, so this keeps the check's cost
+/// near 1% while catching a crate without frame pointers soon after its
+/// code first allocates.
+const VERIFY_EVERY: u32 = 8192;
+
+const UNCHECKED: u8 = 0;
+const CHECKING: u8 = 1;
+const TRUSTED: u8 = 2;
+const DISTRUSTED: u8 = 3;
+
+/// Whether the walk may be used: checked at the process's first capture.
+static STATE: AtomicU8 = AtomicU8::new(UNCHECKED);
+
+/// The walk can be disabled from outside for comparisons and debugging:
+/// `ALLOC_TRACK_UNWIND=unwinder`.
+fn disabled_by_environment() -> bool {
+    // SAFETY: a NUL-terminated name; `getenv` returns null or a pointer
+    // to a NUL-terminated value, valid while the environment is unchanged.
+    unsafe {
+        let value = libc::getenv(c"ALLOC_TRACK_UNWIND".as_ptr());
+        !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"unwinder"
+    }
+}
+
+struct ThreadStack {
+    /// One past the highest address of this thread's stack; 0 until
+    /// looked up, 1 if it could not be.
+    top: Cell<usize>,
+    /// Captures until the next check against the unwinder.
+    until_check: Cell<u32>,
+}
+
+thread_local! {
+    static THREAD_STACK: ThreadStack = const {
+        ThreadStack { top: Cell::new(0), until_check: Cell::new(VERIFY_EVERY) }
+    };
+}
+
+extern "C" {
+    /// glibc: the stack pointer at the process's entry, at or above every
+    /// frame of the main thread.
+    static __libc_stack_end: *mut libc::c_void;
+}
+
+/// The top of the calling thread's stack. Looked up once per thread,
+/// without I/O: the main thread's from `__libc_stack_end` (glibc's
+/// `pthread_getattr_np` would read `/proc/self/maps` for it), every other
+/// thread's from its pthread attributes, which glibc keeps in memory (it
+/// may allocate there; the caller is busy, so that passes untracked).
+fn stack_top() -> Option<usize> {
+    let top = THREAD_STACK
+        .try_with(|stack| {
+            if stack.top.get() == 0 {
+                stack.top.set(find_stack_top().unwrap_or(1));
+            }
+            stack.top.get()
+        })
+        .ok()?;
+    (top > 1).then_some(top)
+}
+
+fn find_stack_top() -> Option<usize> {
+    // SAFETY: plain system calls and reads of a glibc variable; the
+    // attribute object is initialised by `pthread_getattr_np` before it is
+    // read and destroyed after.
+    unsafe {
+        if libc::getpid() == libc::gettid() {
+            let end = __libc_stack_end as usize;
+            return (end != 0).then_some(end);
+        }
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut address = std::ptr::null_mut();
+        let mut size = 0;
+        let status = libc::pthread_attr_getstack(attr.as_ptr(), &mut address, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        (status == 0 && !address.is_null()).then(|| address as usize + size)
+    }
+}
+
+#[inline(always)]
+fn frame_pointer() -> usize {
+    let fp: usize;
+    // SAFETY: reads a register into a variable; no memory is touched.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags));
+        #[cfg(target_arch = "aarch64")]
+        std::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags));
+    }
+    fp
+}
+
+/// Walks the frame-pointer chain from the caller's frame. `None` if the
+/// thread's stack bounds are unknown.
+#[inline(always)]
+fn walk() -> Option<CapturedStack> {
+    let top = stack_top()?;
+    let mut fp = frame_pointer();
+    let marker = 0u8;
+    // Everything between here and the top of the stack is mapped.
+    let low = std::ptr::addr_of!(marker) as usize;
+    let mut stack = CapturedStack::new();
+    loop {
+        // The frame record must lie inside the live part of this stack and
+        // be aligned; anything else means the chain is broken here.
+        if fp < low
+            || fp % std::mem::align_of::<usize>() != 0
+            || fp > top.saturating_sub(2 * std::mem::size_of::<usize>())
+        {
+            break;
+        }
+        // SAFETY: `fp .. fp + 16` lies within `[low, top)`, the mapped part
+        // of this thread's stack above the current frame, and is aligned.
+        let (next, ip) = unsafe {
+            let record = fp as *const usize;
+            (record.read(), record.add(1).read())
+        };
+        if ip == 0 || !stack.push(ip) {
+            break;
+        }
+        // Callers sit higher on the stack: a chain that does not climb is
+        // not a frame-pointer chain.
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    Some(stack)
+}
+
+/// Captures with frame pointers if they are trusted; `None` means "use
+/// the unwinder".
+#[inline(always)]
+pub(super) fn capture() -> Option<CapturedStack> {
+    match STATE.load(Ordering::Relaxed) {
+        TRUSTED => {}
+        UNCHECKED => return first_check(),
+        _ => return None,
+    }
+    let due = THREAD_STACK
+        .try_with(|stack| {
+            let left = stack.until_check.get().saturating_sub(1);
+            stack
+                .until_check
+                .set(if left == 0 { VERIFY_EVERY } else { left });
+            left == 0
+        })
+        .unwrap_or(false);
+    if due {
+        return verify();
+    }
+    walk()
+}
+
+/// The process's first capture decides whether the walk is trusted.
+#[cold]
+#[inline(never)]
+fn first_check() -> Option<CapturedStack> {
+    if STATE
+        .compare_exchange(UNCHECKED, CHECKING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        // Another thread is checking: use the unwinder meanwhile.
+        return None;
+    }
+    if disabled_by_environment() {
+        STATE.store(DISTRUSTED, Ordering::Release);
+        return None;
+    }
+    let (agrees, stack) = compare();
+    STATE.store(if agrees { TRUSTED } else { DISTRUSTED }, Ordering::Release);
+    Some(stack)
+}
+
+/// A periodic check: on disagreement the walk is off for good.
+#[cold]
+#[inline(never)]
+fn verify() -> Option<CapturedStack> {
+    let (agrees, stack) = compare();
+    if !agrees {
+        STATE.store(DISTRUSTED, Ordering::Release);
+    }
+    Some(stack)
+}
+
+/// Walks both ways from the same frame; returns whether they agree and
+/// the unwinder's stack (the one known to be right).
+#[inline(always)]
+fn compare() -> (bool, CapturedStack) {
+    let walked = walk();
+    let unwound = unwind();
+    let agrees = walked.is_some_and(|walked| agree(walked.frames(), unwound.frames()));
+    (agrees, unwound)
+}
+
+/// The walk agrees with the unwinder when its frames, but for the last two
+/// (the C runtime's entry frames, often built without frame pointers, may
+/// end a chain with garbage), appear in the unwinder's stack as one
+/// unbroken run: a function without a frame pointer would be missing from
+/// the walk and break the run. At least three frames must be compared.
+fn agree(walked: &[usize], unwound: &[usize]) -> bool {
+    let compared = &walked[..walked.len().saturating_sub(2).min(16)];
+    if compared.len() < 3 {
+        return false;
+    }
+    unwound
+        .windows(compared.len())
+        .any(|window| window == compared)
+}
+
+/// True once the start-up check passed and no check has failed since.
+pub(super) fn trusted() -> bool {
+    STATE.load(Ordering::Relaxed) == TRUSTED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agreement_needs_an_unbroken_run() {
+        let unwound = [1, 2, 3, 4, 5, 6, 7, 8];
+        assert!(agree(&[3, 4, 5, 6, 99, 98], &unwound));
+        // A frame missing from the walk (no frame pointer) breaks the run.
+        assert!(!agree(&[3, 5, 6, 7, 99, 98], &unwound));
+        // Too short to tell.
+        assert!(!agree(&[3, 4, 99, 98], &unwound));
+    }
+
+    #[test]
+    fn the_walk_finds_its_callers() {
+        #[inline(never)]
+        fn outer() -> Option<CapturedStack> {
+            std::hint::black_box(inner())
+        }
+        #[inline(never)]
+        fn inner() -> Option<CapturedStack> {
+            std::hint::black_box(walk())
+        }
+        let walked = outer().expect("stack bounds on Linux");
+        // Whether or not this test binary keeps frame pointers, the walk
+        // stays within the stack and never crashes; with them, it finds
+        // several frames.
+        assert!(walked.len <= super::super::MAX_DEPTH);
+    }
+}

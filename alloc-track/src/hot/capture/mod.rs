@@ -1,0 +1,119 @@
+//! Stack capture: the return addresses of the current call stack, leaf
+//! first, into a fixed array on the caller's stack.
+//!
+//! Two walkers, chosen per capture:
+//!
+//! - **Frame pointers** (`frame_pointers.rs`): follows the chain of saved
+//!   frame pointers, a few nanoseconds a frame. Only valid when the code
+//!   on the stack keeps frame pointers (Rust's std does since 1.79; the
+//!   program's crates need `-C force-frame-pointers=yes`). Every read is
+//!   bounds-checked against the thread's stack, so a binary without frame
+//!   pointers gets a short or failed walk, never a crash; a walk that does
+//!   not end cleanly at the stack's root falls back to the unwinder. The
+//!   first capture in the process also checks the walker against the
+//!   unwinder and turns it off for good if they disagree.
+//! - **The unwinder** (`backtrace::trace_unsynchronized`): reads the
+//!   binary's unwind tables, about 100 ns a frame, works everywhere. Unlike
+//!   `backtrace::trace` it takes no global lock (the lock that makes other
+//!   profilers serialise every allocation). It may allocate on its first
+//!   use (libgcc sorts its tables); the caller holds the thread's `Busy`
+//!   flag, so those allocations pass through untracked.
+
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod frame_pointers;
+
+/// The deepest stack recorded; deeper stacks keep their innermost frames
+/// and are marked truncated.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// A captured stack: `len` return addresses, leaf first.
+pub(crate) struct CapturedStack {
+    pub(crate) ips: [usize; MAX_DEPTH],
+    pub(crate) len: usize,
+    pub(crate) truncated: bool,
+}
+
+impl CapturedStack {
+    fn new() -> Self {
+        CapturedStack {
+            ips: [0; MAX_DEPTH],
+            len: 0,
+            truncated: false,
+        }
+    }
+
+    pub(crate) fn frames(&self) -> &[usize] {
+        &self.ips[..self.len]
+    }
+
+    /// Appends a return address; false once full (and marked truncated).
+    #[inline]
+    fn push(&mut self, ip: usize) -> bool {
+        if self.len == MAX_DEPTH {
+            self.truncated = true;
+            return false;
+        }
+        self.ips[self.len] = ip;
+        self.len += 1;
+        true
+    }
+}
+
+/// Captures the current stack. Never allocates through the tracked path,
+/// never takes a lock of this crate's.
+#[inline(never)]
+pub(crate) fn capture() -> CapturedStack {
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    if let Some(stack) = frame_pointers::capture() {
+        return stack;
+    }
+    unwind()
+}
+
+/// Captures the current stack with the platform unwinder.
+#[inline(never)]
+pub(crate) fn unwind() -> CapturedStack {
+    let mut stack = CapturedStack::new();
+    // SAFETY: `trace_unsynchronized` is unsafe only because it does not
+    // serialise concurrent unwinds; the platform unwinders it uses on the
+    // targets we support (libgcc/libunwind `_Unwind_Backtrace`) are
+    // thread-safe, and the closure touches nothing but `stack`.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            let ip = frame.ip() as usize;
+            ip != 0 && stack.push(ip)
+        });
+    }
+    stack
+}
+
+/// Which walker captures stacks, for reports and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walker {
+    /// The frame-pointer walk (the common case on a binary built with
+    /// frame pointers).
+    FramePointers,
+    /// The platform unwinder.
+    Unwinder,
+}
+
+/// The walker in use: frame pointers if the start-up check passed.
+pub(crate) fn walker() -> Walker {
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    if frame_pointers::trusted() {
+        return Walker::FramePointers;
+    }
+    Walker::Unwinder
+}

@@ -71,6 +71,9 @@ fn several_threads_allocate_at_once() {
     assert_eq!(now.total_blocks, then.total_blocks);
 }
 
+// One heap block per value is the point: many small blocks to free
+// elsewhere.
+#[allow(clippy::vec_box)]
 #[inline(never)]
 fn allocate_for_another_thread(count: usize) -> Vec<Box<u64>> {
     (0..count as u64).map(Box::new).collect()
@@ -124,7 +127,7 @@ fn parallel_measures_are_exact_per_thread() {
             let mut rounds = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 black_box(noise_allocations());
-                if rounds % 50 == 0 {
+                if rounds.is_multiple_of(50) {
                     black_box(snapshot().live_bytes());
                 }
                 rounds += 1;

@@ -97,7 +97,9 @@ fn sampled(state: &SamplerState, first_use: bool, size: usize, mean_bytes: u64) 
 /// would bias sites of mid-sized blocks).
 pub(crate) fn weight(size: usize, mean: f64, uniform: f64) -> u32 {
     let p = -(-(size as f64) / mean).exp_m1();
-    if !(p > 0.0) {
+    // p is NaN for a NaN mean and 0 when size/mean underflows: either way
+    // the sample stands for as many allocations as a weight can say.
+    if p.is_nan() || p <= 0.0 {
         return u32::MAX;
     }
     let w = (1.0 / p).min(u32::MAX as f64);

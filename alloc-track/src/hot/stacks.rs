@@ -10,6 +10,7 @@
 //! against [`OVERFLOW_SITE`], the "other" site, so memory stays bounded.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -125,6 +126,49 @@ fn frames_of(record: &SiteRecord) -> &'static [usize] {
 /// path.
 pub(crate) fn intern(frames: &[usize], truncated: bool, capacity: u32) -> SiteId {
     let first_hash = hash(frames);
+    if let Some(id) = cached(first_hash, frames) {
+        return id;
+    }
+    let id = intern_shared(first_hash, frames, truncated, capacity);
+    remember(first_hash, id);
+    id
+}
+
+/// Slots in each thread's cache of recent stacks. A loop allocating at a
+/// handful of sites finds them all here and never touches the shared
+/// index; 256 slots cost 4 KiB of thread-local memory.
+const THREAD_CACHE_SLOTS: usize = 256;
+
+thread_local! {
+    /// Direct-mapped by hash: (hash, id) of recently interned stacks. A
+    /// slot whose hash matches is confirmed by comparing frames, so a
+    /// collision can never return the wrong site.
+    static THREAD_CACHE: [Cell<(u64, SiteId)>; THREAD_CACHE_SLOTS] =
+        const { [const { Cell::new((0, OVERFLOW_SITE)) }; THREAD_CACHE_SLOTS] };
+}
+
+#[inline]
+fn cached(hash: u64, frames: &[usize]) -> Option<SiteId> {
+    let (cached_hash, id) = THREAD_CACHE
+        .try_with(|cache| cache[hash as usize % THREAD_CACHE_SLOTS].get())
+        .ok()?;
+    // Published frames never change, so comparing them needs no lock.
+    (cached_hash == hash
+        && id != OVERFLOW_SITE
+        && record(id, false).is_some_and(|r| frames_of(r) == frames))
+    .then_some(id)
+}
+
+#[inline]
+fn remember(hash: u64, id: SiteId) {
+    if id != OVERFLOW_SITE {
+        let _ = THREAD_CACHE
+            .try_with(|cache| cache[hash as usize % THREAD_CACHE_SLOTS].set((hash, id)));
+    }
+}
+
+/// Looks the stack up in (or adds it to) the shared index.
+fn intern_shared(first_hash: u64, frames: &[usize], truncated: bool, capacity: u32) -> SiteId {
     let shard = &INDEX[(first_hash >> 58) as usize % INDEX_SHARDS];
     let mut index = shard.lock();
     let mut key = first_hash;

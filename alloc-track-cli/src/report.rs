@@ -182,6 +182,14 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
     }
     if let Some(rss) = os.rss_bytes {
         writeln!(out, "heap vs RSS  {}", heap_vs_rss(totals.live_bytes, rss))?;
+        let books = dump.tracker.bookkeeping_bytes;
+        if books > 0 {
+            writeln!(
+                out,
+                "tracker      {} of the RSS is the tracker's own books (live and stack tables), in no heap figure",
+                Bytes(books)
+            )?;
+        }
     }
     writeln!(
         out,

@@ -226,6 +226,7 @@ impl Snapshot {
                 health: TrackerHealth {
                     overflowed_allocations: stacks::overflowed(),
                     unrecorded_allocations: UNRECORDED.load(Ordering::Relaxed),
+                    bookkeeping_bytes: crate::bookkeeping_bytes(),
                 },
                 sites,
             }

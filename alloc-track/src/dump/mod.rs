@@ -124,6 +124,11 @@ pub struct TrackerHealth {
     /// bookkeeping memory ran out; they are in no figure of the dump.
     #[serde(default)]
     pub unrecorded_allocations: u64,
+    /// Bytes the tracker's own books (live table, stack table) took at the
+    /// moment of the dump. They are in the process's RSS but in no heap
+    /// figure, so a report can take them out of the heap-versus-RSS gap.
+    #[serde(default)]
+    pub bookkeeping_bytes: u64,
 }
 
 /// One code address and the source frames it stands for. One address can

@@ -56,6 +56,10 @@ pub struct ReportArgs {
     /// Do not write a flamegraph.
     #[arg(long, conflicts_with = "output")]
     pub no_flamegraph: bool,
+    /// Report only the live blocks allocated inside this scope (a name
+    /// given to alloc_track::scope; the report lists them).
+    #[arg(long, value_name = "NAME")]
+    pub scope: Option<String>,
 }
 
 impl ReportArgs {
@@ -71,6 +75,7 @@ impl ReportArgs {
         options.top = self.top;
         options.flamegraph = flamegraph;
         options.relative_to = cwd;
+        options.scope = self.scope;
         options
     }
 }

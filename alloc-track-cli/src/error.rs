@@ -28,6 +28,15 @@ pub enum CliError {
         /// The dump concerned.
         path: PathBuf,
     },
+    /// `--scope NAME` names no scope of the dump.
+    NoSuchScope {
+        /// The dump concerned.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The scopes the dump has.
+        known: Vec<String>,
+    },
     /// The chosen measure is zero everywhere, so there is nothing to draw.
     NothingToDraw {
         /// The dump concerned.
@@ -77,6 +86,24 @@ impl fmt::Display for CliError {
                  use --by live, allocated or blocks",
                 path.display()
             ),
+            CliError::NoSuchScope { path, name, known } => {
+                write!(
+                    f,
+                    "{}: no scope named {name:?} in this dump",
+                    path.display()
+                )?;
+                if known.is_empty() {
+                    write!(f, " (it has none: nothing ran inside alloc_track::scope)")
+                } else {
+                    let shown: Vec<String> =
+                        known.iter().take(10).map(|k| format!("{k:?}")).collect();
+                    write!(f, "; it has {}", shown.join(", "))?;
+                    if known.len() > 10 {
+                        write!(f, " and {} more", known.len() - 10)?;
+                    }
+                    Ok(())
+                }
+            }
             CliError::NothingToDraw { path, measure } => write!(
                 f,
                 "{}: nothing to draw: the dump has no {measure}",

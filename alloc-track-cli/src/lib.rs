@@ -15,6 +15,7 @@ pub mod flamegraph;
 pub mod matching;
 pub mod output;
 pub mod report;
+pub mod scopes;
 pub mod stacks;
 pub mod trend;
 pub mod weigh;

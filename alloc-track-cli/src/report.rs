@@ -10,6 +10,7 @@ use alloc_track::human::{percent, Bytes, Count};
 
 use crate::error::CliError;
 use crate::flamegraph::{write_svg_file, GraphOptions};
+use crate::scopes;
 use crate::stacks::site_label;
 use crate::weigh::{self, Measure, Weight};
 
@@ -27,6 +28,8 @@ pub struct ReportOptions {
     pub flamegraph: Option<PathBuf>,
     /// Source files below this directory are shown relative to it.
     pub relative_to: Option<PathBuf>,
+    /// Report only the live blocks allocated inside this scope.
+    pub scope: Option<String>,
 }
 
 impl ReportOptions {
@@ -38,6 +41,7 @@ impl ReportOptions {
             top: 10,
             flamegraph: None,
             relative_to: None,
+            scope: None,
         }
     }
 }
@@ -49,7 +53,10 @@ const PEAK_ROWS: usize = 5;
 /// that `report | head` still writes it), prints the report to `out` and
 /// says where the flamegraph went.
 pub fn report(options: &ReportOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dump = Dump::load(&options.dump)?;
+    let mut dump = Dump::load(&options.dump)?;
+    if let Some(name) = &options.scope {
+        dump = scopes::restrict(dump, name, &options.dump)?;
+    }
     // Fails early on `--by peak` without a peak breakdown.
     weigh::weigh(&dump, options.measure, &options.dump)?;
     let drawn = match &options.flamegraph {
@@ -105,6 +112,14 @@ fn write_text(
 ) -> io::Result<()> {
     let base = options.relative_to.as_deref();
     write_summary(dump, &options.dump, out)?;
+    if let Some(name) = &options.scope {
+        writeln!(
+            out,
+            "scope        only the live blocks allocated inside scope {name:?}"
+        )?;
+    } else {
+        scopes::write_table(dump, out)?;
+    }
     writeln!(out)?;
     write_table(out, dump, weights, options.measure, options.top, base)?;
     if options.measure == Measure::Peak {
@@ -396,6 +411,7 @@ mod tests {
             total_bytes: bytes,
             total_blocks: 1,
             births: Vec::new(),
+            scopes: Vec::new(),
         };
         let dump = Dump {
             format: alloc_track::dump::FORMAT_NAME.into(),
@@ -438,6 +454,7 @@ mod tests {
             ],
             sites: vec![site(0, 300), site(1, 100), site(2, 300)],
             peak_sites: Vec::new(),
+            scopes: Vec::new(),
         };
         let weights = weigh::weigh(&dump, Measure::Live, Path::new("d.json")).unwrap();
         let mut out = Vec::new();

@@ -80,6 +80,7 @@ fn generated_dump(sites: usize, pool: usize) -> Dump {
             total_bytes: live_bytes * 3 + 64,
             total_blocks: live_blocks * 3 + 1,
             births: Vec::new(),
+            scopes: Vec::new(),
         };
         totals.live_bytes += site.live_bytes;
         totals.live_blocks += site.live_blocks;
@@ -104,6 +105,7 @@ fn generated_dump(sites: usize, pool: usize) -> Dump {
         stacks,
         sites: site_list,
         peak_sites: Vec::new(),
+        scopes: Vec::new(),
     }
 }
 

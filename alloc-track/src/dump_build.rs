@@ -14,6 +14,12 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
     let mut stacks = Vec::new();
     let mut sites = Vec::new();
     let mut peak_sites = Vec::new();
+    let scope_index: HashMap<u16, u32> = snapshot
+        .scopes
+        .iter()
+        .enumerate()
+        .map(|(index, scope)| (scope.id, index as u32))
+        .collect();
 
     for (stack, members) in group_by_resolved_stack(snapshot.sites.iter().map(|s| s.stack)) {
         let stack_locations = stack
@@ -40,6 +46,7 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
             ..dump::Site::default()
         };
         let mut births: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut scoped: HashMap<u16, (u64, u64)> = HashMap::new();
         let mut peak = dump::PeakSite {
             stack: stack_id,
             ..dump::PeakSite::default()
@@ -52,6 +59,11 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
             site.live_blocks += member.live_blocks;
             site.total_bytes += member.total_bytes;
             site.total_blocks += member.total_blocks;
+            for &(scope, bytes, blocks) in &member.scopes {
+                let entry = scoped.entry(scope).or_default();
+                entry.0 += bytes;
+                entry.1 += blocks;
+            }
             for birth in &member.births {
                 let entry = births.entry(birth.epoch).or_default();
                 entry.0 += birth.bytes;
@@ -67,6 +79,18 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
             })
             .collect();
         site.births.sort_by_key(|b| b.epoch);
+        site.scopes = scoped
+            .into_iter()
+            .filter_map(|(id, (bytes, blocks))| {
+                let index = scope_index.get(&id)?;
+                Some(dump::SiteScope {
+                    scope: *index,
+                    bytes,
+                    blocks,
+                })
+            })
+            .collect();
+        site.scopes.sort_by_key(|s| s.scope);
         sites.push(site);
         if peak.blocks > 0 {
             peak_sites.push(peak);
@@ -97,6 +121,17 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
         stacks,
         sites,
         peak_sites,
+        scopes: snapshot
+            .scopes
+            .iter()
+            .map(|scope| dump::Scope {
+                name: scope.name.clone(),
+                live_bytes: scope.live_bytes,
+                live_blocks: scope.live_blocks,
+                total_bytes: scope.total_bytes,
+                total_blocks: scope.total_blocks,
+            })
+            .collect(),
     }
 }
 

@@ -112,6 +112,7 @@ mod limits;
 mod live_dump;
 mod measure;
 mod os_memory;
+mod scope;
 mod site;
 mod snapshot;
 mod symbolize;
@@ -127,8 +128,9 @@ pub use hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
 pub use limits::{limits, Exceeded, Limits};
 pub use live_dump::{dump, numbered_path, start_live_dumps};
 pub use measure::measure;
+pub use scope::{scope, LoggedScope, ScopeGuard};
 pub use site::Stack;
-pub use snapshot::{Site, Snapshot};
+pub use snapshot::{ScopeStats, Site, Snapshot};
 pub use tracker::Tracker;
 
 /// Takes a [`Snapshot`] of the live heap now.

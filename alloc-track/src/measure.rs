@@ -64,12 +64,12 @@ static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 
 /// An open measure frame on this thread; closing it (or dropping it while
 /// unwinding) pops the frame and, for the outermost, frees the state.
-struct OpenFrame {
+pub(crate) struct OpenFrame {
     state: *mut MeasureState,
 }
 
 impl OpenFrame {
-    fn open() -> OpenFrame {
+    pub(crate) fn open() -> OpenFrame {
         let state = untracked(|| {
             let mut state = thread::measuring();
             if state.is_null() {
@@ -94,7 +94,7 @@ impl OpenFrame {
         OpenFrame { state }
     }
 
-    fn close(self) -> Diff {
+    pub(crate) fn close(self) -> Diff {
         let diff = untracked(|| {
             // SAFETY: as in `open`; this thread is busy, so the hot path
             // does not touch the state while it is borrowed here.
@@ -172,7 +172,7 @@ fn frame_diff(state: &MeasureState, frame: &Frame) -> Diff {
             return;
         }
         let entry = site_entry(&mut sites, birth.site);
-        entry.retained_bytes += block.size as u64;
+        entry.retained_bytes += block.size() as u64;
         entry.retained_blocks += 1;
     });
     Diff::from_sites(

@@ -30,6 +30,7 @@ const DISPLAY_ROWS: usize = 20;
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub(crate) mode: Mode,
+    pub(crate) scopes: Vec<ScopeStats>,
     pub(crate) epoch: u32,
     pub(crate) timestamp_ms: u64,
     pub(crate) totals: Totals,
@@ -51,6 +52,8 @@ pub struct Site {
     pub(crate) peak_blocks: u64,
     /// Live blocks by birth epoch, oldest first.
     pub(crate) births: Vec<Birth>,
+    /// Live (bytes, blocks) by scope id, for blocks allocated in a scope.
+    pub(crate) scopes: Vec<(u16, u64, u64)>,
 }
 
 impl Site {
@@ -113,6 +116,7 @@ impl Snapshot {
                 bytes: u64,
                 blocks: u64,
                 births: HashMap<u32, (u64, u64)>,
+                scopes: HashMap<u16, (u64, u64)>,
             }
             let mut live_by_site: HashMap<SiteId, Live> = HashMap::new();
             live::for_each(|_, block| {
@@ -122,13 +126,18 @@ impl Snapshot {
                     return;
                 }
                 let weight = u64::from(block.weight);
-                let bytes = (block.size as u64).saturating_mul(weight);
+                let bytes = (block.size() as u64).saturating_mul(weight);
                 let live = live_by_site.entry(block.site).or_default();
                 live.bytes += bytes;
                 live.blocks += weight;
                 let birth = live.births.entry(block.birth).or_default();
                 birth.0 += bytes;
                 birth.1 += weight;
+                if block.scope() != 0 {
+                    let scope = live.scopes.entry(block.scope()).or_default();
+                    scope.0 += bytes;
+                    scope.1 += weight;
+                }
             });
 
             let mut sites: Vec<Site> = Vec::new();
@@ -148,6 +157,7 @@ impl Snapshot {
                     peak_bytes: view.peak_bytes,
                     peak_blocks: view.peak_blocks,
                     births: Vec::new(),
+                    scopes: Vec::new(),
                 });
             }
             for (id, live) in live_by_site {
@@ -166,6 +176,7 @@ impl Snapshot {
                         peak_bytes: 0,
                         peak_blocks: 0,
                         births: Vec::new(),
+                        scopes: Vec::new(),
                     });
                     sites.len() - 1
                 });
@@ -187,6 +198,12 @@ impl Snapshot {
                     })
                     .collect();
                 site.births.sort_by_key(|b| b.epoch);
+                site.scopes = live
+                    .scopes
+                    .into_iter()
+                    .map(|(scope, (bytes, blocks))| (scope, bytes, blocks))
+                    .collect();
+                site.scopes.sort_unstable();
             }
             sites.sort_by(|a, b| {
                 (b.live_bytes, b.total_bytes, a.id).cmp(&(a.live_bytes, a.total_bytes, b.id))
@@ -214,8 +231,10 @@ impl Snapshot {
                 .load(Ordering::Relaxed)
                 .max(totals.live_bytes)
                 .max(breakdown);
+            let scopes = scope_stats(&sites);
             Snapshot {
                 mode,
+                scopes,
                 epoch,
                 timestamp_ms,
                 totals: Totals {
@@ -276,6 +295,61 @@ impl Snapshot {
     /// Every call site that ever allocated, most live bytes first.
     pub fn sites(&self) -> &[Site] {
         &self.sites
+    }
+
+    /// Every [`scope`](crate::scope) that allocated, with its live heap
+    /// (by the same count as the sites) and what it allocated in all.
+    pub fn scopes(&self) -> &[ScopeStats] {
+        &self.scopes
+    }
+
+    /// This snapshot restricted to the live blocks allocated inside the
+    /// scope `name`: each site keeps only those, and the totals become
+    /// their sums. Allocation totals per site are not kept by scope, so in
+    /// the result a site's `total_*` equal its `live_*`; the scope's own
+    /// totals are in [`scopes`](Snapshot::scopes).
+    pub fn in_scope(&self, name: &str) -> Snapshot {
+        untracked(|| {
+            let wanted: Vec<u16> = (1..crate::hot::scopes::MAX_SCOPES as u16)
+                .filter(|&id| crate::scope::name(id) == name)
+                .collect();
+            let mut filtered = self.clone();
+            filtered.sites = self
+                .sites
+                .iter()
+                .filter_map(|site| {
+                    let (bytes, blocks) = site
+                        .scopes
+                        .iter()
+                        .filter(|(scope, ..)| wanted.contains(scope))
+                        .fold((0, 0), |(b, n), (_, bytes, blocks)| (b + bytes, n + blocks));
+                    (blocks > 0).then(|| Site {
+                        live_bytes: bytes,
+                        live_blocks: blocks,
+                        total_bytes: bytes,
+                        total_blocks: blocks,
+                        peak_bytes: 0,
+                        peak_blocks: 0,
+                        births: Vec::new(),
+                        scopes: vec![],
+                        ..site.clone()
+                    })
+                })
+                .collect();
+            let (live_bytes, live_blocks) = filtered
+                .sites
+                .iter()
+                .fold((0, 0), |(b, n), s| (b + s.live_bytes, n + s.live_blocks));
+            filtered.totals = Totals {
+                live_bytes,
+                live_blocks,
+                total_bytes: live_bytes,
+                total_blocks: live_blocks,
+                peak_bytes: live_bytes,
+            };
+            filtered.scopes.retain(|s| s.name == name);
+            filtered
+        })
     }
 
     /// What changed from `before` to this snapshot: see [`Diff`].
@@ -397,4 +471,68 @@ impl dump::Totals {
             Count(self.total_blocks)
         )
     }
+}
+
+/// One [`scope`](crate::scope)'s figures in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeStats {
+    pub(crate) id: u16,
+    pub(crate) name: String,
+    pub(crate) live_bytes: u64,
+    pub(crate) live_blocks: u64,
+    pub(crate) total_bytes: u64,
+    pub(crate) total_blocks: u64,
+}
+
+impl ScopeStats {
+    /// The scope's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Bytes allocated inside the scope and still live.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+    /// Blocks allocated inside the scope and still live.
+    pub fn live_blocks(&self) -> u64 {
+        self.live_blocks
+    }
+    /// Bytes allocated inside the scope since tracking began.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+    /// Blocks allocated inside the scope since tracking began.
+    pub fn total_blocks(&self) -> u64 {
+        self.total_blocks
+    }
+}
+
+/// Per-scope figures: live from the sites' breakdowns, totals from the
+/// scope counters; scopes that never allocated are left out.
+fn scope_stats(sites: &[Site]) -> Vec<ScopeStats> {
+    let mut live: HashMap<u16, (u64, u64)> = HashMap::new();
+    for site in sites {
+        for &(scope, bytes, blocks) in &site.scopes {
+            let entry = live.entry(scope).or_default();
+            entry.0 += bytes;
+            entry.1 += blocks;
+        }
+    }
+    let mut stats: Vec<ScopeStats> = (1..crate::hot::scopes::MAX_SCOPES as u16)
+        .filter_map(|id| {
+            let (total_bytes, total_blocks) = crate::hot::scopes::totals(id);
+            let (live_bytes, live_blocks) = live.get(&id).copied().unwrap_or_default();
+            (total_blocks > 0 || live_blocks > 0).then(|| ScopeStats {
+                id,
+                name: crate::scope::name(id),
+                live_bytes,
+                live_blocks,
+                // A block counted live a moment before its scope's totals.
+                total_bytes: total_bytes.max(live_bytes),
+                total_blocks: total_blocks.max(live_blocks),
+            })
+        })
+        .collect();
+    stats.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(a.name.cmp(&b.name)));
+    stats
 }

@@ -73,6 +73,36 @@ pub struct Dump {
     /// describe a moment slightly below the exact peak).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peak_sites: Vec<PeakSite>,
+    /// The scopes (`alloc_track::scope`) that allocated, with their figures;
+    /// sites break their live figures down by index into this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<Scope>,
+}
+
+/// A named scope's figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    /// The name given to `alloc_track::scope`.
+    pub name: String,
+    /// Bytes allocated inside the scope and still live.
+    pub live_bytes: u64,
+    /// Blocks allocated inside the scope and still live.
+    pub live_blocks: u64,
+    /// Bytes allocated inside the scope since tracking began.
+    pub total_bytes: u64,
+    /// Blocks allocated inside the scope since tracking began.
+    pub total_blocks: u64,
+}
+
+/// The part of a site's live figures allocated inside one scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteScope {
+    /// Index into [`Dump::scopes`].
+    pub scope: u32,
+    /// Live bytes of this site allocated in the scope.
+    pub bytes: u64,
+    /// Live blocks of this site allocated in the scope.
+    pub blocks: u64,
 }
 
 /// Heap totals at the moment of the dump.
@@ -190,6 +220,10 @@ pub struct Site {
     /// between them and is still alive. Sums to `live_bytes`/`live_blocks`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub births: Vec<Birth>,
+    /// The live figures allocated inside scopes, by scope; at most the
+    /// site's live figures (blocks outside any scope are not listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<SiteScope>,
 }
 
 /// One site's share of the live heap at the peak.

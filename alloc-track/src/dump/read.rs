@@ -170,6 +170,25 @@ impl Dump {
                     "sites[{index}].births do not add up to its live bytes and blocks"
                 )));
             }
+            let mut scoped = (0u64, 0u64);
+            for part in &site.scopes {
+                if part.scope as usize >= self.scopes.len() {
+                    return Err(DumpError::invalid(format!(
+                        "sites[{index}] refers to scope {}, but there are only {} scopes",
+                        part.scope,
+                        self.scopes.len()
+                    )));
+                }
+                scoped = (
+                    scoped.0.saturating_add(part.bytes),
+                    scoped.1.saturating_add(part.blocks),
+                );
+            }
+            if scoped.0 > site.live_bytes || scoped.1 > site.live_blocks {
+                return Err(DumpError::invalid(format!(
+                    "sites[{index}].scopes add up to more than the site's live figures"
+                )));
+            }
             sum.add(site)
                 .ok_or_else(|| DumpError::invalid("the sites' figures overflow 64 bits"))?;
         }

@@ -53,11 +53,23 @@ fn valid() -> Dump {
                     blocks: 1,
                 },
             ],
+            scopes: vec![SiteScope {
+                scope: 0,
+                bytes: 40,
+                blocks: 1,
+            }],
         }],
         peak_sites: vec![PeakSite {
             stack: 0,
             bytes: 250,
             blocks: 4,
+        }],
+        scopes: vec![Scope {
+            name: "request".to_string(),
+            live_bytes: 40,
+            live_blocks: 1,
+            total_bytes: 90,
+            total_blocks: 3,
         }],
     }
 }
@@ -140,6 +152,14 @@ fn indices_out_of_range_are_named() {
     dump.stacks[0].locations.push(99);
     let text = error_of(&json(&dump));
     assert!(text.contains("stacks[0] refers to location 99"), "{text}");
+
+    let mut dump = valid();
+    dump.sites[0].scopes[0].scope = 3;
+    assert!(error_of(&json(&dump)).contains("sites[0] refers to scope 3"));
+
+    let mut dump = valid();
+    dump.sites[0].scopes[0].bytes = 1000;
+    assert!(error_of(&json(&dump)).contains("scopes add up to more"));
 
     let mut dump = valid();
     dump.peak_sites[0].stack = 5;

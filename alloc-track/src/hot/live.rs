@@ -11,10 +11,13 @@ use super::raw_map::{OutOfMemory, RawMap};
 use super::spin::{CachePadded, SpinLock};
 use super::stacks::SiteId;
 
-/// What the tracker knows of one live block.
+/// What the tracker knows of one live block: 24 bytes, since there is one
+/// per live allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LiveBlock {
-    pub(crate) size: usize,
+    /// The size in the low 48 bits (no allocation reaches 256 TiB), the
+    /// scope in the high 16: see [`LiveBlock::size`] and [`LiveBlock::scope`].
+    size_and_scope: u64,
     pub(crate) site: SiteId,
     /// The epoch (snapshot count) when the block was allocated.
     pub(crate) birth: u32,
@@ -25,6 +28,40 @@ pub(crate) struct LiveBlock {
     /// in full mode, the sample's weight in sampled mode, 0 for a block
     /// recorded only for a `measure` or as the tracker's own.
     pub(crate) weight: u32,
+}
+
+const SIZE_BITS: u32 = 48;
+
+impl LiveBlock {
+    pub(crate) fn new(
+        size: usize,
+        scope: u16,
+        site: SiteId,
+        birth: u32,
+        tag: u32,
+        weight: u32,
+    ) -> Self {
+        LiveBlock {
+            size_and_scope: (size as u64 & ((1 << SIZE_BITS) - 1))
+                | (u64::from(scope) << SIZE_BITS),
+            site,
+            birth,
+            tag,
+            weight,
+        }
+    }
+
+    /// The block's size in bytes.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        (self.size_and_scope & ((1 << SIZE_BITS) - 1)) as usize
+    }
+
+    /// The scope the block was allocated in (0: none).
+    #[inline]
+    pub(crate) fn scope(&self) -> u16 {
+        (self.size_and_scope >> SIZE_BITS) as u16
+    }
 }
 
 const SHARD_BITS: u32 = 7;

@@ -128,7 +128,7 @@ impl MeasureState {
 
     #[inline]
     pub(crate) fn on_free(&mut self, address: usize, block: &LiveBlock) {
-        let size = block.size as u64;
+        let size = block.size() as u64;
         if block.tag == self.tag {
             self.births.remove(address);
         }

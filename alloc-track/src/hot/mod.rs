@@ -18,6 +18,7 @@ pub(crate) mod measuring;
 pub(crate) mod raw_map;
 pub(crate) mod record;
 pub(crate) mod sampler;
+pub(crate) mod scopes;
 pub(crate) mod spin;
 pub(crate) mod stacks;
 pub(crate) mod thread;

@@ -25,6 +25,7 @@ use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
 use super::filter;
 use super::live::{self, LiveBlock};
 use super::sampler;
+use super::scopes;
 use super::stacks::{self, INTERNAL_SITE, OVERFLOW_SITE};
 use super::thread::{self, Busy, Refused};
 
@@ -72,13 +73,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
 /// recognised and not counted. Rare (snapshots, dumps, symbols).
 #[cold]
 fn record_internal(address: usize, size: usize, config: &Config) {
-    let block = LiveBlock {
-        size,
-        site: INTERNAL_SITE,
-        birth: 0,
-        tag: 0,
-        weight: 0,
-    };
+    let block = LiveBlock::new(size, 0, INTERNAL_SITE, 0, 0, 0);
     match live::insert(address, block) {
         Ok(_) => filter::mark(address),
         // Unrecordable: count it after all, so that its free (which will
@@ -103,13 +98,14 @@ fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32) 
     // exists while this thread is in the allocator.
     let measure = unsafe { measuring.as_mut() };
     let full = config.mode() == Mode::Full;
-    let block = LiveBlock {
+    let block = LiveBlock::new(
         size,
+        thread::scope(),
         site,
-        birth: EPOCH.load(Ordering::Relaxed),
-        tag: measure.as_ref().map_or(0, |m| m.tag),
+        EPOCH.load(Ordering::Relaxed),
+        measure.as_ref().map_or(0, |m| m.tag),
         weight,
-    };
+    );
     match live::insert(address, block) {
         // A record left at this address means its free was never seen;
         // count it freed now so that nothing stays live twice. (Its filter
@@ -130,6 +126,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32) 
     // The site first: a peak breakdown triggered by the global counter
     // must already see this block at its site.
     stacks::count_allocation(site, size as u64, weight);
+    scopes::count_allocation(block.scope(), size as u64, weight);
     if full {
         COUNTERS.on_alloc(size as u64, config);
     }
@@ -178,20 +175,14 @@ fn forget_unrecorded(address: usize, size: usize) {
     }
     // A measured thread freeing a block born before its measure: the flow
     // is exact, its site unknown.
-    let block = LiveBlock {
-        size,
-        site: OVERFLOW_SITE,
-        birth: 0,
-        tag: 0,
-        weight: 0,
-    };
+    let block = LiveBlock::new(size, 0, OVERFLOW_SITE, 0, 0, 0);
     with_measure(measuring, |measure| measure.on_free(address, &block));
 }
 
 /// Counts a removed record as freed.
 fn forget(address: usize, block: &LiveBlock) {
-    COUNTERS.on_free(block.size as u64);
-    stacks::count_free(block.site, block.size as u64, block.weight);
+    COUNTERS.on_free(block.size() as u64);
+    stacks::count_free(block.site, block.size() as u64, block.weight);
     let measuring = thread::measuring();
     if !measuring.is_null() {
         with_measure(measuring, |measure| measure.on_free(address, block));

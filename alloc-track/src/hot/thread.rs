@@ -21,11 +21,17 @@ struct ThreadState {
     /// The thread's measure state while a `measure` call is open, else
     /// null. Owned by the `measure` frames that created it.
     measuring: Cell<*mut MeasureState>,
+    /// The scope the thread's allocations are tagged with (0: none).
+    scope: Cell<u16>,
 }
 
 thread_local! {
     static THREAD: ThreadState = const {
-        ThreadState { busy: Cell::new(false), measuring: Cell::new(ptr::null_mut()) }
+        ThreadState {
+            busy: Cell::new(false),
+            measuring: Cell::new(ptr::null_mut()),
+            scope: Cell::new(0),
+        }
     };
 }
 
@@ -91,4 +97,18 @@ pub(crate) fn measuring() -> *mut MeasureState {
 
 pub(crate) fn set_measuring(state: *mut MeasureState) {
     let _ = THREAD.try_with(|thread| thread.measuring.set(state));
+}
+
+/// The scope this thread's allocations are tagged with now (0: none).
+#[inline]
+pub(crate) fn scope() -> u16 {
+    THREAD.try_with(|thread| thread.scope.get()).unwrap_or(0)
+}
+
+/// Tags this thread's allocations with `scope` from now on; returns the
+/// scope it replaces.
+pub(crate) fn set_scope(scope: u16) -> u16 {
+    THREAD
+        .try_with(|thread| thread.scope.replace(scope))
+        .unwrap_or(0)
 }

@@ -103,7 +103,12 @@ fn new_session(user: u64) -> Session {
 #[inline(never)]
 fn load_templates() -> Vec<String> {
     (0..200)
-        .map(|i| format!("<html><body>template {i}: {}</body></html>", "x".repeat(4000)))
+        .map(|i| {
+            format!(
+                "<html><body>template {i}: {}</body></html>",
+                "x".repeat(4000)
+            )
+        })
         .collect()
 }
 

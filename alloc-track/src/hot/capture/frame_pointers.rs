@@ -248,7 +248,9 @@ mod tests {
         assert!(!agree(&[3, 4, 99, 98], &unwound));
     }
 
+    // Miri cannot run inline assembly or `pthread_getattr_np`.
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn the_walk_finds_its_callers() {
         #[inline(never)]
         fn outer() -> Option<CapturedStack> {

@@ -1,19 +1,20 @@
-//! Process-wide totals, updated on every recorded allocation and free.
-//!
-//! All counters sit on one cache line: every allocation writes several of
-//! them, so one line moving between cores costs less than several.
+//! Process-wide live bytes and peak, and the entry points that count an
+//! allocation or a free (totals go to per-thread slots: `thread_totals`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use super::config::Config;
+use super::config::{Config, Mode};
+use super::thread::ThreadState;
+use super::thread_totals;
 use super::spin::CachePadded;
 use super::stacks;
 
 pub(crate) struct Counters {
+    /// Live bytes. Full mode adds every allocation here at once, so the
+    /// peak is exact; the partial modes add each thread's drift in steps
+    /// (`thread_totals::publish_live`), so their peak is exact to within
+    /// one step per thread. Exact live figures come from `thread_totals`.
     pub(crate) live_bytes: AtomicU64,
-    pub(crate) live_blocks: AtomicU64,
-    pub(crate) total_bytes: AtomicU64,
-    pub(crate) total_blocks: AtomicU64,
     pub(crate) peak_bytes: AtomicU64,
     /// Live bytes when the last peak breakdown was taken.
     pub(crate) breakdown_bytes: AtomicU64,
@@ -24,9 +25,6 @@ static BREAKDOWN_BUSY: AtomicBool = AtomicBool::new(false);
 
 pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded(Counters {
     live_bytes: AtomicU64::new(0),
-    live_blocks: AtomicU64::new(0),
-    total_bytes: AtomicU64::new(0),
-    total_blocks: AtomicU64::new(0),
     peak_bytes: AtomicU64::new(0),
     breakdown_bytes: AtomicU64::new(0),
 });
@@ -49,26 +47,59 @@ pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
 // Relaxed throughout: each counter is exact on its own (its modification
 // order is total), and no reader infers anything about other memory from
 // a counter's value. Snapshots that need several figures to agree compute
-// them from the live table instead.
+// them from the live table or the thread slots instead.
 impl Counters {
+    /// Counts an allocation in the thread's totals and the live bytes.
+    /// `state` is the thread's (`None` when it cannot be reached: the
+    /// shared fallback counts it).
     #[inline]
-    pub(crate) fn on_alloc(&self, size: u64, config: &Config) {
-        self.total_bytes.fetch_add(size, Ordering::Relaxed);
-        self.total_blocks.fetch_add(1, Ordering::Relaxed);
-        self.live_blocks.fetch_add(1, Ordering::Relaxed);
-        let live = self
-            .live_bytes
-            .fetch_add(size, Ordering::Relaxed)
-            .wrapping_add(size);
-        // Skip the write when the peak is already higher: most allocations
-        // happen below the peak, and a load keeps the line shared.
-        if live > self.peak_bytes.load(Ordering::Relaxed) {
-            self.peak_bytes.fetch_max(live, Ordering::Relaxed);
-            let last = self.breakdown_bytes.load(Ordering::Relaxed);
-            if live >= config.next_breakdown_at(last) {
-                self.take_peak_breakdown(live);
+    pub(crate) fn on_alloc(&self, size: u64, config: &Config, state: Option<&ThreadState>) {
+        thread_totals::count_alloc(state, size);
+        self.add_live(size as i64, config, state);
+    }
+
+    /// Counts a free.
+    #[inline]
+    pub(crate) fn on_free(&self, size: u64, config: &Config, state: Option<&ThreadState>) {
+        thread_totals::count_free(state, size);
+        self.add_live((size as i64).wrapping_neg(), config, state);
+    }
+
+    #[inline]
+    fn add_live(&self, delta: i64, config: &Config, state: Option<&ThreadState>) {
+        // Full mode keeps the shared live bytes exact at every allocation,
+        // so its peak is exact; the partial modes publish each thread's
+        // drift in steps.
+        let publish = match (config.mode(), state) {
+            (Mode::Full, _) | (_, None) => Some(delta),
+            (_, Some(state)) => thread_totals::drift(state, delta),
+        };
+        if let Some(delta) = publish {
+            let live = self.publish_live(delta);
+            // Skip the write when the peak is already higher: most
+            // allocations happen below the peak, and a load keeps the line
+            // shared.
+            if delta > 0 && live > self.peak_bytes.load(Ordering::Relaxed) {
+                self.new_high(live, config);
             }
         }
+    }
+
+    #[cold]
+    fn new_high(&self, live: u64, config: &Config) {
+        self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+        let last = self.breakdown_bytes.load(Ordering::Relaxed);
+        if live >= config.next_breakdown_at(last) {
+            self.take_peak_breakdown(live);
+        }
+    }
+
+    /// Adds `delta` to the shared live bytes; returns the new value.
+    #[inline]
+    pub(crate) fn publish_live(&self, delta: i64) -> u64 {
+        self.live_bytes
+            .fetch_add(delta as u64, Ordering::Relaxed)
+            .wrapping_add(delta as u64)
     }
 
     /// Records what the heap consists of now, as the breakdown of its
@@ -83,10 +114,23 @@ impl Counters {
         BREAKDOWN_BUSY.store(false, Ordering::Release);
     }
 
+    /// The exact totals, summed over the threads' slots; the peak is at
+    /// least the live bytes.
+    pub(crate) fn totals(&self) -> crate::dump::Totals {
+        let (live_bytes, live_blocks, total_bytes, total_blocks) = thread_totals::sum();
+        crate::dump::Totals {
+            live_bytes,
+            live_blocks,
+            total_bytes,
+            total_blocks,
+            peak_bytes: self.peak_bytes.load(Ordering::Relaxed).max(live_bytes),
+        }
+    }
+
     /// Starts a new peak from the current live heap, as tracemalloc's
     /// `reset_peak` does.
     pub(crate) fn reset_peak(&self) {
-        let live = self.live_bytes.load(Ordering::Relaxed);
+        let live = thread_totals::sum().0;
         self.peak_bytes.store(live, Ordering::Relaxed);
         // Force the breakdown even if another thread is taking one: wait.
         while BREAKDOWN_BUSY.swap(true, Ordering::Acquire) {
@@ -97,22 +141,7 @@ impl Counters {
         BREAKDOWN_BUSY.store(false, Ordering::Release);
     }
 
-    /// The totals as they stand (each exact; read one after another).
-    pub(crate) fn totals(&self) -> crate::dump::Totals {
-        crate::dump::Totals {
-            live_bytes: self.live_bytes.load(Ordering::Relaxed),
-            live_blocks: self.live_blocks.load(Ordering::Relaxed),
-            total_bytes: self.total_bytes.load(Ordering::Relaxed),
-            total_blocks: self.total_blocks.load(Ordering::Relaxed),
-            peak_bytes: self.peak_bytes.load(Ordering::Relaxed),
-        }
-    }
 
-    #[inline]
-    pub(crate) fn on_free(&self, size: u64) {
-        self.live_bytes.fetch_sub(size, Ordering::Relaxed);
-        self.live_blocks.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Takes the peak-breakdown flag and keeps it: the fork handlers' prepare

@@ -17,8 +17,9 @@
 //! prepare handlers before it takes malloc's own locks, so a lock holder
 //! that is growing a table through `System` can always finish.
 //!
-//! Covered: the live table's shards, the stack index's shards, and the
-//! flag held while a peak breakdown is copied. Any lock added to the hot
+//! Covered: the live table's shards, the stack index's shards, the flag
+//! held while a peak breakdown is copied, and the lock that folds an
+//! exiting thread's totals. Any lock added to the hot
 //! path must be added to `lock_all` and `unlock_all` below.
 //!
 //! What this does not cover: the cold path's symbol cache and the
@@ -29,7 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{counters, live, stacks};
+use super::{counters, live, stacks, thread_totals};
 
 /// Set once the handlers are registered, so that calling `register` again
 /// (it is idempotent) never installs them twice.
@@ -52,6 +53,7 @@ pub(crate) fn register() {
 
 fn lock_all() {
     counters::lock_breakdown_for_fork();
+    thread_totals::lock_for_fork();
     live::lock_all_for_fork();
     stacks::lock_all_for_fork();
 }
@@ -64,6 +66,7 @@ unsafe fn unlock_all() {
     unsafe {
         stacks::unlock_all_after_fork();
         live::unlock_all_after_fork();
+        thread_totals::unlock_after_fork();
     }
     counters::unlock_breakdown_after_fork();
 }

@@ -22,3 +22,4 @@ pub(crate) mod scopes;
 pub(crate) mod spin;
 pub(crate) mod stacks;
 pub(crate) mod thread;
+pub(crate) mod thread_totals;

@@ -25,9 +25,10 @@ use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
 use super::filter;
 use super::live::{self, LiveBlock};
 use super::sampler;
+use super::thread_totals;
 use super::scopes;
 use super::stacks::{self, INTERNAL_SITE, OVERFLOW_SITE};
-use super::thread::{self, Busy, Refused};
+use super::thread::{self, Busy};
 
 /// Records a block the inner allocator just returned.
 #[inline]
@@ -40,33 +41,72 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
         Mode::Full => {
             // A thread already inside the tracker (the unwinder's first-use
             // allocations, snapshot building) passes through untracked.
-            let Ok(_busy) = Busy::try_enter() else { return };
-            record_with_stack(address, size, config, 1);
+            let Ok(busy) = Busy::try_enter() else { return };
+            record_with_stack(address, size, config, 1, &busy);
         }
         mode => on_alloc_partial(address, size, config, mode),
     }
 }
 
-/// Sampled and count modes: count every block, record a few.
+/// What the partial modes' fast path decided.
+enum Next {
+    /// Counted; nothing more to do.
+    Done,
+    /// The thread is inside the tracker: the tracker's own block.
+    Internal,
+    /// Record it with its stack, standing for this many allocations (0: a
+    /// block recorded only for the thread's open `measure`).
+    Record(u32),
+    /// The thread has no totals slot yet: take the slow path once.
+    Claim,
+    /// The thread's state is gone (it is exiting).
+    Gone,
+}
+
+/// Sampled and count modes: count every block, record a few. The common
+/// case reads the thread's state once and writes a few of its cells; it
+/// sets no flag and takes no lock.
 #[inline]
 fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
-    let _busy = match Busy::try_enter() {
-        Ok(busy) => busy,
-        Err(Refused::Reentrant) => return record_internal(address, size, config),
+    let next = thread::with(|state| {
+        if state.busy.get() {
+            return Next::Internal;
+        }
+        if state.slot.get().is_null() {
+            return Next::Claim;
+        }
+        COUNTERS.on_alloc(size as u64, config, Some(state));
+        let weight = match mode {
+            Mode::Sampled { mean_bytes } => sampler::sample(state, size, mean_bytes),
+            _ => 0,
+        };
+        if weight == 0 && state.measuring.get().is_null() {
+            Next::Done
+        } else {
+            Next::Record(weight)
+        }
+    })
+    .unwrap_or(Next::Gone);
+    match next {
+        Next::Done => {}
+        Next::Internal => record_internal(address, size, config),
         // Too late in the thread's life to record anything: count it, and
         // its free will count it back.
-        Err(Refused::Gone) => return COUNTERS.on_alloc(size as u64, config),
-    };
-    COUNTERS.on_alloc(size as u64, config);
-    let weight = match mode {
-        Mode::Sampled { mean_bytes } => sampler::sample(size, mean_bytes),
-        _ => 0,
-    };
-    // The common case ends here: counted, not recorded.
-    if weight == 0 && thread::measuring().is_null() {
-        return;
+        Next::Gone => COUNTERS.on_alloc(size as u64, config, None),
+        Next::Record(weight) => {
+            if let Ok(busy) = Busy::try_enter() {
+                record_with_stack(address, size, config, weight, &busy);
+            }
+        }
+        Next::Claim => {
+            if let Ok(busy) = Busy::try_enter() {
+                let _ = thread::with(|state| thread_totals::claim(state, &busy));
+            }
+            // Counted now through the fast path (or, without a slot, the
+            // shared fallback).
+            on_alloc_partial(address, size, config, mode);
+        }
     }
-    record_with_stack(address, size, config, weight);
 }
 
 /// The tracker's own block in a partial mode: recorded so that its free is
@@ -78,7 +118,7 @@ fn record_internal(address: usize, size: usize, config: &Config) {
         Ok(_) => filter::mark(address),
         // Unrecordable: count it after all, so that its free (which will
         // not find it) balances.
-        Err(_) => COUNTERS.on_alloc(size as u64, config),
+        Err(_) => COUNTERS.on_alloc(size as u64, config, None),
     }
 }
 
@@ -87,7 +127,7 @@ fn record_internal(address: usize, size: usize, config: &Config) {
 /// them already and `weight` is the sample's (0 if the block is recorded
 /// only for a `measure`).
 #[inline(never)]
-fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32) {
+fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32, busy: &Busy) {
     // Capture first, with no lock held: unwinding is the slow part, and
     // it may itself allocate.
     let stack = capture::capture();
@@ -109,8 +149,11 @@ fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32) 
     match live::insert(address, block) {
         // A record left at this address means its free was never seen;
         // count it freed now so that nothing stays live twice. (Its filter
-        // mark stands for the new record.)
-        Ok(Some(stale)) if stale.site != INTERNAL_SITE => forget(address, &stale),
+        // mark stands for the new record.) The measure state is borrowed
+        // here: leave it out.
+        Ok(Some(stale)) if stale.site != INTERNAL_SITE => {
+            forget(address, &stale, config, Some(busy), false)
+        }
         Ok(Some(_)) => {}
         Ok(None) if !full => filter::mark(address),
         Ok(None) => {}
@@ -128,7 +171,10 @@ fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32) 
     stacks::count_allocation(site, size as u64, weight);
     scopes::count_allocation(block.scope(), size as u64, weight);
     if full {
-        COUNTERS.on_alloc(size as u64, config);
+        let _ = thread::with(|state| {
+            thread_totals::claim(state, busy);
+            COUNTERS.on_alloc(size as u64, config, Some(state));
+        });
     }
     if let Some(measure) = measure {
         measure.on_alloc(address, size, site);
@@ -141,17 +187,17 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
     let address = address as usize;
     if config.mode() == Mode::Full {
         if let Some(block) = live::remove(address) {
-            forget(address, &block);
+            forget(address, &block, config, None, true);
         }
         return;
     }
     if let Some(block) = take_partial(address) {
         if block.site != INTERNAL_SITE {
-            forget(address, &block);
+            forget(address, &block, config, None, true);
         }
         return;
     }
-    forget_unrecorded(address, size);
+    forget_unrecorded(address, size, config);
 }
 
 /// Partial modes: the record of `address` if it has one.
@@ -165,42 +211,50 @@ fn take_partial(address: usize) -> Option<LiveBlock> {
     Some(block)
 }
 
-/// Partial modes: a block that was counted but not recorded.
+/// Partial modes: a block that was counted but not recorded. The common
+/// free: counted in the thread's own slot, no flag set, no lock taken.
 #[inline]
-fn forget_unrecorded(address: usize, size: usize) {
-    COUNTERS.on_free(size as u64);
-    let measuring = thread::measuring();
-    if measuring.is_null() {
+fn forget_unrecorded(address: usize, size: usize, config: &Config) {
+    let measured = thread::with(|state| {
+        COUNTERS.on_free(size as u64, config, Some(state));
+        !state.measuring.get().is_null() && !state.busy.get()
+    });
+    match measured {
+        None => COUNTERS.on_free(size as u64, config, None),
+        Some(false) => {}
+        // A measured thread freeing a block born before its measure: the
+        // flow is exact, its site unknown.
+        Some(true) => {
+            let Some(_busy) = Busy::enter() else { return };
+            let block = LiveBlock::new(size, 0, OVERFLOW_SITE, 0, 0, 0);
+            // SAFETY: as in `record_with_stack`; `_busy` keeps this thread
+            // from reentering the state while it is borrowed.
+            if let Some(measure) = unsafe { thread::measuring().as_mut() } {
+                measure.on_free(address, &block);
+            }
+        }
+    }
+}
+
+/// Counts a removed record as freed. `busy` is the caller's if it holds
+/// it; otherwise this enters it, and if the thread is already inside the
+/// tracker it leaves the measure state alone (the tracker's own code may
+/// be borrowing it).
+fn forget(address: usize, block: &LiveBlock, config: &Config, busy: Option<&Busy>, measure: bool) {
+    let entered = if busy.is_none() { Busy::enter() } else { None };
+    let counted = thread::with(|state| COUNTERS.on_free(block.size() as u64, config, Some(state)));
+    if counted.is_none() {
+        COUNTERS.on_free(block.size() as u64, config, None);
+    }
+    stacks::count_free(block.site, block.size() as u64, block.weight);
+    if !measure || entered.is_none() {
         return;
     }
-    // A measured thread freeing a block born before its measure: the flow
-    // is exact, its site unknown.
-    let block = LiveBlock::new(size, 0, OVERFLOW_SITE, 0, 0, 0);
-    with_measure(measuring, |measure| measure.on_free(address, &block));
-}
-
-/// Counts a removed record as freed.
-fn forget(address: usize, block: &LiveBlock) {
-    COUNTERS.on_free(block.size() as u64);
-    stacks::count_free(block.site, block.size() as u64, block.weight);
     let measuring = thread::measuring();
-    if !measuring.is_null() {
-        with_measure(measuring, |measure| measure.on_free(address, block));
-    }
-}
-
-/// Runs `f` on this thread's measure state, unless the thread is inside
-/// the tracker (the state may be borrowed there).
-fn with_measure(
-    measuring: *mut super::measuring::MeasureState,
-    f: impl FnOnce(&mut super::measuring::MeasureState),
-) {
-    if let Some(_busy) = Busy::enter() {
-        // SAFETY: as in `record_with_stack`; `_busy` keeps this thread from
-        // reentering the state while it is borrowed.
-        if let Some(measure) = unsafe { measuring.as_mut() } {
-            f(measure);
-        }
+    // SAFETY: as in `record_with_stack`; `entered` keeps this thread from
+    // reentering the state while it is borrowed.
+    if let Some(state) = unsafe { measuring.as_mut() } {
+        state.on_free(address, block);
     }
 }
 
@@ -240,7 +294,7 @@ pub(crate) fn finish_realloc(
                 Err(_) => {
                     UNRECORDED.fetch_add(1, Ordering::Relaxed);
                     if old.site != INTERNAL_SITE {
-                        forget(old_address, &old);
+                        forget(old_address, &old, config, None, true);
                     }
                 }
             }
@@ -248,10 +302,10 @@ pub(crate) fn finish_realloc(
         return;
     }
     match old {
-        Some(old) if old.site != INTERNAL_SITE => forget(old_address, &old),
+        Some(old) if old.site != INTERNAL_SITE => forget(old_address, &old, config, None, true),
         Some(_) => {}
         None if full => {}
-        None => forget_unrecorded(old_address, old_size),
+        None => forget_unrecorded(old_address, old_size, config),
     }
     on_alloc(new_address, new_size, config);
 }

@@ -8,21 +8,9 @@
 //! blocks makes every per-site sum an unbiased estimate. The same scheme
 //! as jemalloc's, tcmalloc's and Go's heap profilers.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-struct SamplerState {
-    /// Bytes left before the next sample; `i64::MIN` until first use.
-    countdown: Cell<i64>,
-    /// xorshift64* state; 0 until seeded.
-    rng: Cell<u64>,
-}
-
-thread_local! {
-    static SAMPLER: SamplerState = const {
-        SamplerState { countdown: Cell::new(i64::MIN), rng: Cell::new(0) }
-    };
-}
+use super::thread::{self, ThreadState};
 
 /// Distinct seeds for every thread without a system call.
 static SEED: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
@@ -31,13 +19,13 @@ static SEED: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
 /// same sequence as in any other run.
 pub(crate) fn reseed(seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
-    let _ = SAMPLER.try_with(|s| {
-        s.rng.set(0);
-        s.countdown.set(i64::MIN);
+    let _ = thread::with(|state| {
+        state.rng.set(0);
+        state.countdown.set(i64::MIN);
     });
 }
 
-fn next_random(state: &SamplerState) -> u64 {
+fn next_random(state: &ThreadState) -> u64 {
     let mut x = state.rng.get();
     if x == 0 {
         // splitmix64 of a per-thread counter: well-spread, never 0.
@@ -54,11 +42,11 @@ fn next_random(state: &SamplerState) -> u64 {
 }
 
 /// A uniform number in (0, 1].
-fn uniform(state: &SamplerState) -> f64 {
+fn uniform(state: &ThreadState) -> f64 {
     ((next_random(state) >> 11) + 1) as f64 / (1u64 << 53) as f64
 }
 
-fn draw_interval(state: &SamplerState, mean: f64) -> i64 {
+fn draw_interval(state: &ThreadState, mean: f64) -> i64 {
     let interval = -uniform(state).ln() * mean;
     interval.min(i64::MAX as f64 / 2.0) as i64
 }
@@ -66,27 +54,23 @@ fn draw_interval(state: &SamplerState, mean: f64) -> i64 {
 /// Counts `size` bytes against this thread's countdown; returns how many
 /// allocations this one stands for if it is sampled (at least 1), or 0.
 #[inline]
-pub(crate) fn sample(size: usize, mean_bytes: u64) -> u32 {
-    SAMPLER
-        .try_with(|state| {
-            let left = state.countdown.get();
-            let after = left.wrapping_sub(size as i64);
-            if left != i64::MIN && after > 0 {
-                state.countdown.set(after);
-                return 0;
-            }
-            sampled(state, left == i64::MIN, size, mean_bytes)
-        })
-        .unwrap_or(0)
+pub(crate) fn sample(state: &ThreadState, size: usize, mean_bytes: u64) -> u32 {
+    let left = state.countdown.get();
+    let after = left.wrapping_sub(size as i64);
+    if left != i64::MIN && after > 0 {
+        state.countdown.set(after);
+        return 0;
+    }
+    sampled(state, left == i64::MIN, size, mean_bytes)
 }
 
 #[cold]
-fn sampled(state: &SamplerState, first_use: bool, size: usize, mean_bytes: u64) -> u32 {
+fn sampled(state: &ThreadState, first_use: bool, size: usize, mean_bytes: u64) -> u32 {
     let mean = mean_bytes as f64;
     state.countdown.set(draw_interval(state, mean));
     if first_use {
         // The thread's first allocation only starts the countdown.
-        return sample(size, mean_bytes);
+        return sample(state, size, mean_bytes);
     }
     weight(size, mean, uniform(state))
 }

@@ -1,5 +1,7 @@
-//! Per-thread state: the reentrancy flag and the thread's open `measure`
-//! frames.
+//! Per-thread state: the reentrancy flag, the thread's open `measure`
+//! frames, its scope, and what the partial modes' fast path needs (the
+//! thread's totals slot, its unpublished live bytes, its sampler), all in
+//! one thread-local so that path reads it once.
 //!
 //! The thread-local is const-initialised and has no destructor, so reading
 //! it never allocates, never registers anything, and keeps working while
@@ -12,17 +14,27 @@ use std::marker::PhantomData;
 use std::ptr;
 
 use super::measuring::MeasureState;
+use super::thread_totals::Slot;
 
-struct ThreadState {
+pub(crate) struct ThreadState {
     /// Set while this thread runs tracker code: allocations made then (by
     /// the unwinder, by snapshots, by symbolization) are the tracker's own
     /// and pass through untracked.
-    busy: Cell<bool>,
+    pub(crate) busy: Cell<bool>,
     /// The thread's measure state while a `measure` call is open, else
     /// null. Owned by the `measure` frames that created it.
-    measuring: Cell<*mut MeasureState>,
+    pub(crate) measuring: Cell<*mut MeasureState>,
     /// The scope the thread's allocations are tagged with (0: none).
     scope: Cell<u16>,
+    /// The thread's totals slot (`thread_totals`): null until claimed.
+    pub(crate) slot: Cell<*const Slot>,
+    /// Partial modes: live bytes not yet added to the shared counter.
+    pub(crate) unpublished: Cell<i64>,
+    /// Sampled mode: bytes left before the next sample; `i64::MIN` until
+    /// the first allocation starts the countdown.
+    pub(crate) countdown: Cell<i64>,
+    /// Sampled mode: the thread's random state; 0 until seeded.
+    pub(crate) rng: Cell<u64>,
 }
 
 thread_local! {
@@ -31,8 +43,18 @@ thread_local! {
             busy: Cell::new(false),
             measuring: Cell::new(ptr::null_mut()),
             scope: Cell::new(0),
+            slot: Cell::new(ptr::null()),
+            unpublished: Cell::new(0),
+            countdown: Cell::new(i64::MIN),
+            rng: Cell::new(0),
         }
     };
+}
+
+/// Runs `f` on this thread's state; `None` if it cannot be reached.
+#[inline]
+pub(crate) fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
+    THREAD.try_with(f).ok()
 }
 
 /// Proof that this thread is inside the tracker; dropping it leaves.

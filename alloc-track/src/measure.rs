@@ -3,10 +3,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::diff::SiteDiff;
-use crate::hot::live;
+use crate::hot::live::{self, MAX_TAG};
 use crate::hot::measuring::{Frame, MeasureState, MAX_NESTING};
 use crate::hot::stacks::{self, SiteId};
 use crate::hot::thread::{self, untracked};
@@ -59,8 +59,45 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Diff) {
     (result, diff)
 }
 
-/// Tags start at 1: 0 in the live table means "no measure".
-static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
+/// The measure tags in use, one bit each: a tag marks the blocks born in
+/// one thread's outermost open measure, and must be unique among the
+/// measures open at once (not forever: a finished measure's blocks are
+/// never looked up by tag again). Tag 0 means "no measure" and is never
+/// handed out; live records have room for tags up to `MAX_TAG`.
+static TAGS_IN_USE: [AtomicU64; (MAX_TAG as usize + 1) / 64] =
+    [const { AtomicU64::new(0) }; (MAX_TAG as usize + 1) / 64];
+
+fn claim_tag() -> u32 {
+    for (word_index, word) in TAGS_IN_USE.iter().enumerate() {
+        let mut bits = word.load(Ordering::Relaxed);
+        loop {
+            // Bit 0 of word 0 is tag 0: never free.
+            let taken = if word_index == 0 { bits | 1 } else { bits };
+            if taken == u64::MAX {
+                break;
+            }
+            let bit = (!taken).trailing_zeros();
+            match word.compare_exchange_weak(
+                bits,
+                bits | 1 << bit,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return (word_index * 64) as u32 + bit,
+                Err(now) => bits = now,
+            }
+        }
+    }
+    panic!(
+        "alloc_track::measure: more than {MAX_TAG} threads are inside measure at once; \
+         no tag is left to mark their blocks"
+    );
+}
+
+fn release_tag(tag: u32) {
+    let word = &TAGS_IN_USE[tag as usize / 64];
+    word.fetch_and(!(1 << (tag % 64)), Ordering::Release);
+}
 
 /// An open measure frame on this thread; closing it (or dropping it while
 /// unwinding) pops the frame and, for the outermost, frees the state.
@@ -73,12 +110,7 @@ impl OpenFrame {
         let state = untracked(|| {
             let mut state = thread::measuring();
             if state.is_null() {
-                let tag = NEXT_TAG
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                        Some(t.wrapping_add(1).max(1))
-                    })
-                    .unwrap_or(1);
-                state = new_state(tag);
+                state = new_state(claim_tag());
                 thread::set_measuring(state);
             }
             state
@@ -112,6 +144,8 @@ impl OpenFrame {
             // SAFETY: as in `close`.
             if unsafe { (*self.state).depth } == 0 {
                 thread::set_measuring(std::ptr::null_mut());
+                // SAFETY: as in `close`; read before the state is freed.
+                release_tag(unsafe { (*self.state).tag });
                 free_state(self.state);
             }
         });
@@ -168,7 +202,7 @@ fn frame_diff(state: &MeasureState, frame: &Frame) -> Diff {
         let Some(block) = live::get(address) else {
             return;
         };
-        if block.tag != state.tag || block.site != birth.site {
+        if block.tag() != state.tag || block.site() != birth.site {
             return;
         }
         let entry = site_entry(&mut sites, birth.site);

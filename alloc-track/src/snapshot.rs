@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::dump::{self, Birth, Dump, DumpError, OsMemory, Totals, TrackerHealth};
 use crate::hot::config::Mode;
 use crate::hot::counters::{COUNTERS, EPOCH, UNRECORDED};
+use crate::hot::sampler;
 use crate::hot::stacks::{self, SiteId};
 use crate::hot::thread::untracked;
 use crate::hot::{live, thread};
@@ -118,16 +119,19 @@ impl Snapshot {
                 births: HashMap<u32, (u64, u64)>,
                 scopes: HashMap<u16, (u64, u64)>,
             }
+            let mode = crate::hot::config::settled_mode().unwrap_or(Mode::Full);
+            // Blocks are summed in 1/1024ths (a sample's weight is rarely
+            // whole) and rounded to whole blocks once, at the end.
             let mut live_by_site: HashMap<SiteId, Live> = HashMap::new();
             live::for_each(|_, block| {
                 // Weight 0: the tracker's own blocks and blocks recorded
                 // only for a `measure` in the partial modes.
-                if block.weight == 0 {
+                let weight = sampler::weight_of(block, mode);
+                if weight == 0 {
                     return;
                 }
-                let weight = u64::from(block.weight);
-                let bytes = (block.size() as u64).saturating_mul(weight);
-                let live = live_by_site.entry(block.site).or_default();
+                let bytes = sampler::weighted_bytes(block.size() as u64, weight);
+                let live = live_by_site.entry(block.site()).or_default();
                 live.bytes += bytes;
                 live.blocks += weight;
                 let birth = live.births.entry(block.birth).or_default();
@@ -182,26 +186,26 @@ impl Snapshot {
                 });
                 let site = &mut sites[index];
                 site.live_bytes = live.bytes;
-                site.live_blocks = live.blocks;
+                site.live_blocks = sampler::whole_blocks(live.blocks);
                 // Concurrent allocations may have reached the live table
                 // before the site's totals: never report more live than
                 // allocated.
                 site.total_bytes = site.total_bytes.max(live.bytes);
-                site.total_blocks = site.total_blocks.max(live.blocks);
+                site.total_blocks = site.total_blocks.max(site.live_blocks);
                 site.births = live
                     .births
                     .into_iter()
                     .map(|(epoch, (bytes, blocks))| Birth {
                         epoch,
                         bytes,
-                        blocks,
+                        blocks: sampler::whole_blocks(blocks),
                     })
                     .collect();
                 site.births.sort_by_key(|b| b.epoch);
                 site.scopes = live
                     .scopes
                     .into_iter()
-                    .map(|(scope, (bytes, blocks))| (scope, bytes, blocks))
+                    .map(|(scope, (bytes, blocks))| (scope, bytes, sampler::whole_blocks(blocks)))
                     .collect();
                 site.scopes.sort_unstable();
             }
@@ -209,7 +213,6 @@ impl Snapshot {
                 (b.live_bytes, b.total_bytes, a.id).cmp(&(a.live_bytes, a.total_bytes, b.id))
             });
 
-            let mode = crate::hot::config::settled_mode().unwrap_or(Mode::Full);
             // Full mode: the totals are the sum of the sites, so the two
             // always agree. The partial modes record only some blocks: their
             // totals are the exact counters, their sites estimates (or none).

@@ -4,10 +4,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::config::{Config, Mode};
-use super::thread::ThreadState;
-use super::thread_totals;
 use super::spin::CachePadded;
 use super::stacks;
+use super::thread::ThreadState;
+use super::thread_totals;
 
 pub(crate) struct Counters {
     /// Live bytes. Full mode adds every allocation here at once, so the
@@ -140,8 +140,6 @@ impl Counters {
         self.breakdown_bytes.store(live, Ordering::Relaxed);
         BREAKDOWN_BUSY.store(false, Ordering::Release);
     }
-
-
 }
 
 /// Takes the peak-breakdown flag and keeps it: the fork handlers' prepare

@@ -129,13 +129,13 @@ impl MeasureState {
     #[inline]
     pub(crate) fn on_free(&mut self, address: usize, block: &LiveBlock) {
         let size = block.size() as u64;
-        if block.tag == self.tag {
+        if block.tag() == self.tag {
             self.births.remove(address);
         }
         for frame in &mut self.frames[..self.depth] {
             match frame
                 .sites
-                .get_or_insert(block.site as usize + 1, SiteFlow::default())
+                .get_or_insert(block.site() as usize + 1, SiteFlow::default())
             {
                 Ok(flow) => {
                     flow.freed_bytes += size;

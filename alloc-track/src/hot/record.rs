@@ -25,10 +25,10 @@ use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
 use super::filter;
 use super::live::{self, LiveBlock};
 use super::sampler;
-use super::thread_totals;
 use super::scopes;
 use super::stacks::{self, INTERNAL_SITE, OVERFLOW_SITE};
 use super::thread::{self, Busy};
+use super::thread_totals;
 
 /// Records a block the inner allocator just returned.
 #[inline]
@@ -42,7 +42,7 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
             // A thread already inside the tracker (the unwinder's first-use
             // allocations, snapshot building) passes through untracked.
             let Ok(busy) = Busy::try_enter() else { return };
-            record_with_stack(address, size, config, 1, &busy);
+            record_with_stack(address, size, config, false, &busy);
         }
         mode => on_alloc_partial(address, size, config, mode),
     }
@@ -54,9 +54,9 @@ enum Next {
     Done,
     /// The thread is inside the tracker: the tracker's own block.
     Internal,
-    /// Record it with its stack, standing for this many allocations (0: a
-    /// block recorded only for the thread's open `measure`).
-    Record(u32),
+    /// Record it with its stack: a sample, or (not sampled) a block
+    /// recorded only for the thread's open `measure`.
+    Record { sampled: bool },
     /// The thread has no totals slot yet: take the slow path once.
     Claim,
     /// The thread's state is gone (it is exiting).
@@ -76,14 +76,14 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
             return Next::Claim;
         }
         COUNTERS.on_alloc(size as u64, config, Some(state));
-        let weight = match mode {
+        let sampled = match mode {
             Mode::Sampled { mean_bytes } => sampler::sample(state, size, mean_bytes),
-            _ => 0,
+            _ => false,
         };
-        if weight == 0 && state.measuring.get().is_null() {
+        if !sampled && state.measuring.get().is_null() {
             Next::Done
         } else {
-            Next::Record(weight)
+            Next::Record { sampled }
         }
     })
     .unwrap_or(Next::Gone);
@@ -93,9 +93,9 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
         // Too late in the thread's life to record anything: count it, and
         // its free will count it back.
         Next::Gone => COUNTERS.on_alloc(size as u64, config, None),
-        Next::Record(weight) => {
+        Next::Record { sampled } => {
             if let Ok(busy) = Busy::try_enter() {
-                record_with_stack(address, size, config, weight, &busy);
+                record_with_stack(address, size, config, sampled, &busy);
             }
         }
         Next::Claim => {
@@ -113,7 +113,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
 /// recognised and not counted. Rare (snapshots, dumps, symbols).
 #[cold]
 fn record_internal(address: usize, size: usize, config: &Config) {
-    let block = LiveBlock::new(size, 0, INTERNAL_SITE, 0, 0, 0);
+    let block = LiveBlock::new(size, 0, INTERNAL_SITE, 0, 0, false);
     match live::insert(address, block) {
         Ok(_) => filter::mark(address),
         // Unrecordable: count it after all, so that its free (which will
@@ -122,12 +122,11 @@ fn record_internal(address: usize, size: usize, config: &Config) {
     }
 }
 
-/// Records a block with its stack. In full mode `weight` is 1 and the
-/// totals are counted here; in the partial modes the caller has counted
-/// them already and `weight` is the sample's (0 if the block is recorded
-/// only for a `measure`).
+/// Records a block with its stack. In full mode the totals are counted
+/// here; in the partial modes the caller has counted them already, and the
+/// block is a sample or (not `sampled`) recorded only for a `measure`.
 #[inline(never)]
-fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32, busy: &Busy) {
+fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool, busy: &Busy) {
     // Capture first, with no lock held: unwinding is the slow part, and
     // it may itself allocate.
     let stack = capture::capture();
@@ -144,14 +143,15 @@ fn record_with_stack(address: usize, size: usize, config: &Config, weight: u32, 
         site,
         EPOCH.load(Ordering::Relaxed),
         measure.as_ref().map_or(0, |m| m.tag),
-        weight,
+        sampled,
     );
+    let weight = sampler::weight_of(&block, config.mode());
     match live::insert(address, block) {
         // A record left at this address means its free was never seen;
         // count it freed now so that nothing stays live twice. (Its filter
         // mark stands for the new record.) The measure state is borrowed
         // here: leave it out.
-        Ok(Some(stale)) if stale.site != INTERNAL_SITE => {
+        Ok(Some(stale)) if stale.site() != INTERNAL_SITE => {
             forget(address, &stale, config, Some(busy), false)
         }
         Ok(Some(_)) => {}
@@ -192,7 +192,7 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
         return;
     }
     if let Some(block) = take_partial(address) {
-        if block.site != INTERNAL_SITE {
+        if block.site() != INTERNAL_SITE {
             forget(address, &block, config, None, true);
         }
         return;
@@ -226,7 +226,7 @@ fn forget_unrecorded(address: usize, size: usize, config: &Config) {
         // flow is exact, its site unknown.
         Some(true) => {
             let Some(_busy) = Busy::enter() else { return };
-            let block = LiveBlock::new(size, 0, OVERFLOW_SITE, 0, 0, 0);
+            let block = LiveBlock::new(size, 0, OVERFLOW_SITE, 0, 0, false);
             // SAFETY: as in `record_with_stack`; `_busy` keeps this thread
             // from reentering the state while it is borrowed.
             if let Some(measure) = unsafe { thread::measuring().as_mut() } {
@@ -246,7 +246,11 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, busy: Option<&Busy
     if counted.is_none() {
         COUNTERS.on_free(block.size() as u64, config, None);
     }
-    stacks::count_free(block.site, block.size() as u64, block.weight);
+    stacks::count_free(
+        block.site(),
+        block.size() as u64,
+        sampler::weight_of(block, config.mode()),
+    );
     if !measure || entered.is_none() {
         return;
     }
@@ -293,7 +297,7 @@ pub(crate) fn finish_realloc(
                 Ok(_) => {}
                 Err(_) => {
                     UNRECORDED.fetch_add(1, Ordering::Relaxed);
-                    if old.site != INTERNAL_SITE {
+                    if old.site() != INTERNAL_SITE {
                         forget(old_address, &old, config, None, true);
                     }
                 }
@@ -302,7 +306,7 @@ pub(crate) fn finish_realloc(
         return;
     }
     match old {
-        Some(old) if old.site != INTERNAL_SITE => forget(old_address, &old, config, None, true),
+        Some(old) if old.site() != INTERNAL_SITE => forget(old_address, &old, config, None, true),
         Some(_) => {}
         None if full => {}
         None => forget_unrecorded(old_address, old_size, config),

@@ -10,6 +10,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::config::Mode;
+use super::live::LiveBlock;
+use super::stacks::INTERNAL_SITE;
 use super::thread::{self, ThreadState};
 
 /// Distinct seeds for every thread without a system call.
@@ -51,49 +54,75 @@ fn draw_interval(state: &ThreadState, mean: f64) -> i64 {
     interval.min(i64::MAX as f64 / 2.0) as i64
 }
 
-/// Counts `size` bytes against this thread's countdown; returns how many
-/// allocations this one stands for if it is sampled (at least 1), or 0.
+/// Counts `size` bytes against this thread's countdown; true if this
+/// allocation is a sample.
 #[inline]
-pub(crate) fn sample(state: &ThreadState, size: usize, mean_bytes: u64) -> u32 {
+pub(crate) fn sample(state: &ThreadState, size: usize, mean_bytes: u64) -> bool {
     let left = state.countdown.get();
     let after = left.wrapping_sub(size as i64);
     if left != i64::MIN && after > 0 {
         state.countdown.set(after);
-        return 0;
+        return false;
     }
     sampled(state, left == i64::MIN, size, mean_bytes)
 }
 
 #[cold]
-fn sampled(state: &ThreadState, first_use: bool, size: usize, mean_bytes: u64) -> u32 {
-    let mean = mean_bytes as f64;
-    state.countdown.set(draw_interval(state, mean));
+fn sampled(state: &ThreadState, first_use: bool, size: usize, mean_bytes: u64) -> bool {
+    state.countdown.set(draw_interval(state, mean_bytes as f64));
     if first_use {
         // The thread's first allocation only starts the countdown.
         return sample(state, size, mean_bytes);
     }
-    weight(size, mean, uniform(state))
+    true
 }
 
-/// The number of allocations a sample of `size` stands for: `1 / p` with
-/// `p = 1 - exp(-size / mean)`, rounded up or down at random in proportion
-/// so that its expectation is exactly `1 / p` (rounding always one way
-/// would bias sites of mid-sized blocks).
-pub(crate) fn weight(size: usize, mean: f64, uniform: f64) -> u32 {
-    let p = -(-(size as f64) / mean).exp_m1();
-    // p is NaN for a NaN mean and 0 when size/mean underflows: either way
-    // the sample stands for as many allocations as a weight can say.
+/// Site figures count blocks in 1/1024ths: a sample stands for `1 / p`
+/// blocks, rarely a whole number, and fixed-point sums keep the estimate
+/// unbiased where rounding each sample would not. A block in full mode
+/// weighs exactly this.
+pub(crate) const WEIGHT_ONE: u64 = 1024;
+
+/// The weight (in 1/1024ths of a block) of a sample of `size` bytes: the
+/// inverse of its probability `p = 1 - exp(-size / mean)` of being sampled.
+/// Computed again at the sample's free, so the same amount leaves as came.
+pub(crate) fn sample_weight(size: usize, mean_bytes: u64) -> u64 {
+    let p = -(-(size as f64) / mean_bytes as f64).exp_m1();
+    // p is NaN for a NaN ratio and 0 when size/mean underflows: either way
+    // the sample stands for as many blocks as the weight can say.
     if p.is_nan() || p <= 0.0 {
-        return u32::MAX;
+        return 1 << 52;
     }
-    let w = (1.0 / p).min(u32::MAX as f64);
-    let floor = w.floor();
-    let rounded = if uniform < w - floor {
-        floor + 1.0
-    } else {
-        floor
-    };
-    (rounded as u32).max(1)
+    ((WEIGHT_ONE as f64 / p).round().min((1u64 << 52) as f64) as u64).max(WEIGHT_ONE)
+}
+
+/// The bytes `weight` (in 1/1024ths) blocks of `size` bytes stand for,
+/// rounded to the nearest byte.
+#[inline]
+pub(crate) fn weighted_bytes(size: u64, weight: u64) -> u64 {
+    let scaled = u128::from(size) * u128::from(weight) + u128::from(WEIGHT_ONE / 2);
+    u64::try_from(scaled / u128::from(WEIGHT_ONE)).unwrap_or(u64::MAX)
+}
+
+/// Whole blocks from a count in 1/1024ths, rounded to the nearest.
+#[inline]
+pub(crate) fn whole_blocks(weight: u64) -> u64 {
+    weight.saturating_add(WEIGHT_ONE / 2) / WEIGHT_ONE
+}
+
+/// The weight (in 1/1024ths) a recorded block has in the site figures:
+/// one block in full mode, its sample weight if it is a sample, nothing
+/// if it is recorded only for a `measure` or is the tracker's own.
+#[inline]
+pub(crate) fn weight_of(block: &LiveBlock, mode: Mode) -> u64 {
+    if block.site() == INTERNAL_SITE {
+        return 0;
+    }
+    match mode {
+        Mode::Full => WEIGHT_ONE,
+        Mode::Sampled { mean_bytes } if block.sampled() => sample_weight(block.size(), mean_bytes),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -101,22 +130,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weights_are_unbiased_inverse_probabilities() {
-        let mean = 512.0 * 1024.0;
+    fn weights_are_inverse_probabilities_in_fixed_point() {
+        let mean = 512 * 1024;
         // Large blocks are always sampled: they stand for themselves.
-        assert_eq!(weight(64 << 20, mean, 0.5), 1);
+        assert_eq!(sample_weight(64 << 20, mean), WEIGHT_ONE);
         // A block of the mean size is sampled with p = 1 - 1/e.
-        let expected = 1.0 / (1.0 - (-1.0f64).exp());
-        let draws = if cfg!(miri) { 1_000 } else { 100_000 };
-        let total: u64 = (0..draws)
-            .map(|i| u64::from(weight(512 * 1024, mean, (i as f64 + 0.5) / draws as f64)))
-            .sum();
-        let average = total as f64 / draws as f64;
-        assert!(
-            (average - expected).abs() < 0.001,
-            "{average} vs {expected}"
-        );
-        // Small blocks stand for many.
-        assert_eq!(weight(8, mean, 0.99), 65536);
+        let expected = WEIGHT_ONE as f64 / (1.0 - (-1.0f64).exp());
+        assert_eq!(sample_weight(512 * 1024, mean), expected.round() as u64);
+        // Small blocks stand for many: 1/p = 65536.5 for 8 bytes.
+        assert_eq!(whole_blocks(sample_weight(8, mean)), 65537);
+        assert_eq!(weighted_bytes(8, sample_weight(8, mean)), 8 * 65536 + 4);
+        // Full mode's weight is exact.
+        assert_eq!(weighted_bytes(12345, WEIGHT_ONE), 12345);
+        assert_eq!(whole_blocks(7 * WEIGHT_ONE), 7);
     }
 }

@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::sampler;
+
 /// Scope ids run from 1 to `MAX_SCOPES - 1`; the last one also collects
 /// every scope named after the table filled.
 pub(crate) const MAX_SCOPES: usize = 1024;
@@ -21,18 +23,17 @@ static SCOPES: [ScopeCounters; MAX_SCOPES] = [const {
     }
 }; MAX_SCOPES];
 
-/// Counts an allocation that stands for `weight` allocations (1 unless
-/// sampled) in `scope`.
+/// Counts an allocation that stands for `weight` blocks (in 1/1024ths, as
+/// the site figures count them) in `scope`.
 #[inline]
-pub(crate) fn count_allocation(scope: u16, size: u64, weight: u32) {
+pub(crate) fn count_allocation(scope: u16, size: u64, weight: u64) {
     if scope == 0 || weight == 0 {
         return;
     }
     if let Some(counters) = SCOPES.get(usize::from(scope)) {
-        let weight = u64::from(weight);
         counters
             .total_bytes
-            .fetch_add(size.saturating_mul(weight), Ordering::Relaxed);
+            .fetch_add(sampler::weighted_bytes(size, weight), Ordering::Relaxed);
         counters.total_blocks.fetch_add(weight, Ordering::Relaxed);
     }
 }
@@ -42,7 +43,7 @@ pub(crate) fn totals(scope: u16) -> (u64, u64) {
     SCOPES.get(usize::from(scope)).map_or((0, 0), |c| {
         (
             c.total_bytes.load(Ordering::Relaxed),
-            c.total_blocks.load(Ordering::Relaxed),
+            sampler::whole_blocks(c.total_blocks.load(Ordering::Relaxed)),
         )
     })
 }

@@ -15,6 +15,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use super::raw_map::RawMap;
+use super::sampler;
 use super::spin::{CachePadded, SpinLock};
 
 /// A call site's index in the stack table.
@@ -27,8 +28,10 @@ pub(crate) const OVERFLOW_SITE: SiteId = 0;
 const CHUNK_BITS: u32 = 12;
 const CHUNK_SIZE: usize = 1 << CHUNK_BITS;
 const MAX_CHUNKS: usize = 1024;
-/// The most sites the table can ever hold (4 Mi).
-pub(crate) const MAX_SITES: u32 = (CHUNK_SIZE * MAX_CHUNKS) as u32;
+/// The most sites the table can ever hold (4 Mi, less the internal
+/// marker): a site id must fit the live record's 22 bits.
+pub(crate) const MAX_SITES: u32 = (CHUNK_SIZE * MAX_CHUNKS) as u32 - 1;
+const _: () = assert!(CHUNK_SIZE * MAX_CHUNKS == 1 << super::live::SITE_BITS);
 
 const INDEX_SHARDS: usize = 64;
 
@@ -224,10 +227,12 @@ fn create(frames: &[usize], truncated: bool, capacity: u32) -> Option<SiteId> {
     Some(id)
 }
 
-/// Adds an allocation of `size` bytes that stands for `weight`
-/// allocations (1 unless sampled) to the site's totals and live figures.
+/// Adds an allocation of `size` bytes that stands for `weight` blocks, in
+/// 1/1024ths (`sampler::WEIGHT_ONE` in full mode), to the site's totals
+/// and live figures. Block counts are kept in that fixed point; bytes are
+/// rounded per block, identically at the free.
 #[inline]
-pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u32) {
+pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u64) {
     if weight == 0 {
         return;
     }
@@ -235,8 +240,7 @@ pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u32) {
         OVERFLOWED.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(record) = record(id, id == OVERFLOW_SITE) {
-        let weight = u64::from(weight);
-        let bytes = size.saturating_mul(weight);
+        let bytes = sampler::weighted_bytes(size, weight);
         record.total_bytes.fetch_add(bytes, Ordering::Relaxed);
         record.total_blocks.fetch_add(weight, Ordering::Relaxed);
         record.live_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -247,15 +251,14 @@ pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u32) {
 /// Takes a freed block (as counted by [`count_allocation`]) out of the
 /// site's live figures.
 #[inline]
-pub(crate) fn count_free(id: SiteId, size: u64, weight: u32) {
+pub(crate) fn count_free(id: SiteId, size: u64, weight: u64) {
     if weight == 0 {
         return;
     }
     if let Some(record) = record(id, false) {
-        let weight = u64::from(weight);
         record
             .live_bytes
-            .fetch_sub(size.saturating_mul(weight), Ordering::Relaxed);
+            .fetch_sub(sampler::weighted_bytes(size, weight), Ordering::Relaxed);
         record.live_blocks.fetch_sub(weight, Ordering::Relaxed);
     }
 }
@@ -282,7 +285,7 @@ pub(crate) fn record_peak_breakdown() {
 /// that record only some blocks (they must be found again at their free so
 /// that they are not counted). Never a real site: ids stay below
 /// [`MAX_SITES`].
-pub(crate) const INTERNAL_SITE: SiteId = u32::MAX;
+pub(crate) const INTERNAL_SITE: SiteId = MAX_SITES;
 
 /// A site as the cold path sees it.
 pub(crate) struct SiteView {
@@ -308,9 +311,9 @@ pub(crate) fn sites() -> Vec<SiteView> {
                 frames: frames_of(record),
                 truncated: record.truncated.load(Ordering::Relaxed),
                 total_bytes: record.total_bytes.load(Ordering::Relaxed),
-                total_blocks,
+                total_blocks: sampler::whole_blocks(total_blocks),
                 peak_bytes: record.peak_bytes.load(Ordering::Relaxed),
-                peak_blocks: record.peak_blocks.load(Ordering::Relaxed),
+                peak_blocks: sampler::whole_blocks(record.peak_blocks.load(Ordering::Relaxed)),
             })
         })
         .collect()

@@ -48,7 +48,12 @@ impl Slot {
     }
 
     fn fields(&self) -> [&AtomicU64; 4] {
-        [&self.total_bytes, &self.total_blocks, &self.freed_bytes, &self.freed_blocks]
+        [
+            &self.total_bytes,
+            &self.total_blocks,
+            &self.freed_bytes,
+            &self.freed_blocks,
+        ]
     }
 }
 
@@ -56,7 +61,10 @@ impl Slot {
 /// writer, so a load and a store (no lock prefix) are exact.
 #[inline]
 fn bump(field: &AtomicU64, delta: u64) {
-    field.store(field.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
+    field.store(
+        field.load(Ordering::Relaxed).wrapping_add(delta),
+        Ordering::Relaxed,
+    );
 }
 
 static THREAD_SLOTS: [CachePadded<Slot>; SLOTS] = [const { CachePadded(Slot::new()) }; SLOTS];

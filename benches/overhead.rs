@@ -157,6 +157,14 @@ fn run_child(args: &[String]) -> Result<(), String> {
     // the pages behind them exist before the clock starts, as they would in
     // any long-running program.
     drop(workloads::run(workload, threads, &Size::SMOKE));
+    // The small warm-up may allocate too little for sampled mode to take a
+    // sample, and a process's first captured stack pays once for the
+    // unwinder's set-up (the frame-pointer walk is checked against it): a
+    // few large blocks, each sampled with p > 0.85, make sure that happens
+    // before the clock starts too.
+    for _ in 0..8 {
+        drop(std::hint::black_box(vec![0u8; 1 << 20]));
+    }
     let cpu_before = process_cpu_time();
     let (elapsed, kept) = workloads::run(workload, threads, &size);
     let cpu_after = process_cpu_time();

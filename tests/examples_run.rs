@@ -1,28 +1,12 @@
 //! The examples do what their docs promise, run as a user runs them.
 //! `cargo test` builds the examples beside the test binaries.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
 use alloc_track::dump::Dump;
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: plain `cargo test` builds the examples; with a target filter, run `cargo build --examples` first",
-        path.display()
-    );
-    path
-}
+use common::example;
 
 #[test]
 fn leaky_worker_names_its_leak_and_writes_dumps() {

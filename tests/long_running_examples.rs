@@ -4,28 +4,13 @@
 //! peak is made of the rows, `fragmentation`'s heap drops while its RSS
 //! does not. `cargo test` builds the examples beside the test binaries.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use alloc_track::dump::Dump;
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: plain `cargo test` builds the examples; with a target filter, run `cargo build --examples` first",
-        path.display()
-    );
-    path
-}
+use common::example;
 
 fn run_in_temp_dir(name: &str) -> (PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("alloc-track-{name}-{}", std::process::id()));

@@ -7,7 +7,8 @@
 //! infinite recursion or a corrupted heap in the host program:
 //!
 //! 1. **No allocation through the tracked path.** The tracker's tables get
-//!    their memory straight from [`std::alloc::System`]. Anything that does
+//!    their memory straight from the kernel (anonymous mappings, apart
+//!    from the program's heap). Anything that does
 //!    reach the global allocator from inside the tracker (the platform
 //!    unwinder on its first use) finds the thread's busy flag set and
 //!    passes straight through to the inner allocator, untracked.

@@ -49,3 +49,23 @@ pub fn diff_figures(diff: &Diff, function: &str) -> (i64, i64, u64, u64, u64, u6
             )
         })
 }
+
+/// The path of example `name`'s binary. `cargo test` builds the examples
+/// beside the test binaries: target/<profile>/deps/<test> goes with
+/// target/<profile>/examples/<name>.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: plain `cargo test` builds the examples; with a target filter, run `cargo build --examples` first",
+        path.display()
+    );
+    path
+}

@@ -2,7 +2,7 @@
 //!
 //! The modules here obey the contract written at the top of
 //! `tracker.rs`: they never allocate through the global allocator (their
-//! own memory comes straight from [`std::alloc::System`]), never panic,
+//! own memory comes straight from the kernel: `pages.rs`), never panic,
 //! never do I/O, never resolve symbols, and never hold a lock while a stack
 //! is captured. The cold path (snapshots, symbols, dumps) reads their state
 //! through the small accessor functions each module exports.
@@ -15,6 +15,7 @@ pub(crate) mod filter;
 mod fork;
 pub(crate) mod live;
 pub(crate) mod measuring;
+pub(crate) mod pages;
 pub(crate) mod raw_map;
 pub(crate) mod record;
 pub(crate) mod sampler;

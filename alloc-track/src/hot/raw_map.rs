@@ -1,6 +1,6 @@
 //! An open-addressing hash map from non-zero `usize` keys to plain values,
-//! whose memory comes straight from [`System`] so that the hot path can use
-//! it without re-entering the global allocator.
+//! whose memory comes straight from the kernel (`pages.rs`) so that the hot
+//! path can use it without re-entering the global allocator.
 //!
 //! Robin Hood linear probing with backward-shift deletion: an insert takes
 //! the slot of any resident closer to its own ideal slot than the newcomer
@@ -9,17 +9,20 @@
 //! it seeks. No tombstones, so lookups never slow down with churn. The
 //! high load matters: the live table holds one entry per live allocation,
 //! and its size is most of the tracker's memory. Growing returns an
-//! error instead of aborting when `System` is out of memory: the caller
+//! error instead of aborting when the kernel is out of memory: the caller
 //! then leaves the allocation unrecorded and counts it as such.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::Layout;
+
+use super::pages;
 use std::ptr;
 
 /// The key that marks an empty slot; callers never insert it.
 const EMPTY: usize = 0;
-const MIN_CAPACITY: usize = 16;
+/// A page's worth of slots: the memory comes in whole pages anyway.
+const MIN_CAPACITY: usize = 128;
 
-/// `System` could not provide memory for the table to grow.
+/// The kernel could not provide memory for the table to grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OutOfMemory;
 
@@ -64,10 +67,14 @@ impl<V: Copy> RawMap<V> {
         }
     }
 
-    /// Bytes of `System` memory the table holds, for the tracker's own
-    /// overhead figure.
+    /// Bytes of memory the table holds (whole pages), for the tracker's
+    /// own overhead figure.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.capacity() * std::mem::size_of::<Slot<V>>()
+        if self.slots.is_null() {
+            0
+        } else {
+            pages::round_up(self.capacity() * std::mem::size_of::<Slot<V>>())
+        }
     }
 
     /// Mixes all bits of the key into the low bits used for the index
@@ -215,8 +222,8 @@ impl<V: Copy> RawMap<V> {
     fn grow(&mut self) -> Result<(), OutOfMemory> {
         let new_capacity = (self.capacity() * 2).max(MIN_CAPACITY);
         let layout = Layout::array::<Slot<V>>(new_capacity).map_err(|_| OutOfMemory)?;
-        // SAFETY: the layout has a non-zero size (at least 16 slots).
-        let slots = unsafe { System.alloc_zeroed(layout) }.cast::<Slot<V>>();
+        // Zeroed pages: every key is EMPTY.
+        let slots = pages::alloc_zeroed(layout.size()).cast::<Slot<V>>();
         if slots.is_null() {
             return Err(OutOfMemory);
         }
@@ -243,9 +250,9 @@ impl<V: Copy> Drop for RawMap<V> {
             return;
         }
         if let Ok(layout) = Layout::array::<Slot<V>>(self.capacity()) {
-            // SAFETY: `slots` came from `System.alloc_zeroed` with exactly
-            // this layout in `grow`, and is freed once, here.
-            unsafe { System.dealloc(self.slots.cast(), layout) };
+            // SAFETY: `slots` came from `pages::alloc_zeroed` with exactly
+            // this size in `grow`, and is freed once, here.
+            unsafe { pages::free(self.slots.cast(), layout.size()) };
         }
     }
 }

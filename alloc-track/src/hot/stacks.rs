@@ -1,7 +1,7 @@
 //! The stack table: every unique call stack gets a small [`SiteId`], and
 //! each site keeps its cumulative totals.
 //!
-//! Sites live in a two-level array of fixed chunks allocated from `System`
+//! Sites live in a two-level array of fixed chunks mapped from the kernel
 //! on first use and never moved or freed, so a site's record has a stable
 //! address: the hot path updates its counters with atomics and the cold
 //! path reads its frames without any lock. Finding the id of a stack goes
@@ -9,11 +9,11 @@
 //! stack has been captured. When the table is full, new stacks are counted
 //! against [`OVERFLOW_SITE`], the "other" site, so memory stays bounded.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use super::pages::{self, Arena};
 use super::raw_map::RawMap;
 use super::sampler;
 use super::spin::{CachePadded, SpinLock};
@@ -60,10 +60,22 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(OVERFLOW_SITE + 1);
 /// Allocations recorded against the overflow site.
 static OVERFLOWED: AtomicU64 = AtomicU64::new(0);
 
-/// Index from a stack's hash to its id. Keys are hashes (never 0); a
-/// collision between different stacks moves on to the next derived key.
-static INDEX: [CachePadded<SpinLock<RawMap<SiteId>>>; INDEX_SHARDS] =
-    [const { CachePadded(SpinLock::new(RawMap::new())) }; INDEX_SHARDS];
+/// One shard of the index from a stack's hash to its id, with the arena
+/// that holds the frames of the sites it created (written under the same
+/// lock, so the arena needs none of its own).
+struct Shard {
+    /// Keys are hashes (never 0); a collision between different stacks
+    /// moves on to the next derived key.
+    ids: RawMap<SiteId>,
+    frames: Arena,
+}
+
+static INDEX: [CachePadded<SpinLock<Shard>>; INDEX_SHARDS] = [const {
+    CachePadded(SpinLock::new(Shard {
+        ids: RawMap::new(),
+        frames: Arena::new(),
+    }))
+}; INDEX_SHARDS];
 
 fn hash(frames: &[usize]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ frames.len() as u64;
@@ -82,10 +94,9 @@ fn record(id: SiteId, create: bool) -> Option<&'static SiteRecord> {
         if !create {
             return None;
         }
-        let layout = Layout::new::<Chunk>();
-        // SAFETY: the layout is non-zero in size; an all-zero SiteRecord is
-        // valid (null frames, zero counters, false).
-        let fresh = unsafe { System.alloc_zeroed(layout) }.cast::<Chunk>();
+        // Zeroed pages: an all-zero SiteRecord is valid (null frames, zero
+        // counters, false).
+        let fresh = pages::alloc_zeroed(std::mem::size_of::<Chunk>()).cast::<Chunk>();
         if fresh.is_null() {
             return None;
         }
@@ -99,9 +110,9 @@ fn record(id: SiteId, create: bool) -> Option<&'static SiteRecord> {
         ) {
             Ok(_) => chunk = fresh,
             Err(existing) => {
-                // SAFETY: `fresh` came from `System.alloc_zeroed(layout)` and
-                // was never shared.
-                unsafe { System.dealloc(fresh.cast(), layout) };
+                // SAFETY: `fresh` came from `pages::alloc_zeroed` with this
+                // size and was never shared.
+                unsafe { pages::free(fresh.cast(), std::mem::size_of::<Chunk>()) };
                 chunk = existing;
             }
         }
@@ -173,11 +184,11 @@ fn remember(hash: u64, id: SiteId) {
 /// Looks the stack up in (or adds it to) the shared index.
 fn intern_shared(first_hash: u64, frames: &[usize], truncated: bool, capacity: u32) -> SiteId {
     let shard = &INDEX[(first_hash >> 58) as usize % INDEX_SHARDS];
-    let mut index = shard.lock();
+    let mut shard = shard.lock();
     let mut key = first_hash;
     loop {
         key = key.max(1);
-        match index.get(key as usize) {
+        match shard.ids.get(key as usize) {
             Some(id) => {
                 let same = record(id, false).is_some_and(|r| frames_of(r) == frames);
                 if same {
@@ -189,19 +200,19 @@ fn intern_shared(first_hash: u64, frames: &[usize], truncated: bool, capacity: u
             None => break,
         }
     }
-    match create(frames, truncated, capacity) {
+    match create(frames, truncated, capacity, &mut shard.frames) {
         Some(id) => {
             // If the index cannot grow, the site still exists; the next
             // identical stack just gets a fresh site. Snapshots merge sites
             // by frames, so nothing is counted twice.
-            let _ = index.insert(key as usize, id);
+            let _ = shard.ids.insert(key as usize, id);
             id
         }
         None => OVERFLOW_SITE,
     }
 }
 
-fn create(frames: &[usize], truncated: bool, capacity: u32) -> Option<SiteId> {
+fn create(frames: &[usize], truncated: bool, capacity: u32, arena: &mut Arena) -> Option<SiteId> {
     // `capacity` real sites, plus the overflow site below them.
     let limit = capacity.saturating_add(OVERFLOW_SITE + 1).min(MAX_SITES);
     // Claim an id without ever moving NEXT_ID past the capacity, so that a
@@ -212,9 +223,7 @@ fn create(frames: &[usize], truncated: bool, capacity: u32) -> Option<SiteId> {
         })
         .ok()?;
     let record = record(id, true)?;
-    let layout = Layout::array::<usize>(frames.len().max(1)).ok()?;
-    // SAFETY: the layout is non-zero in size.
-    let copy = unsafe { System.alloc(layout) }.cast::<usize>();
+    let copy = arena.alloc_words(frames.len());
     if copy.is_null() {
         return None;
     }
@@ -340,12 +349,14 @@ pub(crate) fn heap_bytes() -> usize {
         .iter()
         .filter(|c| !c.load(Ordering::Relaxed).is_null())
         .count();
-    let index: usize = INDEX.iter().map(|shard| shard.lock().heap_bytes()).sum();
-    let frames: usize = (OVERFLOW_SITE..NEXT_ID.load(Ordering::Relaxed))
-        .filter_map(|id| record(id, false))
-        .map(|r| r.depth.load(Ordering::Relaxed) as usize * std::mem::size_of::<usize>())
+    let shards: usize = INDEX
+        .iter()
+        .map(|shard| {
+            let shard = shard.lock();
+            shard.ids.heap_bytes() + shard.frames.mapped
+        })
         .sum();
-    chunks * std::mem::size_of::<Chunk>() + index + frames
+    chunks * pages::round_up(std::mem::size_of::<Chunk>()) + shards
 }
 
 /// Takes every index shard lock, in index order, and keeps them held: the

@@ -1,7 +1,7 @@
 //! The overhead benchmark's workloads, run once each at a tiny size under
 //! the tracker, so that `cargo test` keeps them compiling and working
 //! (`cargo test` does not build benches). No timing is asserted: timings
-//! belong to `cargo bench --bench overhead`.
+//! belong to `cargo bench -p alloc-track --bench overhead`.
 
 use std::alloc::System;
 
@@ -10,7 +10,7 @@ use alloc_track::{measure, snapshot, Tracker};
 // The bench's own file, not a copy: the test runs the code that is timed.
 // Sizes other than SMOKE are only for the bench.
 #[allow(dead_code)]
-#[path = "../benches/overhead/workloads.rs"]
+#[path = "../alloc-track/benches/overhead/workloads.rs"]
 mod workloads;
 
 use workloads::{Kept, Size, Workload};

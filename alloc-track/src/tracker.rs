@@ -66,8 +66,9 @@ impl<A> Tracker<A> {
 
     /// Records one allocation per `mean_bytes` allocated, on average
     /// (Poisson sampling by bytes), instead of every one: per-site figures
-    /// become unbiased estimates, totals and the peak stay exact, and the
-    /// cost drops to a few nanoseconds per allocation. See [`Mode::Sampled`].
+    /// become unbiased estimates, totals stay exact (the peak to within
+    /// 64 KiB per thread), and the cost drops to a few nanoseconds per
+    /// allocation. See [`Mode::Sampled`].
     /// `ALLOC_TRACK_MODE` in the environment overrides it.
     ///
     /// ```
@@ -84,8 +85,9 @@ impl<A> Tracker<A> {
         self
     }
 
-    /// Counts allocations without recording stacks: exact totals, peak and
-    /// [`measure`](crate::measure), the lowest overhead. See [`Mode::Count`].
+    /// Counts allocations without recording stacks: exact totals and
+    /// [`measure`](crate::measure) (the peak to within 64 KiB per thread),
+    /// the lowest overhead. See [`Mode::Count`].
     /// `ALLOC_TRACK_MODE` in the environment overrides it.
     pub const fn counting(mut self) -> Self {
         self.config.mode = Mode::Count;

@@ -22,14 +22,15 @@ pub enum Mode {
     /// average one allocation per `mean_bytes` allocated is recorded with
     /// its stack, and each sample stands for `1 / (1 - exp(-size /
     /// mean_bytes))` allocations, so per-site figures are unbiased
-    /// estimates. Totals and the peak stay exact. The mode to leave on in
-    /// production.
+    /// estimates. Live and allocated totals stay exact; the peak is exact
+    /// to within 64 KiB per thread. The mode to leave on in production.
     Sampled {
         /// The mean number of bytes between samples.
         mean_bytes: u64,
     },
-    /// Exact totals, the peak and [`measure`](crate::measure), no stacks:
-    /// the cheapest mode, for watching a figure rather than explaining it.
+    /// Exact totals and [`measure`](crate::measure), the peak to within
+    /// 64 KiB per thread, no stacks: the cheapest mode, for watching a
+    /// figure rather than explaining it.
     Count,
 }
 

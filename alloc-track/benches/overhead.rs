@@ -1,6 +1,6 @@
 //! The tracker's overhead against `std::alloc::System`: one binary, run
-//! with `cargo bench --bench overhead`, that prints one table of median
-//! times and ratios (see `docs-drafts/performance.md`).
+//! with `cargo bench -p alloc-track --bench overhead`, that prints one table of median
+//! times and ratios (README, "Performance").
 //!
 //! Run without `--child`, the binary is the *driver*: it re-executes itself
 //! once per measurement, as a *child* that installs one allocator (System,

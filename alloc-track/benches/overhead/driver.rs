@@ -19,7 +19,7 @@ use crate::workloads::Workload;
 use crate::ALLOCATOR_VAR;
 
 const USAGE: &str = "\
-usage: cargo bench --bench overhead [-- OPTIONS]
+usage: cargo bench -p alloc-track --bench overhead [-- OPTIONS]
 
   --rounds N        rounds of measurements (default 5; 3 with --quick)
   --workload NAME   only this workload: churn, build or json (repeatable)

@@ -1,0 +1,116 @@
+//! Both stack walkers give the same stacks. Run in a build with frame
+//! pointers (`RUSTFLAGS="-C force-frame-pointers=yes"`, as CI's second
+//! pass does), the default walker is the frame-pointer walk; the same test
+//! binary run with `ALLOC_TRACK_UNWIND=unwinder` uses the unwinder. The
+//! resolved, trimmed frames of one allocation site must be identical.
+//! `ALLOC_TRACK_EXPECT_WALKER=FramePointers` makes the test also insist
+//! that the default walker is the frame-pointer walk.
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::process::Command;
+
+use alloc_track::{snapshot, Tracker, Walker};
+
+#[global_allocator]
+static GLOBAL: Tracker<System> = Tracker::new(System);
+
+#[inline(never)]
+fn leaf_allocation() -> Vec<u8> {
+    black_box(vec![7u8; 777])
+}
+
+#[inline(never)]
+fn middle() -> Vec<u8> {
+    black_box(leaf_allocation())
+}
+
+/// The frames (function names) of the site that allocated `middle`'s block.
+fn frames_of_the_site() -> Vec<String> {
+    let before = snapshot();
+    let block = middle();
+    let diff = snapshot().diff(&before);
+    let site = diff
+        .sites()
+        .iter()
+        .find(|s| s.retained_bytes() == 777)
+        .expect("the 777-byte block's site");
+    drop(block);
+    site.stack()
+        .frames()
+        .into_iter()
+        .map(|f| f.function)
+        .collect()
+}
+
+#[test]
+fn the_frame_pointer_walk_and_the_unwinder_agree() {
+    if std::env::var_os("STACK_WALKERS_CHILD").is_some() {
+        println!("walker={:?}", alloc_track::stack_walker());
+        for frame in frames_of_the_site() {
+            println!("frame={frame}");
+        }
+        return;
+    }
+    let run = |unwind: Option<&str>| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--exact",
+                "the_frame_pointer_walk_and_the_unwinder_agree",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("STACK_WALKERS_CHILD", "1");
+        match unwind {
+            Some(value) => command.env("ALLOC_TRACK_UNWIND", value),
+            None => command.env_remove("ALLOC_TRACK_UNWIND"),
+        };
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        // libtest prints the test's name on the line the first output
+        // continues.
+        let walker = stdout
+            .lines()
+            .find_map(|l| l.split_once("walker="))
+            .unwrap()
+            .1
+            .to_string();
+        let frames: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("frame="))
+            .map(String::from)
+            .collect();
+        (walker, frames)
+    };
+    let (default_walker, default_frames) = run(None);
+    let (unwinder, unwound_frames) = run(Some("unwinder"));
+    assert_eq!(unwinder, format!("{:?}", Walker::Unwinder));
+    // CI's frame-pointer pass says which walker it expects, so that a walk
+    // silently distrusted (and replaced by the unwinder) fails the test.
+    if let Ok(expected) = std::env::var("ALLOC_TRACK_EXPECT_WALKER") {
+        assert_eq!(default_walker, expected);
+    }
+    // Whichever walker the build got, the stack starts in the allocating
+    // code and passes through its callers.
+    for frames in [&default_frames, &unwound_frames] {
+        let leaf = frames
+            .iter()
+            .position(|f| f.contains("leaf_allocation"))
+            .expect("leaf frame");
+        let caller = frames
+            .iter()
+            .position(|f| f.contains("stack_walkers::middle"))
+            .expect("caller frame");
+        assert!(leaf < caller, "{frames:#?}");
+    }
+    assert_eq!(
+        default_frames, unwound_frames,
+        "the {default_walker} walk and the unwinder disagree"
+    );
+}

@@ -201,7 +201,7 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
         if books > 0 {
             writeln!(
                 out,
-                "tracker      {} of the RSS is the tracker's own books (live and stack tables), in no heap figure",
+                "tracker      its own tables map {} (live and stack tables): up to that much of the RSS is in no heap figure",
                 Bytes(books)
             )?;
         }
@@ -213,6 +213,18 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
         Count(dump.stacks.len() as u64),
         Count(dump.locations.len() as u64)
     )?;
+    match (dump.stack_walker.as_deref(), dump.mode.as_str()) {
+        (Some("unwinder"), "full") => writeln!(
+            out,
+            "stacks       captured by the unwinder, ~100 ns a frame: build with \
+             -C force-frame-pointers=yes for the frame-pointer walk"
+        )?,
+        (Some("frame-pointers"), _) => {
+            writeln!(out, "stacks       captured by the frame-pointer walk")?
+        }
+        (Some(other), _) => writeln!(out, "stacks       captured by the {other}")?,
+        (None, _) => {}
+    }
     let health = &dump.tracker;
     if health.overflowed_allocations > 0 || health.unrecorded_allocations > 0 {
         writeln!(
@@ -421,6 +433,7 @@ mod tests {
             timestamp_ms: 0,
             mode: "full".into(),
             sample_mean_bytes: None,
+            stack_walker: None,
             epoch: 0,
             totals: Totals {
                 live_bytes: 700,

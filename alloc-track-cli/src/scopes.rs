@@ -113,6 +113,7 @@ mod tests {
             timestamp_ms: 0,
             mode: "full".into(),
             sample_mean_bytes: None,
+            stack_walker: None,
             epoch: 0,
             totals: Totals {
                 live_bytes: 1500,

@@ -97,6 +97,7 @@ fn generated_dump(sites: usize, pool: usize) -> Dump {
         timestamp_ms: 1_764_042_000_000,
         mode: "full".to_string(),
         sample_mean_bytes: None,
+        stack_walker: None,
         epoch: 1,
         totals,
         os: Default::default(),

@@ -109,6 +109,13 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
             Mode::Count => "count",
         }
         .to_string(),
+        stack_walker: crate::hot::capture::walker_if_settled().map(|walker| {
+            match walker {
+                crate::Walker::FramePointers => "frame-pointers",
+                crate::Walker::Unwinder => "unwinder",
+            }
+            .to_string()
+        }),
         sample_mean_bytes: match snapshot.mode {
             Mode::Sampled { mean_bytes } => Some(mean_bytes),
             _ => None,

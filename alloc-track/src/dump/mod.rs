@@ -48,6 +48,11 @@ pub struct Dump {
     /// In `"sampled"` mode, the mean number of bytes between samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_mean_bytes: Option<u64>,
+    /// How stacks were captured: `"frame-pointers"` (the fast walk) or
+    /// `"unwinder"` (the platform unwinder, far slower per allocation).
+    /// Absent when no stack was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_walker: Option<String>,
     /// The snapshot's epoch: allocations born after this snapshot carry a
     /// larger epoch in later dumps of the same process.
     pub epoch: u32,
@@ -154,9 +159,10 @@ pub struct TrackerHealth {
     /// bookkeeping memory ran out; they are in no figure of the dump.
     #[serde(default)]
     pub unrecorded_allocations: u64,
-    /// Bytes the tracker's own books (live table, stack table) took at the
-    /// moment of the dump. They are in the process's RSS but in no heap
-    /// figure, so a report can take them out of the heap-versus-RSS gap.
+    /// Bytes the tracker's own tables (live table, stack table) had mapped
+    /// at the moment of the dump: at most that much of the process's RSS
+    /// is theirs and in no heap figure, which a report can take out of the
+    /// heap-versus-RSS gap.
     #[serde(default)]
     pub bookkeeping_bytes: u64,
 }

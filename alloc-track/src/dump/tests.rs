@@ -12,6 +12,7 @@ fn valid() -> Dump {
         timestamp_ms: 1_700_000_000_000,
         mode: "full".to_string(),
         sample_mean_bytes: None,
+        stack_walker: None,
         epoch: 3,
         totals: Totals {
             live_bytes: 100,

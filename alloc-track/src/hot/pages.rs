@@ -80,7 +80,7 @@ pub(crate) unsafe fn free(memory: *mut u8, bytes: usize) {
 }
 
 /// A bump allocator for small pieces that live as long as the process
-/// (stack frames of interned sites), carved from 64 KiB mappings. Not
+/// (stack frames of interned sites), carved from 16 KiB mappings. Not
 /// synchronised: each owner keeps it behind its own lock.
 pub(crate) struct Arena {
     next: *mut u8,
@@ -92,7 +92,7 @@ pub(crate) struct Arena {
 // SAFETY: the arena owns its mappings; moving it moves that ownership.
 unsafe impl Send for Arena {}
 
-const ARENA_CHUNK: usize = 64 * 1024;
+const ARENA_CHUNK: usize = 16 * 1024;
 
 impl Arena {
     pub(crate) const fn new() -> Self {

@@ -229,6 +229,11 @@ fn agree(walked: &[usize], unwound: &[usize]) -> bool {
         .any(|window| window == compared)
 }
 
+/// True once the first capture has decided for or against the walk.
+pub(super) fn settled() -> bool {
+    matches!(STATE.load(Ordering::Relaxed), TRUSTED | DISTRUSTED)
+}
+
 /// True once the start-up check passed and no check has failed since.
 pub(super) fn trusted() -> bool {
     STATE.load(Ordering::Relaxed) == TRUSTED

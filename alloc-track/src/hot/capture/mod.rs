@@ -117,3 +117,16 @@ pub(crate) fn walker() -> Walker {
     }
     Walker::Unwinder
 }
+
+/// The walker in use, once the first capture has settled it.
+pub(crate) fn walker_if_settled() -> Option<Walker> {
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    if !frame_pointers::settled() {
+        return None;
+    }
+    Some(walker())
+}

@@ -40,6 +40,7 @@ const C_RUNTIME: &[&str] = &[
     "main",
     "_start",
     "__libc_start_main",
+    "__libc_start_main_impl",
     "__libc_start_call_main",
     "start_thread",
     "clone",

@@ -121,7 +121,6 @@ impl ScopeGuard {
 
 impl Drop for ScopeGuard {
     fn drop(&mut self) {
-        let _ = self.id;
         thread::set_scope(self.previous);
     }
 }

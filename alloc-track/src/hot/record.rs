@@ -149,11 +149,8 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
     match live::insert(address, block) {
         // A record left at this address means its free was never seen;
         // count it freed now so that nothing stays live twice. (Its filter
-        // mark stands for the new record.) The measure state is borrowed
-        // here: leave it out.
-        Ok(Some(stale)) if stale.site() != INTERNAL_SITE => {
-            forget(address, &stale, config, Some(busy), false)
-        }
+        // mark stands for the new record.)
+        Ok(Some(stale)) if stale.site() != INTERNAL_SITE => forget(address, &stale, config),
         Ok(Some(_)) => {}
         Ok(None) if !full => filter::mark(address),
         Ok(None) => {}
@@ -187,13 +184,13 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
     let address = address as usize;
     if config.mode() == Mode::Full {
         if let Some(block) = live::remove(address) {
-            forget(address, &block, config, None, true);
+            forget(address, &block, config);
         }
         return;
     }
     if let Some(block) = take_partial(address) {
         if block.site() != INTERNAL_SITE {
-            forget(address, &block, config, None, true);
+            forget(address, &block, config);
         }
         return;
     }
@@ -236,12 +233,12 @@ fn forget_unrecorded(address: usize, size: usize, config: &Config) {
     }
 }
 
-/// Counts a removed record as freed. `busy` is the caller's if it holds
-/// it; otherwise this enters it, and if the thread is already inside the
-/// tracker it leaves the measure state alone (the tracker's own code may
-/// be borrowing it).
-fn forget(address: usize, block: &LiveBlock, config: &Config, busy: Option<&Busy>, measure: bool) {
-    let entered = if busy.is_none() { Busy::enter() } else { None };
+/// Counts a removed record as freed. The measure state is updated only
+/// if this thread can enter the tracker: a caller already inside it (a
+/// stale record found while recording, the tracker's own code freeing a
+/// block) may be borrowing that state.
+fn forget(address: usize, block: &LiveBlock, config: &Config) {
+    let entered = Busy::enter();
     let counted = thread::with(|state| COUNTERS.on_free(block.size() as u64, config, Some(state)));
     if counted.is_none() {
         COUNTERS.on_free(block.size() as u64, config, None);
@@ -251,13 +248,12 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, busy: Option<&Busy
         block.size() as u64,
         sampler::weight_of(block, config.mode()),
     );
-    if !measure || entered.is_none() {
+    if entered.is_none() {
         return;
     }
-    let measuring = thread::measuring();
     // SAFETY: as in `record_with_stack`; `entered` keeps this thread from
     // reentering the state while it is borrowed.
-    if let Some(state) = unsafe { measuring.as_mut() } {
+    if let Some(state) = unsafe { thread::measuring().as_mut() } {
         state.on_free(address, block);
     }
 }
@@ -298,7 +294,7 @@ pub(crate) fn finish_realloc(
                 Err(_) => {
                     UNRECORDED.fetch_add(1, Ordering::Relaxed);
                     if old.site() != INTERNAL_SITE {
-                        forget(old_address, &old, config, None, true);
+                        forget(old_address, &old, config);
                     }
                 }
             }
@@ -306,7 +302,7 @@ pub(crate) fn finish_realloc(
         return;
     }
     match old {
-        Some(old) if old.site() != INTERNAL_SITE => forget(old_address, &old, config, None, true),
+        Some(old) if old.site() != INTERNAL_SITE => forget(old_address, &old, config),
         Some(_) => {}
         None if full => {}
         None => forget_unrecorded(old_address, old_size, config),

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use alloc_track::dump::DumpError;
+use alloc_track::human::IoError;
 
 /// Why a command failed. `Display` is one line that names the file
 /// concerned; `main` prints it after `alloc-track: `.
@@ -77,9 +78,9 @@ impl fmt::Display for CliError {
         match self {
             CliError::Dump(error) => write!(f, "{error}"),
             CliError::Output { path, source } => {
-                write!(f, "{}: cannot write: {source}", path.display())
+                write!(f, "{}: cannot write: {}", path.display(), IoError(source))
             }
-            CliError::Stdout(source) => write!(f, "standard output: {source}"),
+            CliError::Stdout(source) => write!(f, "standard output: {}", IoError(source)),
             CliError::NoPeakBreakdown { path } => write!(
                 f,
                 "{}: this dump has no peak breakdown (its peak_sites list is empty); \

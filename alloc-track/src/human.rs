@@ -87,6 +87,26 @@ impl fmt::Display for SignedCount {
     }
 }
 
+/// An I/O error as a person reads it: `io::Error`'s text without the
+/// " (os error N)" it appends, which says nothing the text does not.
+///
+/// ```
+/// use alloc_track::human::IoError;
+/// let error = std::io::Error::from_raw_os_error(2);
+/// assert_eq!(IoError(&error).to_string(), "No such file or directory");
+/// ```
+pub struct IoError<'a>(pub &'a std::io::Error);
+
+impl fmt::Display for IoError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string();
+        match text.rfind(" (os error ") {
+            Some(cut) => f.write_str(&text[..cut]),
+            None => f.write_str(&text),
+        }
+    }
+}
+
 /// `part` as a percentage of `whole`, 0 when `whole` is 0.
 pub fn percent(part: f64, whole: f64) -> f64 {
     if whole == 0.0 {

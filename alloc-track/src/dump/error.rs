@@ -111,14 +111,7 @@ impl fmt::Display for DumpError {
         };
         match self {
             DumpError::Io { path: p, source } => {
-                // io::Error's Display ends in " (os error N)": noise for a
-                // person reading one line.
-                let text = source.to_string();
-                let text = match text.rfind(" (os error ") {
-                    Some(cut) => &text[..cut],
-                    None => &text,
-                };
-                write!(f, "{}{text}", path(p))
+                write!(f, "{}{}", path(p), crate::human::IoError(source))
             }
             DumpError::Parse {
                 path: p,

@@ -1,27 +1,20 @@
 //! End-to-end tests of the `alloc-track` binary: exit codes, the files it
 //! writes, and one clear line on stderr for every kind of bad input.
 
+mod common;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::{run, BIN};
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_alloc-track");
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
-}
-
-fn run(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run alloc-track")
 }
 
 fn stdout(output: &Output) -> String {

@@ -6,7 +6,8 @@
 //! the diff. Without it a missing golden is a failure, never created
 //! silently.
 
-use std::fs;
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use alloc_track::dump::Dump;
@@ -15,29 +16,10 @@ use alloc_track_cli::export::{export, ExportFormat, ExportOptions};
 use alloc_track_cli::output::Output;
 use alloc_track_cli::report::{write_report, ReportOptions};
 use alloc_track_cli::weigh::Measure;
+use common::check_golden;
 
 fn data(name: &str) -> PathBuf {
     Path::new("tests/data").join(name)
-}
-
-fn check_golden(name: &str, actual: &[u8]) {
-    let path = Path::new("tests/golden").join(name);
-    let actual = String::from_utf8_lossy(actual);
-    if std::env::var_os("UPDATE_GOLDENS").is_some_and(|v| v == "1") {
-        fs::write(&path, actual.as_bytes()).expect("write golden");
-        return;
-    }
-    let expected = fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "golden file {} is missing; run with UPDATE_GOLDENS=1 to create it, then review it",
-            path.display()
-        )
-    });
-    assert!(
-        expected == actual,
-        "output differs from {}; run with UPDATE_GOLDENS=1 to accept it\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
 }
 
 fn report_text(dump: &str, measure: Measure, top: usize) -> Vec<u8> {

@@ -5,14 +5,14 @@
 //! To accept new output deliberately, run
 //! `UPDATE_GOLDENS=1 cargo test -p alloc-track-cli --test trend`.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use alloc_track_cli::trend::{trend, TrendOptions};
+use common::{check_golden, run};
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_alloc-track");
 
 /// The six fixture dumps, deliberately out of order.
 fn series() -> Vec<PathBuf> {
@@ -22,39 +22,12 @@ fn series() -> Vec<PathBuf> {
         .collect()
 }
 
-fn check_golden(name: &str, actual: &str) {
-    let path = Path::new("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDENS").is_some_and(|v| v == "1") {
-        fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let expected = fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "golden file {} is missing; run with UPDATE_GOLDENS=1 to create it, then review it",
-            path.display()
-        )
-    });
-    assert!(
-        expected == actual,
-        "output differs from {}; run with UPDATE_GOLDENS=1 to accept it\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
-}
-
-fn run(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run alloc-track")
-}
-
 #[test]
 fn golden_table_ranks_the_leak_first_and_names_every_shape() {
     let mut out = Vec::new();
     trend(&TrendOptions::new(series()), &mut out).expect("trend");
     let text = String::from_utf8(out).unwrap();
-    check_golden("trend.txt", &text);
+    check_golden("trend.txt", text.as_bytes());
 
     // What the golden file must say, whatever else changes in it.
     let rows: Vec<&str> = text

@@ -1,0 +1,42 @@
+//! Helpers shared by the CLI's test files: golden-file comparison and
+//! running the binary.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The `alloc-track` binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_alloc-track");
+
+/// Compares `actual` with `tests/golden/NAME`. `UPDATE_GOLDENS=1` accepts
+/// the new output deliberately; a missing golden is a failure, never
+/// silently created.
+pub fn check_golden(name: &str, actual: &[u8]) {
+    let path = Path::new("tests/golden").join(name);
+    let actual = String::from_utf8_lossy(actual);
+    if std::env::var_os("UPDATE_GOLDENS").is_some_and(|v| v == "1") {
+        fs::write(&path, actual.as_bytes()).expect("write golden");
+        return;
+    }
+    let expected = fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "golden file {} is missing; run with UPDATE_GOLDENS=1 to create it, then review it",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "output differs from {}; run with UPDATE_GOLDENS=1 to accept it\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// Runs the binary with `args` in `dir`.
+pub fn run(args: &[&str], dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run alloc-track")
+}

@@ -15,7 +15,7 @@
 //! constructor: registration itself may allocate (glibc keeps handlers in a
 //! malloc'd array), so it must not happen inside the allocator. glibc runs
 //! prepare handlers before it takes malloc's own locks, so a lock holder
-//! that is growing a table through `System` can always finish.
+//! that is growing a table (a system call) can always finish.
 //!
 //! Covered: the live table's shards, the stack index's shards, the flag
 //! held while a peak breakdown is copied, and the lock that folds an

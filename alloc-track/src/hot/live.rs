@@ -149,7 +149,7 @@ pub(crate) fn for_each(mut f: impl FnMut(usize, &LiveBlock)) {
     }
 }
 
-/// Bytes of `System` memory the table uses, for the overhead figure.
+/// Bytes of memory the table has mapped, for the overhead figure.
 pub(crate) fn heap_bytes() -> usize {
     TABLE.iter().map(|shard| shard.lock().heap_bytes()).sum()
 }

@@ -5,7 +5,8 @@
 //! when it returns; nested calls push frames. Every allocation and free
 //! the thread makes while a frame is open is added to every open frame, so
 //! nested measures each see exactly their own span. The state lives in
-//! `System` memory and is only ever touched by its own thread.
+//! memory of its own (the struct from `System`, its maps from mapped
+//! pages) and is only ever touched by its own thread.
 //!
 //! Blocks born inside a measure carry the measure's `tag` in the live
 //! table and are listed in `births`. When the thread frees one, it leaves

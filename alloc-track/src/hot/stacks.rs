@@ -343,7 +343,7 @@ pub(crate) fn overflowed() -> u64 {
     OVERFLOWED.load(Ordering::Relaxed)
 }
 
-/// Bytes of `System` memory the table uses, for the overhead figure.
+/// Bytes of memory the table has mapped, for the overhead figure.
 pub(crate) fn heap_bytes() -> usize {
     let chunks = CHUNKS
         .iter()

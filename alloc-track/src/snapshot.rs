@@ -313,9 +313,8 @@ impl Snapshot {
     /// totals are in [`scopes`](Snapshot::scopes).
     pub fn in_scope(&self, name: &str) -> Snapshot {
         untracked(|| {
-            let wanted: Vec<u16> = (1..crate::hot::scopes::MAX_SCOPES as u16)
-                .filter(|&id| crate::scope::name(id) == name)
-                .collect();
+            // The snapshot's own scope list has the id behind the name.
+            let wanted = self.scopes.iter().find(|s| s.name == name).map(|s| s.id);
             let mut filtered = self.clone();
             filtered.sites = self
                 .sites
@@ -324,7 +323,7 @@ impl Snapshot {
                     let (bytes, blocks) = site
                         .scopes
                         .iter()
-                        .filter(|(scope, ..)| wanted.contains(scope))
+                        .filter(|(scope, ..)| Some(*scope) == wanted)
                         .fold((0, 0), |(b, n), (_, bytes, blocks)| (b + bytes, n + blocks));
                     (blocks > 0).then(|| Site {
                         live_bytes: bytes,

@@ -94,51 +94,37 @@ fn compare(
     let mut keys = StackKeys::default();
     let mut rows: Vec<Row> = Vec::new();
     let mut by_key: HashMap<Vec<u32>, usize> = HashMap::new();
-    for weight in weigh::weigh(before, measure, before_path)? {
-        let key = keys.stack_key(before, weight.stack);
-        match by_key.get(&key) {
-            Some(&i) => {
-                if let Some(row) = rows.get_mut(i) {
-                    row.before = row.before.saturating_add(weight.value(measure));
-                    row.before_blocks = row.before_blocks.saturating_add(weight.blocks);
-                }
-            }
-            None => {
-                by_key.insert(key, rows.len());
+    for (side, dump, path) in [
+        (Side::Before, before, before_path),
+        (Side::After, after, after_path),
+    ] {
+        for weight in weigh::weigh(dump, measure, path)? {
+            let key = keys.stack_key(dump, weight.stack);
+            let index = *by_key.entry(key).or_insert_with(|| {
                 rows.push(Row {
-                    side: Side::Before,
+                    side,
                     stack: weight.stack,
-                    before: weight.value(measure),
+                    before: 0,
                     after: 0,
-                    before_blocks: weight.blocks,
+                    before_blocks: 0,
                     after_blocks: 0,
                 });
-            }
-        }
-    }
-    for weight in weigh::weigh(after, measure, after_path)? {
-        let key = keys.stack_key(after, weight.stack);
-        match by_key.get(&key) {
-            Some(&i) => {
-                if let Some(row) = rows.get_mut(i) {
+                rows.len() - 1
+            });
+            let Some(row) = rows.get_mut(index) else {
+                continue;
+            };
+            let (value, blocks) = match side {
+                Side::Before => (&mut row.before, &mut row.before_blocks),
+                Side::After => {
                     // Label from the later dump, the one the user has now.
                     row.side = Side::After;
                     row.stack = weight.stack;
-                    row.after = row.after.saturating_add(weight.value(measure));
-                    row.after_blocks = row.after_blocks.saturating_add(weight.blocks);
+                    (&mut row.after, &mut row.after_blocks)
                 }
-            }
-            None => {
-                by_key.insert(key, rows.len());
-                rows.push(Row {
-                    side: Side::After,
-                    stack: weight.stack,
-                    before: 0,
-                    after: weight.value(measure),
-                    before_blocks: 0,
-                    after_blocks: weight.blocks,
-                });
-            }
+            };
+            *value = value.saturating_add(weight.value(measure));
+            *blocks = blocks.saturating_add(weight.blocks);
         }
     }
     Ok(rows)

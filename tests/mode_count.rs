@@ -93,6 +93,52 @@ fn count_mode_keeps_exact_totals_and_measure() {
     dump.validate().unwrap();
 }
 
+/// The partial modes' fast path counts in the thread's own slot and hands
+/// over to the slow path whenever the thread's unpublished live bytes would
+/// reach the 64 KiB publish step: reallocs that grow a block across it and
+/// shrink it back, blocks larger than a step, and their frees must all
+/// land in the totals exactly once, whichever path counted them.
+fn the_fast_paths_limits_keep_totals_exact() {
+    let before = snapshot();
+    let (mut bytes, mut blocks) = (0u64, 0u64);
+    let layout = |size| Layout::from_size_align(size, 8).unwrap();
+    // SAFETY: every pointer is non-null (checked) and resized or freed with
+    // the layout it was last given.
+    unsafe {
+        let mut size = 8;
+        let mut block = std::alloc::alloc(layout(size));
+        assert!(!block.is_null());
+        (bytes, blocks) = (bytes + 8, blocks + 1);
+        // Up to 1 MiB and back down: each realloc frees the old size and
+        // allocates the new one.
+        let shifts = (4..=20).chain((3..20).rev());
+        for new_size in shifts.map(|shift| 1usize << shift) {
+            block = std::alloc::realloc(block, layout(size), new_size);
+            assert!(!block.is_null());
+            (bytes, blocks) = (bytes + new_size as u64, blocks + 1);
+            size = new_size;
+        }
+        std::alloc::dealloc(block, layout(size));
+        // Blocks of several steps each, freed in another order.
+        let sizes = [70_000, 140_000, 210_000, 280_000];
+        let large = sizes.map(|size| {
+            let p = std::alloc::alloc(layout(size));
+            assert!(!p.is_null());
+            p
+        });
+        for (&size, &p) in sizes.iter().zip(&large).rev() {
+            std::alloc::dealloc(p, layout(size));
+        }
+        bytes += sizes.iter().sum::<usize>() as u64;
+        blocks += sizes.len() as u64;
+    }
+    let after = snapshot();
+    assert_eq!(after.total_bytes() - before.total_bytes(), bytes, "{after}");
+    assert_eq!(after.total_blocks() - before.total_blocks(), blocks);
+    assert_eq!(after.live_bytes(), before.live_bytes());
+    assert_eq!(after.live_blocks(), before.live_blocks());
+}
+
 // A plain `main` (the test has `harness = false`): process-wide totals
 // are only exact to the byte when no other thread allocates, and the
 // libtest harness keeps threads of its own.
@@ -102,8 +148,9 @@ fn main() {
         return;
     }
     count_mode_keeps_exact_totals_and_measure();
+    the_fast_paths_limits_keep_totals_exact();
     the_environment_overrides_the_mode_chosen_in_code();
-    println!("mode_count: 2 passed, 0 failed");
+    println!("mode_count: 3 passed, 0 failed");
 }
 
 /// `ALLOC_TRACK_MODE` switches a built binary's mode without a rebuild;

@@ -28,15 +28,72 @@ use super::sampler;
 use super::scopes;
 use super::stacks::{self, INTERNAL_SITE, OVERFLOW_SITE};
 use super::thread::{self, Busy};
-use super::thread_totals;
+use super::thread_totals::{self, PUBLISH_STEP};
 
 /// Records a block the inner allocator just returned.
-#[inline]
+#[inline(always)]
 pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
+    if !count_alloc_fast(size) {
+        on_alloc_slow(address as usize, size, config);
+    }
+}
+
+/// The partial modes' fast path for an allocation, the common case there:
+/// counts it in the thread's own slot and returns true; or returns false
+/// having changed nothing when anything needs the slow path: the mode is
+/// full, the thread is busy, measuring or has no slot yet, its live drift
+/// reaches a publish step, or the allocation reaches the sampler's
+/// countdown. One thread-local read, no shared write, no mode load.
+#[inline(always)]
+fn count_alloc_fast(size: usize) -> bool {
+    thread::with(|state| {
+        if !state.fast_path_open() {
+            return false;
+        }
+        // A layout's size never exceeds `isize::MAX`; the drift lies in
+        // (-PUBLISH_STEP, PUBLISH_STEP), so neither side overflows.
+        let size = size as i64;
+        let unpublished = state.unpublished.get();
+        let countdown = state.countdown.get();
+        if size >= PUBLISH_STEP - unpublished || size >= countdown {
+            return false;
+        }
+        state.unpublished.set(unpublished + size);
+        state.countdown.set(countdown - size);
+        thread_totals::count_alloc(Some(state), size as u64);
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// The partial modes' fast path for a free, as [`count_alloc_fast`]: a
+/// block the address filter says was never recorded, on a thread whose
+/// drift stays within a step. `address` is `None` when the caller has
+/// already looked (a realloc).
+#[inline(always)]
+fn count_free_fast(address: Option<usize>, size: usize) -> bool {
+    thread::with(|state| {
+        if !state.fast_path_open() || address.is_some_and(filter::may_contain) {
+            return false;
+        }
+        let size = size as i64;
+        let unpublished = state.unpublished.get();
+        if size >= unpublished + PUBLISH_STEP {
+            return false;
+        }
+        state.unpublished.set(unpublished - size);
+        thread_totals::count_free(Some(state), size as u64);
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// Everything the fast path declined, in every mode.
+#[inline(never)]
+fn on_alloc_slow(address: usize, size: usize, config: &Config) {
     if !INSTALLED.load(Ordering::Relaxed) {
         INSTALLED.store(true, Ordering::Relaxed);
     }
-    let address = address as usize;
     match config.mode() {
         Mode::Full => {
             // A thread already inside the tracker (the unwinder's first-use
@@ -63,13 +120,11 @@ enum Next {
     Gone,
 }
 
-/// Sampled and count modes: count every block, record a few. The common
-/// case reads the thread's state once and writes a few of its cells; it
-/// sets no flag and takes no lock.
-#[inline]
+/// Sampled and count modes, past the fast path: count every block, record
+/// a few (samples, blocks born inside a `measure`, the tracker's own).
 fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
     let next = thread::with(|state| {
-        if state.busy.get() {
+        if state.is_busy() {
             return Next::Internal;
         }
         if state.slot.get().is_null() {
@@ -78,9 +133,12 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
         COUNTERS.on_alloc(size as u64, config, Some(state));
         let sampled = match mode {
             Mode::Sampled { mean_bytes } => sampler::sample(state, size, mean_bytes),
-            _ => false,
+            _ => {
+                sampler::never_sample(state);
+                false
+            }
         };
-        if !sampled && state.measuring.get().is_null() {
+        if !sampled && !state.is_measuring() {
             Next::Done
         } else {
             Next::Record { sampled }
@@ -179,9 +237,16 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
 }
 
 /// Forgets a block the caller is about to free.
-#[inline]
+#[inline(always)]
 pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
     let address = address as usize;
+    if !count_free_fast(Some(address), size) {
+        on_free_slow(address, size, config);
+    }
+}
+
+#[inline(never)]
+fn on_free_slow(address: usize, size: usize, config: &Config) {
     if config.mode() == Mode::Full {
         if let Some(block) = live::remove(address) {
             forget(address, &block, config);
@@ -208,13 +273,12 @@ fn take_partial(address: usize) -> Option<LiveBlock> {
     Some(block)
 }
 
-/// Partial modes: a block that was counted but not recorded. The common
-/// free: counted in the thread's own slot, no flag set, no lock taken.
-#[inline]
+/// Partial modes: a block that was counted but not recorded, past the
+/// fast path.
 fn forget_unrecorded(address: usize, size: usize, config: &Config) {
     let measured = thread::with(|state| {
         COUNTERS.on_free(size as u64, config, Some(state));
-        !state.measuring.get().is_null() && !state.busy.get()
+        state.is_measuring() && !state.is_busy()
     });
     match measured {
         None => COUNTERS.on_free(size as u64, config, None),
@@ -256,6 +320,66 @@ fn forget(address: usize, block: &LiveBlock, config: &Config) {
     if let Some(state) = unsafe { thread::measuring().as_mut() } {
         state.on_free(address, block);
     }
+}
+
+/// True when the partial modes' fast path is open on this thread and the
+/// address filter says `address` has no record: a realloc then has nothing
+/// to take out before the inner allocator moves the block.
+#[inline(always)]
+pub(crate) fn is_unrecorded_on_fast_path(address: *mut u8) -> bool {
+    thread::with(|state| state.fast_path_open() && !filter::may_contain(address as usize))
+        .unwrap_or(false)
+}
+
+/// Counts a successful realloc of a block without a record (checked by
+/// [`is_unrecorded_on_fast_path`] just before): the old block freed, the
+/// new one allocated, in one visit to the thread's state when the drift
+/// and the sampler's countdown allow, else through the slow path.
+#[inline(always)]
+pub(crate) fn on_unrecorded_realloc(
+    old_address: *mut u8,
+    old_size: usize,
+    new_address: *mut u8,
+    new_size: usize,
+    config: &Config,
+) {
+    let counted = thread::with(|state| {
+        if !state.fast_path_open() {
+            return false;
+        }
+        // Sizes never exceed `isize::MAX`, so the difference fits, and the
+        // drift lies in (-PUBLISH_STEP, PUBLISH_STEP), so the bounds do.
+        let (old, new) = (old_size as i64, new_size as i64);
+        let delta = new - old;
+        let unpublished = state.unpublished.get();
+        let countdown = state.countdown.get();
+        if delta >= PUBLISH_STEP - unpublished
+            || delta <= -PUBLISH_STEP - unpublished
+            || new >= countdown
+        {
+            return false;
+        }
+        state.unpublished.set(unpublished + delta);
+        state.countdown.set(countdown - new);
+        thread_totals::count_free(Some(state), old as u64);
+        thread_totals::count_alloc(Some(state), new as u64);
+        true
+    })
+    .unwrap_or(false);
+    if !counted {
+        unrecorded_realloc_slow(old_address, old_size, new_address, new_size, config);
+    }
+}
+
+#[inline(never)]
+fn unrecorded_realloc_slow(
+    old_address: *mut u8,
+    old_size: usize,
+    new_address: *mut u8,
+    new_size: usize,
+    config: &Config,
+) {
+    finish_realloc(old_address, old_size, None, new_address, new_size, config);
 }
 
 /// Takes the record of a block about to be reallocated, leaving the
@@ -305,7 +429,11 @@ pub(crate) fn finish_realloc(
         Some(old) if old.site() != INTERNAL_SITE => forget(old_address, &old, config),
         Some(_) => {}
         None if full => {}
-        None => forget_unrecorded(old_address, old_size, config),
+        None => {
+            if !count_free_fast(None, old_size) {
+                forget_unrecorded(old_address, old_size, config);
+            }
+        }
     }
     on_alloc(new_address, new_size, config);
 }

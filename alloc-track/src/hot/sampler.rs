@@ -24,7 +24,7 @@ pub(crate) fn reseed(seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
     let _ = thread::with(|state| {
         state.rng.set(0);
-        state.countdown.set(i64::MIN);
+        state.countdown.set(0);
     });
 }
 
@@ -55,26 +55,37 @@ fn draw_interval(state: &ThreadState, mean: f64) -> i64 {
 }
 
 /// Counts `size` bytes against this thread's countdown; true if this
-/// allocation is a sample.
+/// allocation is a sample. The fast path has already let through every
+/// allocation smaller than the countdown; this is the slow path's check.
 #[inline]
 pub(crate) fn sample(state: &ThreadState, size: usize, mean_bytes: u64) -> bool {
     let left = state.countdown.get();
-    let after = left.wrapping_sub(size as i64);
-    if left != i64::MIN && after > 0 {
-        state.countdown.set(after);
+    // A layout's size never exceeds `isize::MAX`.
+    let size = size as i64;
+    if size < left {
+        state.countdown.set(left - size);
         return false;
     }
-    sampled(state, left == i64::MIN, size, mean_bytes)
+    sampled(state, size, mean_bytes)
 }
 
 #[cold]
-fn sampled(state: &ThreadState, first_use: bool, size: usize, mean_bytes: u64) -> bool {
+fn sampled(state: &ThreadState, size: i64, mean_bytes: u64) -> bool {
+    // An unseeded generator means the countdown never started (or a test
+    // reseeded it): the thread's first allocation only starts it.
+    let first_use = state.rng.get() == 0;
     state.countdown.set(draw_interval(state, mean_bytes as f64));
     if first_use {
-        // The thread's first allocation only starts the countdown.
-        return sample(state, size, mean_bytes);
+        return sample(state, size as usize, mean_bytes);
     }
     true
+}
+
+/// Count mode: nothing is sampled, so the countdown is set beyond reach
+/// and the fast path never stops for it.
+#[inline]
+pub(crate) fn never_sample(state: &ThreadState) {
+    state.countdown.set(i64::MAX);
 }
 
 /// Site figures count blocks in 1/1024ths: a sample stands for `1 / p`

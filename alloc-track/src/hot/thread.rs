@@ -17,21 +17,22 @@ use super::measuring::MeasureState;
 use super::thread_totals::Slot;
 
 pub(crate) struct ThreadState {
-    /// Set while this thread runs tracker code: allocations made then (by
-    /// the unwinder, by snapshots, by symbolization) are the tracker's own
-    /// and pass through untracked.
-    pub(crate) busy: Cell<bool>,
+    /// Why the partial modes' fast path is closed to this thread: a set of
+    /// the `BUSY`, `MEASURING` and `NOT_READY` bits, 0 when it is open.
+    /// One word, so that the fast path tests all three with one load.
+    blocked: Cell<u8>,
     /// The thread's measure state while a `measure` call is open, else
     /// null. Owned by the `measure` frames that created it.
-    pub(crate) measuring: Cell<*mut MeasureState>,
+    measuring: Cell<*mut MeasureState>,
     /// The scope the thread's allocations are tagged with (0: none).
     scope: Cell<u16>,
     /// The thread's totals slot (`thread_totals`): null until claimed.
     pub(crate) slot: Cell<*const Slot>,
     /// Partial modes: live bytes not yet added to the shared counter.
     pub(crate) unpublished: Cell<i64>,
-    /// Sampled mode: bytes left before the next sample; `i64::MIN` until
-    /// the first allocation starts the countdown.
+    /// Bytes the thread may still allocate on the fast path before the
+    /// sampler must look: in sampled mode the bytes left before the next
+    /// sample, in count mode `i64::MAX`; 0 until the slow path first sets it.
     pub(crate) countdown: Cell<i64>,
     /// Sampled mode: the thread's random state; 0 until seeded.
     pub(crate) rng: Cell<u64>,
@@ -40,15 +41,59 @@ pub(crate) struct ThreadState {
 thread_local! {
     static THREAD: ThreadState = const {
         ThreadState {
-            busy: Cell::new(false),
+            blocked: Cell::new(NOT_READY),
             measuring: Cell::new(ptr::null_mut()),
             scope: Cell::new(0),
             slot: Cell::new(ptr::null()),
             unpublished: Cell::new(0),
-            countdown: Cell::new(i64::MIN),
+            countdown: Cell::new(0),
             rng: Cell::new(0),
         }
     };
+}
+
+/// Set while this thread runs tracker code: allocations made then (by the
+/// unwinder, by snapshots, by symbolization) are the tracker's own and pass
+/// through untracked.
+const BUSY: u8 = 1;
+/// Set while a `measure` call is open on this thread: its allocations and
+/// frees are also added to the measure's books.
+const MEASURING: u8 = 2;
+/// Set until the thread has a totals slot of its own in a partial mode,
+/// and for good in full mode, after the thread's exit fold, or when every
+/// slot was taken.
+const NOT_READY: u8 = 4;
+
+impl ThreadState {
+    /// True when the partial modes' fast path may count this thread's
+    /// allocations and frees in its slot: not busy, not measuring, ready.
+    #[inline(always)]
+    pub(crate) fn fast_path_open(&self) -> bool {
+        self.blocked.get() == 0
+    }
+
+    /// True while the thread runs tracker code.
+    #[inline]
+    pub(crate) fn is_busy(&self) -> bool {
+        self.blocked.get() & BUSY != 0
+    }
+
+    /// True while a `measure` call is open on the thread.
+    #[inline]
+    pub(crate) fn is_measuring(&self) -> bool {
+        self.blocked.get() & MEASURING != 0
+    }
+
+    /// Opens (`true`) or closes the fast path's `NOT_READY` gate: only
+    /// `thread_totals`, which owns the slot, calls it.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        let blocked = self.blocked.get();
+        self.blocked.set(if ready {
+            blocked & !NOT_READY
+        } else {
+            blocked | NOT_READY
+        });
+    }
 }
 
 /// Runs `f` on this thread's state; `None` if it cannot be reached.
@@ -85,7 +130,11 @@ impl Busy {
     /// Marks the thread busy, or says why not.
     #[inline]
     pub(crate) fn try_enter() -> Result<Busy, Refused> {
-        match THREAD.try_with(|thread| thread.busy.replace(true)) {
+        match THREAD.try_with(|thread| {
+            let blocked = thread.blocked.get();
+            thread.blocked.set(blocked | BUSY);
+            blocked & BUSY != 0
+        }) {
             Ok(false) => Ok(Busy {
                 _thread_bound: PhantomData,
             }),
@@ -98,7 +147,7 @@ impl Busy {
 impl Drop for Busy {
     #[inline]
     fn drop(&mut self) {
-        let _ = THREAD.try_with(|thread| thread.busy.set(false));
+        let _ = THREAD.try_with(|thread| thread.blocked.set(thread.blocked.get() & !BUSY));
     }
 }
 
@@ -118,7 +167,15 @@ pub(crate) fn measuring() -> *mut MeasureState {
 }
 
 pub(crate) fn set_measuring(state: *mut MeasureState) {
-    let _ = THREAD.try_with(|thread| thread.measuring.set(state));
+    let _ = THREAD.try_with(|thread| {
+        thread.measuring.set(state);
+        let blocked = thread.blocked.get();
+        thread.blocked.set(if state.is_null() {
+            blocked & !MEASURING
+        } else {
+            blocked | MEASURING
+        });
+    });
 }
 
 /// The scope this thread's allocations are tagged with now (0: none).

@@ -18,6 +18,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::config::{settled_mode, Mode};
 use super::counters::COUNTERS;
 use super::spin::{CachePadded, SpinLock};
 use super::thread::{self, Busy, ThreadState};
@@ -90,6 +91,8 @@ impl Drop for ExitFold {
             if unpublished != 0 {
                 COUNTERS.publish_live(unpublished);
             }
+            // Closed first: the fast path counts only into a claimed slot.
+            state.set_ready(false);
             let slot = state.slot.replace(NO_SLOT);
             if slot.is_null() || slot == NO_SLOT {
                 return;
@@ -132,6 +135,11 @@ pub(crate) fn claim(state: &ThreadState, _busy: &Busy) {
     state
         .slot
         .set(free.map_or(NO_SLOT, |slot| &slot.0 as *const Slot));
+    // The partial modes' fast path opens once the thread has a slot of its
+    // own; full mode records every block on the slow path and keeps it shut.
+    let mode = settled_mode();
+    let partial = matches!(mode, Some(Mode::Count | Mode::Sampled { .. }));
+    state.set_ready(partial && free.is_some());
 }
 
 /// The thread's claimed slot, if it has one.

@@ -18,6 +18,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::capture;
 use super::config::{settled_mode, Mode};
 use super::counters::COUNTERS;
 use super::spin::{CachePadded, SpinLock};
@@ -140,6 +141,9 @@ pub(crate) fn claim(state: &ThreadState, _busy: &Busy) {
     let mode = settled_mode();
     let partial = matches!(mode, Some(Mode::Count | Mode::Sampled { .. }));
     state.set_ready(partial && free.is_some());
+    if mode != Some(Mode::Count) {
+        capture::prepare_thread();
+    }
 }
 
 /// The thread's claimed slot, if it has one.

@@ -78,6 +78,23 @@ pub(crate) fn capture() -> CapturedStack {
     unwind()
 }
 
+/// Does, at a thread's first allocation, the one-time work a capture may
+/// need: looking up the thread's stack bounds (glibc allocates and frees a
+/// small buffer for it) and, in the process's first thread, checking the
+/// frame-pointer walk against the unwinder (whose first use may allocate).
+/// Done here, where the thread's start-up allocates anyway, rather than at
+/// a sampled mode's first sample, where a stray allocation and free in the
+/// middle of the program's work can change how the inner allocator lays out
+/// the program's heap for the rest of the run. The caller is busy.
+pub(crate) fn prepare_thread() {
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    frame_pointers::prepare_thread();
+}
+
 /// Captures the current stack with the platform unwinder.
 #[inline(never)]
 pub(crate) fn unwind() -> CapturedStack {

@@ -3,6 +3,13 @@
 //! thread's totals slot, its unpublished live bytes, its sampler), all in
 //! one thread-local so that path reads it once.
 //!
+//! The partial modes' fast path (`record.rs`) tests one byte, `blocked`,
+//! for everything that would send it to the slow path: the thread is
+//! inside the tracker, inside a `measure`, or not ready (no totals slot of
+//! its own yet, or full mode, which always takes the slow path). It never
+//! loads the mode: count mode keeps the sampler's countdown out of reach,
+//! so both partial modes run the same few instructions.
+//!
 //! The thread-local is const-initialised and has no destructor, so reading
 //! it never allocates, never registers anything, and keeps working while
 //! the thread's other thread-locals are being torn down (the pattern

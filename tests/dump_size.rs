@@ -13,7 +13,9 @@ use alloc_track::{snapshot, Tracker};
 #[global_allocator]
 static GLOBAL: Tracker<System> = Tracker::new(System);
 
-/// Allocates `count` boxes from one call site.
+/// Allocates `count` boxes from one call site: one allocation each, which
+/// is the point (hence a vector of boxes).
+#[allow(clippy::vec_box)]
 #[inline(never)]
 fn boxes(count: u64) -> Vec<Box<u64>> {
     (0..count).map(|i| black_box(Box::new(i))).collect()

@@ -1,10 +1,13 @@
-//! Both stack walkers give the same stacks. Run in a build with frame
+//! Every stack walker gives the same stacks. Run in a build with frame
 //! pointers (`RUSTFLAGS="-C force-frame-pointers=yes"`, as CI's second
-//! pass does), the default walker is the frame-pointer walk; the same test
-//! binary run with `ALLOC_TRACK_UNWIND=unwinder` uses the unwinder. The
-//! resolved, trimmed frames of one allocation site must be identical.
-//! `ALLOC_TRACK_EXPECT_WALKER=FramePointers` makes the test also insist
-//! that the default walker is the frame-pointer walk.
+//! pass does), the default walker is the frame-pointer walk; without them,
+//! on Linux x86_64 with glibc, the cached CFI walker. The same test binary
+//! run with `ALLOC_TRACK_UNWIND=unwinder` uses the unwinder, and with
+//! `ALLOC_TRACK_UNWIND=cfi` the CFI walker in any build. The resolved,
+//! trimmed frames of one allocation site, on the main thread and on a
+//! spawned one, must be identical. `ALLOC_TRACK_EXPECT_WALKER=FramePointers`
+//! makes the test also insist that the default walker is the frame-pointer
+//! walk.
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -46,10 +49,16 @@ fn frames_of_the_site() -> Vec<String> {
 #[test]
 fn the_frame_pointer_walk_and_the_unwinder_agree() {
     if std::env::var_os("STACK_WALKERS_CHILD").is_some() {
-        println!("walker={:?}", alloc_track::stack_walker());
         for frame in frames_of_the_site() {
             println!("frame={frame}");
         }
+        // A spawned thread's stack ends elsewhere (glibc's `clone3`), and
+        // the walkers must find that end too.
+        for frame in std::thread::spawn(frames_of_the_site).join().unwrap() {
+            println!("thread_frame={frame}");
+        }
+        // Settled by the captures above.
+        println!("walker={:?}", alloc_track::stack_walker());
         return;
     }
     let run = |unwind: Option<&str>| {
@@ -81,16 +90,48 @@ fn the_frame_pointer_walk_and_the_unwinder_agree() {
             .unwrap()
             .1
             .to_string();
-        let frames: Vec<String> = stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("frame="))
-            .map(String::from)
-            .collect();
-        (walker, frames)
+        let frames = |prefix: &str| -> Vec<String> {
+            stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .map(String::from)
+                .collect()
+        };
+        (walker, frames("frame="), frames("thread_frame="))
     };
-    let (default_walker, default_frames) = run(None);
-    let (unwinder, unwound_frames) = run(Some("unwinder"));
+    let (default_walker, default_frames, default_thread) = run(None);
+    let (unwinder, unwound_frames, unwound_thread) = run(Some("unwinder"));
     assert_eq!(unwinder, format!("{:?}", Walker::Unwinder));
+    assert_eq!(
+        default_thread, unwound_thread,
+        "on a spawned thread, the {default_walker} walk and the unwinder disagree"
+    );
+    // The CFI walker, forced even in a build with frame pointers, where it
+    // would otherwise never run.
+    if cfg!(all(
+        target_os = "linux",
+        target_env = "gnu",
+        target_arch = "x86_64"
+    )) {
+        let (cfi, cfi_frames, cfi_thread) = run(Some("cfi"));
+        assert_eq!(
+            cfi,
+            format!("{:?}", Walker::Cfi),
+            "the CFI walker was not used"
+        );
+        assert_eq!(
+            cfi_frames, unwound_frames,
+            "the CFI walk and the unwinder disagree"
+        );
+        assert_eq!(
+            cfi_thread, unwound_thread,
+            "on a spawned thread, the CFI walk and the unwinder disagree"
+        );
+        // Without frame pointers, the CFI walker is the default.
+        if default_walker != format!("{:?}", Walker::FramePointers) {
+            assert_eq!(default_walker, format!("{:?}", Walker::Cfi));
+        }
+    }
     // CI's frame-pointer pass says which walker it expects, so that a walk
     // silently distrusted (and replaced by the unwinder) fails the test.
     if let Ok(expected) = std::env::var("ALLOC_TRACK_EXPECT_WALKER") {
@@ -98,7 +139,7 @@ fn the_frame_pointer_walk_and_the_unwinder_agree() {
     }
     // Whichever walker the build got, the stack starts in the allocating
     // code and passes through its callers.
-    for frames in [&default_frames, &unwound_frames] {
+    for frames in [&default_frames, &unwound_frames, &default_thread] {
         let leaf = frames
             .iter()
             .position(|f| f.contains("leaf_allocation"))

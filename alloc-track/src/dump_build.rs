@@ -112,6 +112,7 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
         stack_walker: crate::hot::capture::walker_if_settled().map(|walker| {
             match walker {
                 crate::Walker::FramePointers => "frame-pointers",
+                crate::Walker::Cfi => "cfi",
                 crate::Walker::Unwinder => "unwinder",
             }
             .to_string()

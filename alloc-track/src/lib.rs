@@ -171,7 +171,9 @@ pub fn seed_sampler(seed: u64) {
 
 /// How stacks are being captured: [`Walker::FramePointers`] when the binary
 /// keeps frame pointers (build with `-C force-frame-pointers=yes`) and the
-/// start-up check against the unwinder passed, else [`Walker::Unwinder`].
+/// start-up check against the unwinder passed; else, on Linux x86_64 with
+/// glibc, [`Walker::Cfi`] when the cached DWARF CFI walker's check passed;
+/// else [`Walker::Unwinder`].
 /// Settled at the first captured stack.
 pub fn stack_walker() -> Walker {
     is_installed();

@@ -48,8 +48,10 @@ pub struct Dump {
     /// In `"sampled"` mode, the mean number of bytes between samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_mean_bytes: Option<u64>,
-    /// How stacks were captured: `"frame-pointers"` (the fast walk) or
-    /// `"unwinder"` (the platform unwinder, far slower per allocation).
+    /// How stacks were captured: `"frame-pointers"` (the fast walk),
+    /// `"cfi"` (the cached DWARF CFI unwinder, the fast walker without frame
+    /// pointers) or `"unwinder"` (the platform unwinder, far slower per
+    /// allocation).
     /// Absent when no stack was captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_walker: Option<String>,

@@ -106,6 +106,8 @@ impl Drop for ExitFold {
             }
             slot.claimed.store(false, Ordering::Release);
         });
+        // What `claim` prepared for capturing stacks goes with the thread.
+        capture::release_thread();
     }
 }
 

@@ -1,44 +1,22 @@
 //! The frame-pointer walk, with the checks that make it safe on any
 //! binary: reads stay inside the thread's stack, frames must move up the
 //! stack, depth is capped, and the walk is compared with the unwinder at
-//! the first capture and then every [`VERIFY_EVERY`]th capture of each
-//! thread. One disagreement turns it off for the rest of the process: a
-//! binary (or a crate in it) built without frame pointers gets the
-//! unwinder's slower, complete stacks instead of short wrong ones.
+//! the first capture and then periodically (`trust.rs`). One disagreement
+//! turns it off for the rest of the process: a binary (or a crate in it)
+//! built without frame pointers gets the other walkers' stacks instead of
+//! short wrong ones.
 //!
 //! Linux with glibc on x86_64 and aarch64, where a frame is laid out as
 //! `[fp] = caller's fp` and `[fp + 8] = return address` (aarch64's frame
 //! record `x29, x30` has the same shape).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
 
+use super::trust::{self, Gate, Trust};
 use super::{unwind, CapturedStack};
 
-/// How often each thread re-checks the walk against the unwinder. An
-/// unwind costs about as much as 100 walks, so this keeps the check's cost
-/// near 1% while catching a crate without frame pointers soon after its
-/// code first allocates.
-const VERIFY_EVERY: u32 = 8192;
-
-const UNCHECKED: u8 = 0;
-const CHECKING: u8 = 1;
-const TRUSTED: u8 = 2;
-const DISTRUSTED: u8 = 3;
-
 /// Whether the walk may be used: checked at the process's first capture.
-static STATE: AtomicU8 = AtomicU8::new(UNCHECKED);
-
-/// The walk can be disabled from outside for comparisons and debugging:
-/// `ALLOC_TRACK_UNWIND=unwinder`.
-fn disabled_by_environment() -> bool {
-    // SAFETY: a NUL-terminated name; `getenv` returns null or a pointer
-    // to a NUL-terminated value, valid while the environment is unchanged.
-    unsafe {
-        let value = libc::getenv(c"ALLOC_TRACK_UNWIND".as_ptr());
-        !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"unwinder"
-    }
-}
+static TRUST: Trust = Trust::new();
 
 struct ThreadStack {
     /// One past the highest address of this thread's stack; 0 until
@@ -50,7 +28,7 @@ struct ThreadStack {
 
 thread_local! {
     static THREAD_STACK: ThreadStack = const {
-        ThreadStack { top: Cell::new(0), until_check: Cell::new(VERIFY_EVERY) }
+        ThreadStack { top: Cell::new(0), until_check: trust::countdown() }
     };
 }
 
@@ -63,7 +41,7 @@ extern "C" {
 /// The top of the calling thread's stack, or a bound below it with
 /// everything between the current frame and it mapped. Looked up once per
 /// thread, without I/O and without allocating (see `find_stack_top`).
-fn stack_top() -> Option<usize> {
+pub(super) fn stack_top() -> Option<usize> {
     let top = THREAD_STACK
         .try_with(|stack| {
             if stack.top.get() == 0 {
@@ -208,25 +186,19 @@ fn walk() -> Option<CapturedStack> {
 }
 
 /// Captures with frame pointers if they are trusted; `None` means "use
-/// the unwinder".
+/// another walker".
 #[inline(always)]
 pub(super) fn capture() -> Option<CapturedStack> {
-    match STATE.load(Ordering::Relaxed) {
-        TRUSTED => {}
-        UNCHECKED => return first_check(),
-        _ => return None,
+    match TRUST.gate() {
+        Gate::Walk => {}
+        Gate::FirstCheck => return first_check(),
+        Gate::Skip => return None,
     }
     let due = THREAD_STACK
-        .try_with(|stack| {
-            let left = stack.until_check.get().saturating_sub(1);
-            stack
-                .until_check
-                .set(if left == 0 { VERIFY_EVERY } else { left });
-            left == 0
-        })
+        .try_with(|stack| trust::check_due(&stack.until_check))
         .unwrap_or(false);
     if due {
-        return verify();
+        return TRUST.verify(compare);
     }
     walk()
 }
@@ -234,49 +206,25 @@ pub(super) fn capture() -> Option<CapturedStack> {
 /// See [`super::prepare_thread`].
 pub(super) fn prepare_thread() {
     let _ = stack_top();
-    if STATE.load(Ordering::Relaxed) == UNCHECKED {
+    if matches!(TRUST.gate(), Gate::FirstCheck) {
         let _ = first_check();
     }
 }
 
-/// The process's first capture decides whether the walk is trusted.
+/// The process's first capture decides whether the walk is trusted; either
+/// `ALLOC_TRACK_UNWIND` setting turns it off.
 #[cold]
-#[inline(never)]
 fn first_check() -> Option<CapturedStack> {
-    if STATE
-        .compare_exchange(UNCHECKED, CHECKING, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
-        // Another thread is checking: use the unwinder meanwhile.
-        return None;
-    }
-    if disabled_by_environment() {
-        STATE.store(DISTRUSTED, Ordering::Release);
-        return None;
-    }
-    let (agrees, stack) = compare();
-    STATE.store(if agrees { TRUSTED } else { DISTRUSTED }, Ordering::Release);
-    Some(stack)
-}
-
-/// A periodic check: on disagreement the walk is off for good.
-#[cold]
-#[inline(never)]
-fn verify() -> Option<CapturedStack> {
-    let (agrees, stack) = compare();
-    if !agrees {
-        STATE.store(DISTRUSTED, Ordering::Release);
-    }
-    Some(stack)
+    TRUST.first_check(trust::forced().is_some(), compare)
 }
 
 /// Walks both ways from the same frame; returns whether they agree and
 /// the unwinder's stack (the one known to be right).
 #[inline(always)]
-fn compare() -> (bool, CapturedStack) {
+fn compare() -> (Option<bool>, CapturedStack) {
     let walked = walk();
     let unwound = unwind();
-    let agrees = walked.is_some_and(|walked| agree(walked.frames(), unwound.frames()));
+    let agrees = walked.map(|walked| agree(walked.frames(), unwound.frames()));
     (agrees, unwound)
 }
 
@@ -297,12 +245,17 @@ fn agree(walked: &[usize], unwound: &[usize]) -> bool {
 
 /// True once the first capture has decided for or against the walk.
 pub(super) fn settled() -> bool {
-    matches!(STATE.load(Ordering::Relaxed), TRUSTED | DISTRUSTED)
+    TRUST.settled()
 }
 
 /// True once the start-up check passed and no check has failed since.
 pub(super) fn trusted() -> bool {
-    STATE.load(Ordering::Relaxed) == TRUSTED
+    TRUST.trusted()
+}
+
+/// True once the walk is off for good: the other walkers' turn.
+pub(super) fn distrusted() -> bool {
+    TRUST.distrusted()
 }
 
 #[cfg(test)]

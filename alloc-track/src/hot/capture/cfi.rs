@@ -1,0 +1,436 @@
+//! The CFI walker: the binary's DWARF unwind tables (`.eh_frame`, the same
+//! ones the platform unwinder reads), interpreted by `framehop` with a
+//! per-thread cache of unwind rules. With the rules cached, a frame costs
+//! about 200 instructions (5,000 for the benchmark's 25-frame stacks);
+//! libgcc's `_Unwind_Backtrace` re-finds and re-interprets every frame's
+//! rules on every call, about 40,000 instructions per stack. This is the
+//! fast walker for binaries built without frame pointers, the default.
+//!
+//! Linux with glibc on x86_64 only. Three pieces:
+//!
+//! - **The module list**, one per process: every loaded object's code range
+//!   and unwind tables, found with `dl_iterate_phdr` and copied into the
+//!   tracker's own mappings (so that a library unloaded later leaves stale
+//!   but readable bytes, never a dangling pointer). Built once, at the first
+//!   check, and published through an `AtomicPtr`: readers take no lock. A
+//!   return address in no known module (a library loaded later) makes the
+//!   capture fall back to the unwinder and, at most once per
+//!   [`RECHECK_EVERY`] such misses, rebuilds the list if the loader's count
+//!   of loaded objects moved. A replaced list is leaked, never freed: a
+//!   capture on another thread may still be reading it, and nothing tells
+//!   when it stops (a few hundred bytes per object plus the tables of the
+//!   objects that changed, once per `dlopen` observed). After a `dlclose`,
+//!   the unloaded library's copied tables stay in the list until a rebuild;
+//!   code mapped at its old addresses meanwhile would be walked with stale
+//!   rules: wrong frames at worst, never a crash (every stack read is
+//!   bounds-checked), and the periodic check turns the walker off.
+//! - **Rule caches per thread** (`framehop`'s `CacheX86_64`, see [`Cache`]),
+//!   created at the thread's first allocation and freed at its exit. A
+//!   thread without them uses the unwinder.
+//! - **The walk**: registers read where the capture starts, every stack
+//!   read bounds-checked against the thread's stack, and any error from
+//!   `framehop` ends the walk and hands the capture to the unwinder. It is
+//!   compared with the unwinder at the first capture and periodically
+//!   (`trust.rs`); the stacks must be identical.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
+
+use super::frame_pointers::stack_top;
+use super::trust::{self, Forced, Gate, Trust};
+use super::{unwind, CapturedStack};
+use crate::hot::config::{settled_mode, Mode};
+
+/// Never allocates while unwinding: its DWARF evaluation works in
+/// fixed-size storage inside the cache (a rule table that needs more fails,
+/// and the capture goes to the unwinder).
+type Policy = MustNotAllocateDuringUnwind;
+type Tables = UnwinderX86_64<&'static [u8], Policy>;
+
+/// A thread's rule caches. framehop's cache is direct-mapped (509 entries,
+/// indexed by the address modulo 509), so two hot return addresses that
+/// collide evict each other on every capture, and a miss re-reads the DWARF
+/// rules (thousands of instructions). On the churn benchmark two of its 25
+/// frames collided, two thirds of the walk's cost. Several caches, chosen
+/// by the next digits of the address in base 509, act as one direct-mapped
+/// cache of `509 * ways` entries. Each costs 33 KiB (mostly the fixed
+/// storage for DWARF evaluation), so full mode, which walks every
+/// allocation, gets four per thread and the sampled mode, which walks a few,
+/// one.
+struct Cache(Box<[CacheX86_64<Policy>]>);
+
+impl Cache {
+    const FULL_WAYS: usize = 4;
+
+    /// `ways` caches; a power of two.
+    fn new(ways: usize) -> Self {
+        Cache((0..ways).map(|_| CacheX86_64::new_in()).collect())
+    }
+
+    #[inline]
+    fn for_address(&mut self, address: u64) -> Option<&mut CacheX86_64<Policy>> {
+        let way = (address / 509) as usize & self.0.len().wrapping_sub(1);
+        self.0.get_mut(way)
+    }
+}
+
+static TRUST: Trust = Trust::new();
+
+/// The current module list; null until built. Lists are leaked, never
+/// freed (see the module docs).
+static MODULES: AtomicPtr<Modules> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Held (set) by the one thread building a list.
+static BUILDING: AtomicBool = AtomicBool::new(false);
+
+/// Return addresses found in no module, counted to rate-limit rebuilds.
+static MISSES: AtomicU32 = AtomicU32::new(0);
+
+/// A rebuild is considered at the first miss and then once per this many:
+/// code outside every module (JIT code) must not make each capture ask the
+/// loader.
+const RECHECK_EVERY: u32 = 1024;
+
+struct ThreadCfi {
+    /// This thread's rule cache, or null. Only this thread uses it, while
+    /// busy, so a capture has it to itself.
+    cache: Cell<*mut Cache>,
+    until_check: Cell<u32>,
+}
+
+// Const-initialised and without a destructor: reachable until the thread's
+// very end. The cache is freed by the thread-totals exit destructor.
+thread_local! {
+    static THREAD_CFI: ThreadCfi = const {
+        ThreadCfi { cache: Cell::new(std::ptr::null_mut()), until_check: trust::countdown() }
+    };
+}
+
+/// One process's loaded objects, as the walker needs them.
+struct Modules {
+    tables: Tables,
+    /// Code ranges, sorted by start: an address outside them all belongs to
+    /// a module the list does not know.
+    code: Vec<Range<u64>>,
+    /// The copies of each object's unwind tables, reused by a rebuild.
+    copies: Vec<Copied>,
+    /// The loader's counts of objects added and removed when this list was
+    /// built: unchanged counts mean a rebuild would find nothing new.
+    loads: (u64, u64),
+}
+
+impl Modules {
+    fn knows(&self, address: u64) -> bool {
+        let after = self.code.partition_point(|range| range.start <= address);
+        self.code
+            .get(after.wrapping_sub(1))
+            .is_some_and(|range| range.contains(&address))
+    }
+}
+
+/// One object's unwind tables, copied into the tracker's own mappings.
+#[derive(Clone, Copy)]
+struct Copied {
+    hdr_address: u64,
+    hdr: &'static [u8],
+    eh_frame_address: u64,
+    eh_frame: &'static [u8],
+}
+
+/// Where a capture starts: the capturing function's own registers.
+#[derive(Clone, Copy)]
+struct Registers {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+}
+
+/// Reads the registers of the function this is inlined into. The unwind
+/// tables describe, at `ip`, how to find the caller from this `sp` and
+/// `bp`; `ip` is the instruction right after the `lea`, in the same
+/// function, with the stack pointer unchanged.
+#[inline(always)]
+fn registers() -> Registers {
+    let (ip, sp, bp): (u64, u64, u64);
+    // SAFETY: reads three registers into variables; no memory is touched
+    // and the stack pointer does not move.
+    unsafe {
+        std::arch::asm!(
+            "lea {ip}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            ip = out(reg) ip,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    Registers { ip, sp, bp }
+}
+
+/// Captures with the CFI walker if it is trusted and this thread has a
+/// cache; `None` means "use the unwinder". Inlined into `capture`, so that
+/// the walk starts from the capturing function's frame, as the
+/// frame-pointer walk does.
+#[inline(always)]
+pub(super) fn capture() -> Option<CapturedStack> {
+    let cache = THREAD_CFI.try_with(|thread| thread.cache.get()).ok()?;
+    if cache.is_null() {
+        return None;
+    }
+    match TRUST.gate() {
+        Gate::Walk => {}
+        Gate::FirstCheck => return first_check(),
+        Gate::Skip => return None,
+    }
+    let due = THREAD_CFI
+        .try_with(|thread| trust::check_due(&thread.until_check))
+        .unwrap_or(false);
+    if due {
+        return TRUST.verify(compare);
+    }
+    walk(registers(), cache)
+}
+
+/// Does this thread's one-time work: its rule cache (allocated here, where
+/// the thread's start-up allocates anyway; the caller is busy, so it passes
+/// untracked) and, if `check` and nobody has yet, the first check, which
+/// builds the module list. Skipped once the walker is distrusted.
+pub(super) fn prepare_thread(check: bool) {
+    if TRUST.distrusted() {
+        return;
+    }
+    let missing = THREAD_CFI
+        .try_with(|thread| thread.cache.get().is_null())
+        .unwrap_or(false);
+    if missing {
+        let ways = match settled_mode() {
+            Some(Mode::Full) => Cache::FULL_WAYS,
+            _ => 1,
+        };
+        let cache = Box::into_raw(Box::new(Cache::new(ways)));
+        let _ = THREAD_CFI.try_with(|thread| thread.cache.set(cache));
+    }
+    if check && matches!(TRUST.gate(), Gate::FirstCheck) {
+        let _ = first_check();
+    }
+}
+
+/// Frees this thread's rule cache, at its exit. Captures after this (the
+/// thread's last thread-local destructors) find none and use the unwinder.
+pub(super) fn release_thread() {
+    let cache = THREAD_CFI
+        .try_with(|thread| thread.cache.replace(std::ptr::null_mut()))
+        .unwrap_or(std::ptr::null_mut());
+    if !cache.is_null() {
+        // SAFETY: the pointer came from `Box::into_raw` in
+        // `prepare_thread`; the thread-local no longer holds it, so no
+        // later capture on this thread can reach it, and no other thread
+        // ever sees it.
+        drop(unsafe { Box::from_raw(cache) });
+    }
+}
+
+/// The first check; `ALLOC_TRACK_UNWIND=unwinder` turns the walker off.
+#[cold]
+fn first_check() -> Option<CapturedStack> {
+    TRUST.first_check(trust::forced() == Some(Forced::Unwinder), compare)
+}
+
+/// Walks and unwinds from the same frame; returns whether they agree
+/// (`None` if the walk declined) and the unwinder's stack.
+#[inline(always)]
+fn compare() -> (Option<bool>, CapturedStack) {
+    let cache = THREAD_CFI
+        .try_with(|thread| thread.cache.get())
+        .unwrap_or(std::ptr::null_mut());
+    first_modules();
+    let walked = if cache.is_null() {
+        None
+    } else {
+        walk(registers(), cache)
+    };
+    let unwound = unwind();
+    let agrees = walked.map(|walked| agree(&walked, &unwound));
+    (agrees, unwound)
+}
+
+/// The walk agrees with the unwinder when its stack is exactly the tail of
+/// the unwinder's (which starts deeper, inside the unwinder and this
+/// module): the same return addresses in the same order, ending at the same
+/// root, or running on past the unwinder's last frame when the unwinder's
+/// stack filled up first. At least three frames must be compared.
+fn agree(walked: &CapturedStack, unwound: &CapturedStack) -> bool {
+    let walked_frames = walked.frames();
+    let Some(&first) = walked_frames.first() else {
+        return false;
+    };
+    let Some(start) = unwound.frames().iter().position(|&ip| ip == first) else {
+        return false;
+    };
+    let tail = &unwound.frames()[start..];
+    let same_length = if unwound.truncated {
+        walked_frames.len() >= tail.len()
+    } else {
+        walked_frames.len() == tail.len() && !walked.truncated
+    };
+    tail.len() >= 3 && same_length && walked_frames[..tail.len()] == *tail
+}
+
+/// Walks the stack from `start` with this thread's cache. `None` when the
+/// walk cannot be completed: the capture then uses the unwinder.
+#[inline(never)]
+fn walk(start: Registers, cache: *mut Cache) -> Option<CapturedStack> {
+    let top = stack_top()? as u64;
+    // SAFETY: a non-null list is leaked, never freed.
+    let modules = unsafe { MODULES.load(Ordering::Acquire).as_ref() }?;
+    // SAFETY: the cache is this thread's own (`prepare_thread`), freed only
+    // by `release_thread` on this thread after the thread-local lets go of
+    // it; the caller is busy, so no other capture on this thread runs until
+    // this one returns.
+    let cache = unsafe { cache.as_mut() }?;
+    let low = start.sp;
+    // Everything from the capturing frame up to the stack's top is this
+    // thread's mapped stack; anything else ends the walk.
+    let mut read_stack = |address: u64| -> Result<u64, ()> {
+        if address < low || address > top.saturating_sub(8) {
+            return Err(());
+        }
+        // SAFETY: `address .. address + 8` lies within `[low, top)`, the
+        // mapped part of this thread's stack above the capturing frame.
+        Ok(unsafe { (address as *const u64).read_unaligned() })
+    };
+    let mut registers = UnwindRegsX86_64::new(start.ip, start.sp, start.bp);
+    // The first frame is `start.ip` itself, inside the capturing function:
+    // like the frame-pointer walk, the stack starts at its return address.
+    let mut frame = FrameAddress::from_instruction_pointer(start.ip);
+    let mut stack = CapturedStack::new();
+    loop {
+        let cache = cache.for_address(frame.address_for_lookup())?;
+        let return_address =
+            match modules
+                .tables
+                .unwind_frame(frame, &mut registers, cache, &mut read_stack)
+            {
+                Ok(Some(address)) => address,
+                // The root: a frame whose tables say it has no caller.
+                Ok(None) => return Some(stack),
+                Err(_) => return None,
+            };
+        frame = FrameAddress::from_return_address(return_address)?;
+        // framehop would unwind an address in no module by guessing with
+        // frame pointers; the unwinder, which knows every loaded object,
+        // does better.
+        if !modules.knows(frame.address_for_lookup()) {
+            unknown_code(modules);
+            return None;
+        }
+        if !stack.push(return_address as usize) {
+            return Some(stack);
+        }
+    }
+}
+
+/// A return address in no known module: perhaps a library loaded since the
+/// list was built.
+#[cold]
+#[inline(never)]
+fn unknown_code(seen: &'static Modules) {
+    if MISSES.fetch_add(1, Ordering::Relaxed) % RECHECK_EVERY != 0 {
+        return;
+    }
+    if loader_counts() != Some(seen.loads) {
+        rebuild_modules();
+    }
+}
+
+/// Builds the first module list, if there is none yet. Not gated like a
+/// rebuild: a check must not find the list missing because another thread
+/// is building one. Of two lists built at once, the second is dropped
+/// unseen (its copied tables stay mapped).
+#[cold]
+#[inline(never)]
+fn first_modules() {
+    if !MODULES.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    let Some(fresh) = build_modules(None) else {
+        return;
+    };
+    let fresh = Box::into_raw(Box::new(fresh));
+    if MODULES
+        .compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // SAFETY: `fresh` came from `Box::into_raw` above and was never
+        // published, so nothing else can hold it.
+        drop(unsafe { Box::from_raw(fresh) });
+    }
+}
+
+/// Builds a fresh module list and publishes it, unless another thread is
+/// building one. Cold: runs the loader's iteration (which takes its lock,
+/// as the unwinder's every call does) and allocates, untracked (the caller
+/// is busy).
+#[cold]
+#[inline(never)]
+fn rebuild_modules() {
+    if BUILDING.swap(true, Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: a non-null list is leaked, never freed.
+    let old = unsafe { MODULES.load(Ordering::Acquire).as_ref() };
+    if let Some(fresh) = build_modules(old) {
+        // Release: a reader that sees the pointer sees the list it points
+        // to. The old list stays allocated (leaked) for readers still on it.
+        MODULES.store(Box::into_raw(Box::new(fresh)), Ordering::Release);
+    }
+    BUILDING.store(false, Ordering::Release);
+}
+
+/// The loader's counts of objects added and removed so far.
+fn loader_counts() -> Option<(u64, u64)> {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid entry; `data` is the
+        // `Option<(u64, u64)>` below, borrowed for the call.
+        unsafe {
+            let info = &*info;
+            *data.cast::<Option<(u64, u64)>>() = Some((info.dlpi_adds, info.dlpi_subs));
+        }
+        1 // the first object is enough
+    }
+    let mut counts: Option<(u64, u64)> = None;
+    // SAFETY: the callback matches `dl_iterate_phdr`'s contract and writes
+    // only through `data`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(first), std::ptr::addr_of_mut!(counts).cast()) };
+    counts
+}
+
+/// True once the first check has decided for or against the walker.
+pub(super) fn settled() -> bool {
+    TRUST.settled()
+}
+
+/// True once the first check passed and no check has failed since.
+pub(super) fn trusted() -> bool {
+    TRUST.trusted()
+}
+
+mod build;
+use build::build_modules;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use super::build::eh_frame_address;
+use super::*;
+
+#[test]
+fn eh_frame_ptr_decodes_in_each_encoding() {
+    let hdr = |encoding: u8, field: &[u8]| [&[1, encoding, 0x03, 0x3b][..], field].concat();
+    // pcrel | sdata4, the usual one: relative to the field (hdr + 4).
+    let back = (-0x100i32).to_le_bytes();
+    assert_eq!(
+        eh_frame_address(&hdr(0x1b, &back), 0x1000),
+        Some(0x1004 - 0x100)
+    );
+    let ahead = 0x20i32.to_le_bytes();
+    assert_eq!(eh_frame_address(&hdr(0x1b, &ahead), 0x1000), Some(0x1024));
+    // datarel | udata4: relative to the header's start.
+    assert_eq!(
+        eh_frame_address(&hdr(0x33, &0x40u32.to_le_bytes()), 0x1000),
+        Some(0x1040)
+    );
+    // absptr: the address itself.
+    assert_eq!(
+        eh_frame_address(&hdr(0x00, &0xdead_beefu64.to_le_bytes()), 0x1000),
+        Some(0xdead_beef)
+    );
+    // pcrel | sdata8.
+    assert_eq!(
+        eh_frame_address(&hdr(0x1c, &(-8i64).to_le_bytes()), 0x1000),
+        Some(0x1004 - 8)
+    );
+}
+
+#[test]
+fn eh_frame_ptr_refuses_what_it_cannot_decode() {
+    let field = 0x20i32.to_le_bytes();
+    // Omitted, indirect, LEB128, an unknown version, a short field.
+    assert_eq!(
+        eh_frame_address(&[1, 0xff, 3, 0x3b, 0, 0, 0, 0], 0x1000),
+        None
+    );
+    assert_eq!(
+        eh_frame_address(&[&[1, 0x9b, 3, 0x3b][..], &field].concat(), 0),
+        None
+    );
+    assert_eq!(eh_frame_address(&[1, 0x11, 3, 0x3b, 0x20], 0x1000), None);
+    assert_eq!(
+        eh_frame_address(&[&[2, 0x1b, 3, 0x3b][..], &field].concat(), 0),
+        None
+    );
+    assert_eq!(eh_frame_address(&[1, 0x1b, 3, 0x3b, 0x20, 0], 0x1000), None);
+    assert_eq!(eh_frame_address(&[1, 0x1b], 0x1000), None);
+}
+
+fn stack(frames: &[usize], truncated: bool) -> CapturedStack {
+    let mut stack = CapturedStack::new();
+    for &ip in frames {
+        stack.push(ip);
+    }
+    stack.truncated = truncated;
+    stack
+}
+
+#[test]
+fn agreement_means_the_same_tail() {
+    let unwound = stack(&[90, 91, 1, 2, 3, 4], false);
+    assert!(agree(&stack(&[1, 2, 3, 4], false), &unwound));
+    // A frame missing, an extra root frame, a wrong frame: all disagree.
+    assert!(!agree(&stack(&[1, 3, 4], false), &unwound));
+    assert!(!agree(&stack(&[1, 2, 3, 4, 5], false), &unwound));
+    assert!(!agree(&stack(&[1, 2, 9, 4], false), &unwound));
+    // Stopped early while the unwinder went on.
+    assert!(!agree(&stack(&[1, 2, 3], false), &unwound));
+    // The unwinder's stack filled up first: the walk may run on past it.
+    let full = stack(&[90, 91, 1, 2, 3], true);
+    assert!(agree(&stack(&[1, 2, 3, 4, 5], true), &full));
+    // Too short to tell.
+    assert!(!agree(&stack(&[3, 4], false), &unwound));
+}
+
+/// Walks and unwinds from a frame a few calls down, on this thread.
+#[inline(never)]
+fn compare_from_a_callee() -> (Option<bool>, CapturedStack) {
+    std::hint::black_box(compare())
+}
+
+fn compare_with_a_cache() -> (Option<bool>, usize) {
+    let cache = Box::into_raw(Box::new(Cache::new(Cache::FULL_WAYS)));
+    THREAD_CFI.with(|thread| thread.cache.set(cache));
+    let (agrees, unwound) = compare_from_a_callee();
+    release_thread();
+    assert!(THREAD_CFI.with(|thread| thread.cache.get().is_null()));
+    (agrees, unwound.len)
+}
+
+// Miri cannot run inline assembly or `dl_iterate_phdr`.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn the_walk_gives_the_unwinders_frames() {
+    let (agrees, frames) = compare_with_a_cache();
+    assert_eq!(agrees, Some(true), "{frames} frames unwound");
+    // Every code address of this test binary is in a known module.
+    // SAFETY: a non-null list is leaked, never freed.
+    let modules = unsafe { MODULES.load(Ordering::Acquire).as_ref() }.expect("a module list");
+    assert!(modules.knows(compare_with_a_cache as *const () as u64));
+    assert!(!modules.knows(0));
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn the_walk_gives_the_unwinders_frames_on_a_spawned_thread() {
+    let (agrees, frames) = std::thread::spawn(compare_with_a_cache).join().unwrap();
+    assert_eq!(agrees, Some(true), "{frames} frames unwound");
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_rebuilt_list_reuses_the_copies() {
+    first_modules();
+    // SAFETY: as above.
+    let first = unsafe { MODULES.load(Ordering::Acquire).as_ref() }.expect("a module list");
+    let again = build::build_modules(Some(first)).expect("a module list");
+    assert_eq!(again.copies.len(), first.copies.len());
+    for (a, b) in again.copies.iter().zip(&first.copies) {
+        assert_eq!(a.eh_frame.as_ptr(), b.eh_frame.as_ptr());
+    }
+    assert_eq!(Some(again.loads), loader_counts());
+}

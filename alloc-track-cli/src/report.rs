@@ -213,17 +213,12 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
         Count(dump.stacks.len() as u64),
         Count(dump.locations.len() as u64)
     )?;
-    match (dump.stack_walker.as_deref(), dump.mode.as_str()) {
-        (Some("unwinder"), "full") => writeln!(
+    if let Some(walker) = &dump.stack_walker {
+        writeln!(
             out,
-            "stacks       captured by the unwinder, ~100 ns a frame: build with \
-             -C force-frame-pointers=yes for the frame-pointer walk"
-        )?,
-        (Some("frame-pointers"), _) => {
-            writeln!(out, "stacks       captured by the frame-pointer walk")?
-        }
-        (Some(other), _) => writeln!(out, "stacks       captured by the {other}")?,
-        (None, _) => {}
+            "stacks       captured by {}",
+            walker_line(walker, &dump.mode)
+        )?;
     }
     let health = &dump.tracker;
     if health.overflowed_allocations > 0 || health.unrecorded_allocations > 0 {
@@ -387,9 +382,35 @@ pub fn utc(ms: u64) -> String {
     )
 }
 
+/// How the report names the walker a dump's stacks came from, with advice
+/// where it is the slow one. Walkers this version does not know (a newer
+/// library's) are printed as they are.
+fn walker_line(walker: &str, mode: &str) -> String {
+    match (walker, mode) {
+        ("unwinder", "full") => "the unwinder, ~100 ns a frame: build with \
+             -C force-frame-pointers=yes for the frame-pointer walk"
+            .to_string(),
+        ("frame-pointers", _) => "the frame-pointer walk".to_string(),
+        ("cfi", _) => "the cached DWARF CFI unwinder".to_string(),
+        (other, _) => format!("the {other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_walker_has_a_name() {
+        assert_eq!(walker_line("cfi", "full"), "the cached DWARF CFI unwinder");
+        assert_eq!(
+            walker_line("frame-pointers", "sampled"),
+            "the frame-pointer walk"
+        );
+        assert!(walker_line("unwinder", "full").contains("force-frame-pointers"));
+        assert_eq!(walker_line("unwinder", "sampled"), "the unwinder");
+        assert_eq!(walker_line("lbr", "full"), "the lbr");
+    }
 
     #[test]
     fn timestamps_print_as_utc() {

@@ -40,9 +40,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
 
-use super::frame_pointers::stack_top;
 use super::trust::{self, Forced, Gate, Trust};
-use super::{unwind, CapturedStack};
+use super::{stack_bounds, unwind, CapturedStack};
 use crate::hot::config::{settled_mode, Mode};
 
 /// Never allocates while unwinding: its DWARF evaluation works in
@@ -89,6 +88,20 @@ static BUILDING: AtomicBool = AtomicBool::new(false);
 
 /// Return addresses found in no module, counted to rate-limit rebuilds.
 static MISSES: AtomicU32 = AtomicU32::new(0);
+
+/// The stack a CFI walk may use below the capturing frame, checked before
+/// every walk (and before a thread's rule caches are made, which use as
+/// much once): framehop and gimli evaluate DWARF rows in fixed-size arrays
+/// of a few KiB each, which unoptimised code copies freely. Measured on a
+/// thread with a small stack: under 16 KiB in a release build, between
+/// 128 and 192 KiB in a debug one (`cargo test`'s default, where the
+/// dependencies are not optimised either). A thread with less room left
+/// uses the unwinder, a few KiB.
+const STACK_NEEDED: usize = if cfg!(debug_assertions) {
+    256 << 10
+} else {
+    64 << 10
+};
 
 /// A rebuild is considered at the first miss and then once per this many:
 /// code outside every module (JIT code) must not make each capture ask the
@@ -179,7 +192,7 @@ fn registers() -> Registers {
 #[inline(always)]
 pub(super) fn capture() -> Option<CapturedStack> {
     let cache = THREAD_CFI.try_with(|thread| thread.cache.get()).ok()?;
-    if cache.is_null() {
+    if cache.is_null() || !stack_bounds::has_room(STACK_NEEDED) {
         return None;
     }
     match TRUST.gate() {
@@ -199,9 +212,13 @@ pub(super) fn capture() -> Option<CapturedStack> {
 /// Does this thread's one-time work: its rule cache (allocated here, where
 /// the thread's start-up allocates anyway; the caller is busy, so it passes
 /// untracked) and, if `check` and nobody has yet, the first check, which
-/// builds the module list. Skipped once the walker is distrusted.
+/// builds the module list. Skipped once the walker is distrusted, and on a
+/// thread without [`STACK_NEEDED`] to spare.
 pub(super) fn prepare_thread(check: bool) {
-    if TRUST.distrusted() {
+    // A thread with a small stack uses the unwinder rather than risk
+    // overflowing it here or in a walk (it gets no cache, and without one
+    // it never walks).
+    if TRUST.distrusted() || !stack_bounds::has_room(STACK_NEEDED) {
         return;
     }
     let missing = THREAD_CFI
@@ -285,7 +302,7 @@ fn agree(walked: &CapturedStack, unwound: &CapturedStack) -> bool {
 /// walk cannot be completed: the capture then uses the unwinder.
 #[inline(never)]
 fn walk(start: Registers, cache: *mut Cache) -> Option<CapturedStack> {
-    let top = stack_top()? as u64;
+    let top = stack_bounds::top()? as u64;
     // SAFETY: a non-null list is leaked, never freed.
     let modules = unsafe { MODULES.load(Ordering::Acquire).as_ref() }?;
     // SAFETY: the cache is this thread's own (`prepare_thread`), freed only

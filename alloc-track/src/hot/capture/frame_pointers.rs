@@ -13,125 +13,14 @@
 use std::cell::Cell;
 
 use super::trust::{self, Gate, Trust};
-use super::{unwind, CapturedStack};
+use super::{stack_bounds, unwind, CapturedStack};
 
 /// Whether the walk may be used: checked at the process's first capture.
 static TRUST: Trust = Trust::new();
 
-struct ThreadStack {
-    /// One past the highest address of this thread's stack; 0 until
-    /// looked up, 1 if it could not be.
-    top: Cell<usize>,
-    /// Captures until the next check against the unwinder.
-    until_check: Cell<u32>,
-}
-
 thread_local! {
-    static THREAD_STACK: ThreadStack = const {
-        ThreadStack { top: Cell::new(0), until_check: trust::countdown() }
-    };
-}
-
-extern "C" {
-    /// glibc: the stack pointer at the process's entry, at or above every
-    /// frame of the main thread.
-    static __libc_stack_end: *mut libc::c_void;
-}
-
-/// The top of the calling thread's stack, or a bound below it with
-/// everything between the current frame and it mapped. Looked up once per
-/// thread, without I/O and without allocating (see `find_stack_top`).
-pub(super) fn stack_top() -> Option<usize> {
-    let top = THREAD_STACK
-        .try_with(|stack| {
-            if stack.top.get() == 0 {
-                stack.top.set(find_stack_top().unwrap_or(1));
-            }
-            stack.top.get()
-        })
-        .ok()?;
-    (top > 1).then_some(top)
-}
-
-/// Most threads' stacks are a few MiB; a thread pointer further than this
-/// above the current frame is not the one glibc laid out above the stack.
-const MAX_PLAUSIBLE_STACK: usize = 1 << 30;
-
-fn find_stack_top() -> Option<usize> {
-    // SAFETY: plain system calls and a read of a glibc variable.
-    unsafe {
-        if libc::getpid() == libc::gettid() {
-            let end = __libc_stack_end as usize;
-            return (end != 0).then_some(end);
-        }
-    }
-    stack_top_below_thread_pointer().or_else(stack_top_from_attributes)
-}
-
-/// Every other thread's: glibc puts a thread's control block and static
-/// TLS at the top of the block it maps (or the caller supplies) for the
-/// thread's stack, right above the stack, and the thread pointer points
-/// there. So everything from the current frame up to the thread pointer
-/// is the thread's own stack block, which one `msync` call (it fails with
-/// `ENOMEM` on any unmapped page, and with `MS_ASYNC` does nothing else)
-/// confirms. `pthread_getattr_np` would give the exact bounds, but it
-/// allocates and frees a CPU-set buffer: a stray allocation in the
-/// program's heap, in the middle of its work in sampled mode, which on the
-/// `json` benchmark made glibc's allocator 4% slower for the rest of the
-/// run.
-fn stack_top_below_thread_pointer() -> Option<usize> {
-    let marker = 0u8;
-    let here = std::ptr::addr_of!(marker) as usize;
-    let top = thread_pointer();
-    if top <= here || top - here > MAX_PLAUSIBLE_STACK {
-        return None;
-    }
-    // SAFETY: `sysconf` reads a constant.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-    if !page.is_power_of_two() {
-        return None;
-    }
-    let start = here & !(page - 1);
-    // SAFETY: `msync` only inspects the range's mappings; with `MS_ASYNC`
-    // it neither writes nor waits for anything, and fails on a gap.
-    let mapped = unsafe { libc::msync(start as *mut libc::c_void, top - start, libc::MS_ASYNC) };
-    (mapped == 0).then_some(top)
-}
-
-/// The exact bounds from the thread's attributes: the fallback when the
-/// thread pointer is not above the stack (a thread not made by glibc's
-/// `pthread_create`). glibc allocates a little here; the caller is busy, so
-/// that passes untracked.
-fn stack_top_from_attributes() -> Option<usize> {
-    // SAFETY: the attribute object is initialised by `pthread_getattr_np`
-    // before it is read and destroyed after.
-    unsafe {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-            return None;
-        }
-        let mut address = std::ptr::null_mut();
-        let mut size = 0;
-        let status = libc::pthread_attr_getstack(attr.as_ptr(), &mut address, &mut size);
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
-        (status == 0 && !address.is_null()).then(|| address as usize + size)
-    }
-}
-
-/// The thread pointer: the address of the thread's control block.
-#[inline(always)]
-fn thread_pointer() -> usize {
-    let tp: usize;
-    // SAFETY: reads the thread pointer; on x86_64 the control block's
-    // first word is its own address (the TLS ABI requires it), on aarch64
-    // it is a register read. Nothing is written.
-    unsafe {
-        #[cfg(target_arch = "x86_64")]
-        std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags));
-        #[cfg(target_arch = "aarch64")]
-        std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nomem, nostack, preserves_flags));
-    }
-    tp
+    /// Captures until this thread's next check against the unwinder.
+    static UNTIL_CHECK: Cell<u32> = const { trust::countdown() };
 }
 
 #[inline(always)]
@@ -151,7 +40,7 @@ fn frame_pointer() -> usize {
 /// thread's stack bounds are unknown.
 #[inline(always)]
 fn walk() -> Option<CapturedStack> {
-    let top = stack_top()?;
+    let top = stack_bounds::top()?;
     let mut fp = frame_pointer();
     let marker = 0u8;
     // Everything between here and the top of the stack is mapped.
@@ -194,9 +83,7 @@ pub(super) fn capture() -> Option<CapturedStack> {
         Gate::FirstCheck => return first_check(),
         Gate::Skip => return None,
     }
-    let due = THREAD_STACK
-        .try_with(|stack| trust::check_due(&stack.until_check))
-        .unwrap_or(false);
+    let due = UNTIL_CHECK.try_with(trust::check_due).unwrap_or(false);
     if due {
         return TRUST.verify(compare);
     }
@@ -205,7 +92,7 @@ pub(super) fn capture() -> Option<CapturedStack> {
 
 /// See [`super::prepare_thread`].
 pub(super) fn prepare_thread() {
-    let _ = stack_top();
+    let _ = stack_bounds::top();
     if matches!(TRUST.gate(), Gate::FirstCheck) {
         let _ = first_check();
     }
@@ -289,31 +176,5 @@ mod tests {
         // stays within the stack and never crashes; with them, it finds
         // several frames.
         assert!(walked.len <= super::super::MAX_DEPTH);
-    }
-
-    // A spawned thread's bound from the thread pointer lies above the
-    // current frame and within the stack block glibc reports: the walk
-    // reads only its own thread's mapped stack, and finds all of it.
-    #[test]
-    #[cfg_attr(miri, ignore)]
-    fn a_threads_bound_lies_within_its_stack_block() {
-        let (bound, exact) = std::thread::spawn(|| {
-            (
-                stack_top_below_thread_pointer(),
-                stack_top_from_attributes(),
-            )
-        })
-        .join()
-        .unwrap();
-        let bound = bound.expect("glibc threads keep their thread pointer above the stack");
-        let exact = exact.expect("pthread_getattr_np on a glibc thread");
-        assert!(
-            bound <= exact,
-            "{bound:#x} above the stack's top {exact:#x}"
-        );
-        // Only the control block and static TLS lie between them.
-        assert!(exact - bound < 1 << 20, "{bound:#x} far below {exact:#x}");
-        // Whichever route applies to the test's own thread, it finds one.
-        assert!(find_stack_top().is_some());
     }
 }

@@ -39,6 +39,12 @@ mod frame_pointers;
     target_env = "gnu",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
+mod stack_bounds;
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod trust;
 
 /// The deepest stack recorded; deeper stacks keep their innermost frames
@@ -102,11 +108,11 @@ pub(crate) fn capture() -> CapturedStack {
 }
 
 /// Does, at a thread's first allocation, the one-time work a capture may
-/// need: looking up the thread's stack bounds (glibc allocates and frees a
-/// small buffer for it) and, in the process's first thread, checking the
-/// frame-pointer walk against the unwinder (whose first use may allocate),
-/// and, unless frame pointers are trusted, the CFI walker's rule cache
-/// (allocated) and first check (which builds its module list).
+/// need: looking up the thread's stack bounds and, in the process's first
+/// thread, checking the frame-pointer walk against the unwinder (whose
+/// first use may allocate), and, unless frame pointers are trusted, the CFI
+/// walker's rule cache (allocated) and first check (which builds its module
+/// list).
 /// Done here, where the thread's start-up allocates anyway, rather than at
 /// a sampled mode's first sample, where a stray allocation and free in the
 /// middle of the program's work can change how the inner allocator lays out

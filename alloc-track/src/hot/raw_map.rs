@@ -59,6 +59,15 @@ impl<V: Copy> RawMap<V> {
         self.len
     }
 
+    /// Gives an empty table its first memory now rather than at its first
+    /// insert.
+    pub(crate) fn allocate(&mut self) -> Result<(), OutOfMemory> {
+        if self.slots.is_null() {
+            self.grow()?;
+        }
+        Ok(())
+    }
+
     fn capacity(&self) -> usize {
         if self.slots.is_null() {
             0

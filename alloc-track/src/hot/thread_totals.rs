@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::capture;
 use super::config::{settled_mode, Mode};
 use super::counters::COUNTERS;
+use super::live;
 use super::spin::{CachePadded, SpinLock};
 use super::thread::{self, Busy, ThreadState};
 
@@ -145,6 +146,9 @@ pub(crate) fn claim(state: &ThreadState, _busy: &Busy) {
     state.set_ready(partial && free.is_some());
     if mode != Some(Mode::Count) {
         capture::prepare_thread();
+    }
+    if matches!(mode, Some(Mode::Sampled { .. })) {
+        live::allocate_all();
     }
 }
 

@@ -72,7 +72,7 @@ fn find_stack_top() -> Option<usize> {
             return (end != 0).then_some(end);
         }
     }
-    stack_top_below_thread_pointer().or_else(stack_top_from_attributes)
+    stack_top_below_thread_pointer().or_else(|| stack_from_attributes().map(|stack| stack.end))
 }
 
 /// Every other thread's: glibc puts a thread's control block and static
@@ -105,11 +105,11 @@ fn stack_top_below_thread_pointer() -> Option<usize> {
     (mapped == 0).then_some(top)
 }
 
-/// The exact bounds from the thread's attributes: the fallback when the
-/// thread pointer is not above the stack (a thread not made by glibc's
-/// `pthread_create`). glibc allocates a little here; the caller is busy, so
-/// that passes untracked.
-fn stack_top_from_attributes() -> Option<usize> {
+/// The thread's stack as its attributes report it, lowest address to one
+/// past the highest: the fallback of both lookups (a thread not made by
+/// glibc's `pthread_create`; a system call refused). glibc allocates a
+/// little here; the caller is busy, so that passes untracked.
+fn stack_from_attributes() -> Option<std::ops::Range<usize>> {
     // SAFETY: the attribute object is initialised by `pthread_getattr_np`
     // before it is read and destroyed after.
     unsafe {
@@ -121,7 +121,8 @@ fn stack_top_from_attributes() -> Option<usize> {
         let mut size = 0;
         let status = libc::pthread_attr_getstack(attr.as_ptr(), &mut address, &mut size);
         libc::pthread_attr_destroy(attr.as_mut_ptr());
-        (status == 0 && !address.is_null()).then(|| address as usize + size)
+        (status == 0 && !address.is_null())
+            .then(|| address as usize..(address as usize).saturating_add(size))
     }
 }
 
@@ -174,7 +175,7 @@ fn find_stack_bottom() -> Option<usize> {
     match probe_room() {
         Probe::Room(bottom) => Some(bottom),
         Probe::None => None,
-        Probe::NotAllowed => stack_bottom_from_attributes(),
+        Probe::NotAllowed => stack_from_attributes().map(|stack| stack.start),
     }
 }
 
@@ -256,24 +257,6 @@ fn probe_room() -> Probe {
 /// read more than one byte per page.
 const PAGE: usize = 4096;
 
-/// A thread's stack from its attributes, where the probe is refused. glibc
-/// allocates a little here; the caller is busy, so that passes untracked.
-fn stack_bottom_from_attributes() -> Option<usize> {
-    // SAFETY: the attribute object is initialised by `pthread_getattr_np`
-    // before it is read and destroyed after.
-    unsafe {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-            return None;
-        }
-        let mut address = std::ptr::null_mut();
-        let mut size = 0;
-        let status = libc::pthread_attr_getstack(attr.as_ptr(), &mut address, &mut size);
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
-        (status == 0 && !address.is_null()).then_some(address as usize)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +270,7 @@ mod tests {
         let (bound, exact) = std::thread::spawn(|| {
             (
                 stack_top_below_thread_pointer(),
-                stack_top_from_attributes(),
+                stack_from_attributes().map(|stack| stack.end),
             )
         })
         .join()

@@ -155,3 +155,33 @@ fn the_frame_pointer_walk_and_the_unwinder_agree() {
         "the {default_walker} walk and the unwinder disagree"
     );
 }
+
+#[inline(never)]
+fn repeated_allocation() -> Box<[u8; 333]> {
+    black_box(Box::new([3u8; 333]))
+}
+
+/// The walkers are checked against the unwinder every 8,192nd capture of a
+/// thread; those captures must give the same stack as the others, or the
+/// one call site splits into two sites (and the checked stack shows the
+/// tracker's own frames).
+#[test]
+fn one_call_site_is_one_site_across_the_periodic_checks() {
+    const BLOCKS: usize = 20_000;
+    let before = snapshot();
+    let kept: Vec<Box<[u8; 333]>> = (0..BLOCKS).map(|_| repeated_allocation()).collect();
+    let diff = snapshot().diff(&before);
+    let sites: Vec<_> = diff
+        .sites()
+        .iter()
+        .filter(|s| {
+            s.stack()
+                .frames()
+                .iter()
+                .any(|f| f.function.contains("repeated_allocation"))
+        })
+        .collect();
+    drop(kept);
+    assert_eq!(sites.len(), 1, "one call site recorded as several sites");
+    assert_eq!(sites[0].retained_blocks(), BLOCKS as u64);
+}

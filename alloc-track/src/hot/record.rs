@@ -19,7 +19,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::capture;
+use super::capture::{self, CapturedStack};
 use super::config::{Config, Mode};
 use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
 use super::filter;
@@ -187,8 +187,9 @@ fn record_internal(address: usize, size: usize, config: &Config) {
 fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool, busy: &Busy) {
     // Capture first, with no lock held: unwinding is the slow part, and
     // it may itself allocate.
-    let stack = capture::capture();
-    let site = stacks::intern(stack.frames(), stack.truncated, config.max_sites);
+    let mut stack = CapturedStack::new();
+    capture::capture(&mut stack);
+    let site = stacks::intern(&stack, config.max_sites);
     let measuring = thread::measuring();
     // SAFETY: a non-null pointer is this thread's own measure state, alive
     // until the outermost measure frame closes; no other reference to it

@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use super::capture::CapturedStack;
 use super::pages::{self, Arena};
 use super::raw_map::RawMap;
 use super::sampler;
@@ -80,15 +81,6 @@ static INDEX: [CachePadded<SpinLock<Shard>>; INDEX_SHARDS] = [const {
     }))
 }; INDEX_SHARDS];
 
-fn hash(frames: &[usize]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ frames.len() as u64;
-    for &ip in frames {
-        h = (h.rotate_left(5) ^ ip as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    h ^= h >> 32;
-    h
-}
-
 /// The record of `id`, allocating its chunk if `create` and it is missing.
 fn record(id: SiteId, create: bool) -> Option<&'static SiteRecord> {
     let chunk_slot = CHUNKS.get((id >> CHUNK_BITS) as usize)?;
@@ -138,15 +130,16 @@ fn frames_of(record: &SiteRecord) -> &'static [usize] {
     unsafe { std::slice::from_raw_parts(frames, depth) }
 }
 
-/// The id of the site with these frames, creating it if new. Takes one
+/// The id of the site with this stack, creating it if new. Takes one
 /// index shard lock for a few probes; never allocates through the tracked
 /// path.
-pub(crate) fn intern(frames: &[usize], truncated: bool, capacity: u32) -> SiteId {
-    let first_hash = hash(frames);
+#[inline]
+pub(crate) fn intern(stack: &CapturedStack, capacity: u32) -> SiteId {
+    let (frames, first_hash) = (stack.frames(), stack.hash());
     if let Some(id) = cached(first_hash, frames) {
         return id;
     }
-    let id = intern_shared(first_hash, frames, truncated, capacity);
+    let id = intern_shared(first_hash, frames, stack.truncated, capacity);
     remember(first_hash, id);
     id
 }

@@ -185,41 +185,43 @@ fn registers() -> Registers {
     Registers { ip, sp, bp }
 }
 
-/// Captures with the CFI walker if it is trusted and this thread has a
-/// cache; `None` means "use the unwinder". Inlined into `capture`, so that
-/// the walk starts from the capturing function's frame, as the
-/// frame-pointer walk does.
+/// Captures with the CFI walker into `stack` (empty on entry) if it is
+/// trusted and this thread has a cache; false means "use the unwinder".
+/// Inlined into `capture`, so that the walk starts from the capturing
+/// function's frame, as the frame-pointer walk does.
 #[inline(always)]
-pub(super) fn capture() -> Option<CapturedStack> {
-    let cache = THREAD_CFI.try_with(|thread| thread.cache.get()).ok()?;
+pub(super) fn capture(stack: &mut CapturedStack) -> bool {
+    let Ok(cache) = THREAD_CFI.try_with(|thread| thread.cache.get()) else {
+        return false;
+    };
     if cache.is_null() || !stack_bounds::has_room(STACK_NEEDED) {
-        return None;
+        return false;
     }
     match TRUST.gate() {
         Gate::Walk => {}
-        Gate::FirstCheck => return first_check(),
-        Gate::Skip => return None,
+        Gate::FirstCheck => return first_check(stack),
+        Gate::Skip => return false,
     }
     let due = THREAD_CFI
         .try_with(|thread| trust::check_due(&thread.until_check))
         .unwrap_or(false);
     if due {
-        return TRUST.verify(compare);
+        return TRUST.verify(stack, compare);
     }
-    walk(registers(), cache)
+    walk(registers(), cache, stack)
 }
 
 /// Does this thread's one-time work: its rule cache (allocated here, where
 /// the thread's start-up allocates anyway; the caller is busy, so it passes
-/// untracked) and, if `check` and nobody has yet, the first check, which
-/// builds the module list. Skipped once the walker is distrusted, and on a
-/// thread without [`STACK_NEEDED`] to spare.
-pub(super) fn prepare_thread(check: bool) {
+/// untracked). Returns whether the walker's first check is still to be
+/// done (by a capture: it builds the module list). Skipped once the walker
+/// is distrusted, and on a thread without [`STACK_NEEDED`] to spare.
+pub(super) fn prepare_thread() -> bool {
     // A thread with a small stack uses the unwinder rather than risk
     // overflowing it here or in a walk (it gets no cache, and without one
     // it never walks).
     if TRUST.distrusted() || !stack_bounds::has_room(STACK_NEEDED) {
-        return;
+        return false;
     }
     let missing = THREAD_CFI
         .try_with(|thread| thread.cache.get().is_null())
@@ -232,9 +234,7 @@ pub(super) fn prepare_thread(check: bool) {
         let cache = Box::into_raw(Box::new(Cache::new(ways)));
         let _ = THREAD_CFI.try_with(|thread| thread.cache.set(cache));
     }
-    if check && matches!(TRUST.gate(), Gate::FirstCheck) {
-        let _ = first_check();
-    }
+    matches!(TRUST.gate(), Gate::FirstCheck)
 }
 
 /// Frees this thread's rule cache, at its exit. Captures after this (the
@@ -254,54 +254,58 @@ pub(super) fn release_thread() {
 
 /// The first check; `ALLOC_TRACK_UNWIND=unwinder` turns the walker off.
 #[cold]
-fn first_check() -> Option<CapturedStack> {
-    TRUST.first_check(trust::forced() == Some(Forced::Unwinder), compare)
+fn first_check(stack: &mut CapturedStack) -> bool {
+    TRUST.first_check(trust::forced() == Some(Forced::Unwinder), stack, compare)
 }
 
-/// Walks and unwinds from the same frame; returns whether they agree
-/// (`None` if the walk declined) and the unwinder's stack.
+/// Walks and unwinds from the same capture; leaves the unwinder's stack in
+/// `stack` and returns whether the walk agrees (`None` if it declined).
 #[inline(always)]
-fn compare() -> (Option<bool>, CapturedStack) {
+fn compare(stack: &mut CapturedStack) -> Option<bool> {
     let cache = THREAD_CFI
         .try_with(|thread| thread.cache.get())
         .unwrap_or(std::ptr::null_mut());
     first_modules();
-    let walked = if cache.is_null() {
-        None
-    } else {
-        walk(registers(), cache)
-    };
-    let unwound = unwind();
-    let agrees = walked.map(|walked| agree(&walked, &unwound));
-    (agrees, unwound)
+    let mut walked = CapturedStack::new();
+    let walked_ok = !cache.is_null() && walk(registers(), cache, &mut walked);
+    unwind(stack);
+    walked_ok.then(|| agree(&walked, stack))
 }
 
-/// The walk agrees with the unwinder when its stack is exactly the tail of
-/// the unwinder's (which starts deeper, inside the unwinder and this
-/// module): the same return addresses in the same order, ending at the same
-/// root, or running on past the unwinder's last frame when the unwinder's
-/// stack filled up first. At least three frames must be compared.
+/// The walk agrees with the unwinder when, from the unwinder's first frame
+/// on (the walk starts a frame or two deeper, inside the check), it has
+/// exactly the unwinder's frames: the same return addresses in the same
+/// order, ending at the same root, or running on past the unwinder's last
+/// frame when the unwinder's stack filled up first. At least three frames
+/// must be compared.
 fn agree(walked: &CapturedStack, unwound: &CapturedStack) -> bool {
-    let walked_frames = walked.frames();
-    let Some(&first) = walked_frames.first() else {
+    let unwound_frames = unwound.frames();
+    let Some(start) = unwound_frames
+        .first()
+        .and_then(|first| walked.frames().iter().take(4).position(|ip| ip == first))
+    else {
         return false;
     };
-    let Some(start) = unwound.frames().iter().position(|&ip| ip == first) else {
-        return false;
-    };
-    let tail = &unwound.frames()[start..];
+    let walked_frames = &walked.frames()[start..];
     let same_length = if unwound.truncated {
-        walked_frames.len() >= tail.len()
+        walked_frames.len() >= unwound_frames.len()
     } else {
-        walked_frames.len() == tail.len() && !walked.truncated
+        walked_frames.len() == unwound_frames.len() && !walked.truncated
     };
-    tail.len() >= 3 && same_length && walked_frames[..tail.len()] == *tail
+    unwound_frames.len() >= 3
+        && same_length
+        && walked_frames[..unwound_frames.len()] == *unwound_frames
 }
 
-/// Walks the stack from `start` with this thread's cache. `None` when the
-/// walk cannot be completed: the capture then uses the unwinder.
+/// Walks the stack from `start` with this thread's cache into `stack`
+/// (empty on entry). False when the walk cannot be completed: the capture
+/// then uses the unwinder.
 #[inline(never)]
-fn walk(start: Registers, cache: *mut Cache) -> Option<CapturedStack> {
+fn walk(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -> bool {
+    walk_frames(start, cache, stack).is_some()
+}
+
+fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -> Option<()> {
     let top = stack_bounds::top()? as u64;
     // SAFETY: a non-null list is leaked, never freed.
     let modules = unsafe { MODULES.load(Ordering::Acquire).as_ref() }?;
@@ -325,7 +329,6 @@ fn walk(start: Registers, cache: *mut Cache) -> Option<CapturedStack> {
     // The first frame is `start.ip` itself, inside the capturing function:
     // like the frame-pointer walk, the stack starts at its return address.
     let mut frame = FrameAddress::from_instruction_pointer(start.ip);
-    let mut stack = CapturedStack::new();
     loop {
         let cache = cache.for_address(frame.address_for_lookup())?;
         let return_address =
@@ -335,7 +338,7 @@ fn walk(start: Registers, cache: *mut Cache) -> Option<CapturedStack> {
             {
                 Ok(Some(address)) => address,
                 // The root: a frame whose tables say it has no caller.
-                Ok(None) => return Some(stack),
+                Ok(None) => return Some(()),
                 Err(_) => return None,
             };
         frame = FrameAddress::from_return_address(return_address)?;
@@ -347,7 +350,7 @@ fn walk(start: Registers, cache: *mut Cache) -> Option<CapturedStack> {
             return None;
         }
         if !stack.push(return_address as usize) {
-            return Some(stack);
+            return Some(());
         }
     }
 }

@@ -36,25 +36,30 @@ fn frame_pointer() -> usize {
     fp
 }
 
-/// Walks the frame-pointer chain from the caller's frame. `None` if the
-/// thread's stack bounds are unknown.
+/// Walks the frame-pointer chain from the caller's frame into `stack`
+/// (empty on entry). False if the thread's stack bounds are unknown.
+///
+/// The loop is the hot part of full tracking: per frame, two loads from
+/// the frame record (the next one depends on the previous), a store into
+/// the caller's buffer and the hash step, which runs beside the loads.
 #[inline(always)]
-fn walk() -> Option<CapturedStack> {
-    let top = stack_bounds::top()?;
+fn walk(stack: &mut CapturedStack) -> bool {
+    let Some(top) = stack_bounds::top() else {
+        return false;
+    };
     let mut fp = frame_pointer();
     let marker = 0u8;
     // Everything between here and the top of the stack is mapped.
     let low = std::ptr::addr_of!(marker) as usize;
-    let mut stack = CapturedStack::new();
-    loop {
-        // The frame record must lie inside the live part of this stack and
-        // be aligned; anything else means the chain is broken here.
-        if fp < low
-            || fp % std::mem::align_of::<usize>() != 0
-            || fp > top.saturating_sub(2 * std::mem::size_of::<usize>())
-        {
-            break;
-        }
+    let highest_record = top.saturating_sub(2 * std::mem::size_of::<usize>());
+    // The frame record must lie inside the live part of this stack and
+    // be aligned; anything else means the chain is broken here. Callers
+    // sit higher on the stack, so past the first record only the upper
+    // bound can fail: the chain must climb.
+    if fp < low {
+        return true;
+    }
+    while fp <= highest_record && fp % std::mem::align_of::<usize>() == 0 {
         // SAFETY: `fp .. fp + 16` lies within `[low, top)`, the mapped part
         // of this thread's stack above the current frame, and is aligned.
         let (next, ip) = unsafe {
@@ -64,70 +69,72 @@ fn walk() -> Option<CapturedStack> {
         if ip == 0 || !stack.push(ip) {
             break;
         }
-        // Callers sit higher on the stack: a chain that does not climb is
-        // not a frame-pointer chain.
+        // A chain that does not climb is not a frame-pointer chain.
         if next <= fp {
             break;
         }
         fp = next;
     }
-    Some(stack)
+    true
 }
 
-/// Captures with frame pointers if they are trusted; `None` means "use
-/// another walker".
+/// Captures with frame pointers into `stack` if they are trusted; false
+/// means "use another walker".
 #[inline(always)]
-pub(super) fn capture() -> Option<CapturedStack> {
+pub(super) fn capture(stack: &mut CapturedStack) -> bool {
     match TRUST.gate() {
         Gate::Walk => {}
-        Gate::FirstCheck => return first_check(),
-        Gate::Skip => return None,
+        Gate::FirstCheck => return first_check(stack),
+        Gate::Skip => return false,
     }
     let due = UNTIL_CHECK.try_with(trust::check_due).unwrap_or(false);
     if due {
-        return TRUST.verify(compare);
+        return TRUST.verify(stack, compare);
     }
-    walk()
+    walk(stack)
 }
 
-/// See [`super::prepare_thread`].
-pub(super) fn prepare_thread() {
+/// See [`super::prepare_thread`]: whether this thread's capture will
+/// settle the walker's first check.
+pub(super) fn prepare_thread() -> bool {
     let _ = stack_bounds::top();
-    if matches!(TRUST.gate(), Gate::FirstCheck) {
-        let _ = first_check();
-    }
+    matches!(TRUST.gate(), Gate::FirstCheck)
 }
 
 /// The process's first capture decides whether the walk is trusted; either
 /// `ALLOC_TRACK_UNWIND` setting turns it off.
 #[cold]
-fn first_check() -> Option<CapturedStack> {
-    TRUST.first_check(trust::forced().is_some(), compare)
+fn first_check(stack: &mut CapturedStack) -> bool {
+    TRUST.first_check(trust::forced().is_some(), stack, compare)
 }
 
-/// Walks both ways from the same frame; returns whether they agree and
-/// the unwinder's stack (the one known to be right).
+/// Walks and unwinds from the same capture; leaves the unwinder's stack
+/// (the one known to be right) in `stack` and returns whether the walk
+/// agrees with it (`None`: the walk declined).
 #[inline(always)]
-fn compare() -> (Option<bool>, CapturedStack) {
-    let walked = walk();
-    let unwound = unwind();
-    let agrees = walked.map(|walked| agree(walked.frames(), unwound.frames()));
-    (agrees, unwound)
+fn compare(stack: &mut CapturedStack) -> Option<bool> {
+    let mut walked = CapturedStack::new();
+    let walked_ok = walk(&mut walked);
+    unwind(stack);
+    walked_ok.then(|| agree(walked.frames(), stack.frames()))
 }
 
-/// The walk agrees with the unwinder when its frames, but for the last two
-/// (the C runtime's entry frames, often built without frame pointers, may
-/// end a chain with garbage), appear in the unwinder's stack as one
-/// unbroken run: a function without a frame pointer would be missing from
-/// the walk and break the run. At least three frames must be compared.
+/// The walk agrees with the unwinder when, from the unwinder's first frame
+/// on (the walk starts a frame or two deeper, inside the check), its
+/// frames but for the last two (the C runtime's entry frames, often built
+/// without frame pointers, may end a chain with garbage) are the start of
+/// the unwinder's stack: a function without a frame pointer would be
+/// missing from the walk. At least three frames must be compared.
 fn agree(walked: &[usize], unwound: &[usize]) -> bool {
-    let compared = &walked[..walked.len().saturating_sub(2).min(16)];
-    if compared.len() < 3 {
+    let Some(start) = unwound
+        .first()
+        .and_then(|first| walked.iter().take(4).position(|ip| ip == first))
+    else {
         return false;
-    }
-    unwound
-        .windows(compared.len())
-        .any(|window| window == compared)
+    };
+    let walked = &walked[start..];
+    let compared = &walked[..walked.len().saturating_sub(2).min(16)];
+    compared.len() >= 3 && unwound.starts_with(compared)
 }
 
 /// True once the first capture has decided for or against the walk.
@@ -151,10 +158,14 @@ mod tests {
 
     #[test]
     fn agreement_needs_an_unbroken_run() {
-        let unwound = [1, 2, 3, 4, 5, 6, 7, 8];
+        let unwound = [3, 4, 5, 6, 7, 8];
+        // The walk starts inside the check, a frame or two deeper.
+        assert!(agree(&[1, 2, 3, 4, 5, 6, 99, 98], &unwound));
         assert!(agree(&[3, 4, 5, 6, 99, 98], &unwound));
         // A frame missing from the walk (no frame pointer) breaks the run.
-        assert!(!agree(&[3, 5, 6, 7, 99, 98], &unwound));
+        assert!(!agree(&[2, 3, 5, 6, 7, 99, 98], &unwound));
+        // A walk that never reaches the unwinder's first frame.
+        assert!(!agree(&[1, 2, 9, 4, 5, 6, 7, 8], &unwound));
         // Too short to tell.
         assert!(!agree(&[3, 4, 99, 98], &unwound));
     }
@@ -164,17 +175,18 @@ mod tests {
     #[cfg_attr(miri, ignore)]
     fn the_walk_finds_its_callers() {
         #[inline(never)]
-        fn outer() -> Option<CapturedStack> {
-            std::hint::black_box(inner())
+        fn outer(stack: &mut CapturedStack) -> bool {
+            std::hint::black_box(inner(stack))
         }
         #[inline(never)]
-        fn inner() -> Option<CapturedStack> {
-            std::hint::black_box(walk())
+        fn inner(stack: &mut CapturedStack) -> bool {
+            std::hint::black_box(walk(stack))
         }
-        let walked = outer().expect("stack bounds on Linux");
+        let mut walked = CapturedStack::new();
+        assert!(outer(&mut walked), "stack bounds on Linux");
         // Whether or not this test binary keeps frame pointers, the walk
         // stays within the stack and never crashes; with them, it finds
         // several frames.
-        assert!(walked.len <= super::super::MAX_DEPTH);
+        assert!(walked.len() <= super::super::MAX_DEPTH);
     }
 }

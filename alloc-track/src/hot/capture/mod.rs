@@ -47,64 +47,133 @@ mod stack_bounds;
 ))]
 mod trust;
 
-/// The deepest stack recorded; deeper stacks keep their innermost frames
-/// and are marked truncated.
-pub(crate) const MAX_DEPTH: usize = 64;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A captured stack: `len` return addresses, leaf first.
+/// The deepest stack recorded; deeper stacks keep their innermost frames
+/// and are marked truncated. Async runtimes reach 80-150 frames. The
+/// buffer is never initialised up front, so a shallow stack pays nothing
+/// for the room a deep one needs.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// A captured stack: `len` return addresses, leaf first, with their hash,
+/// computed while the walker pushes them so that interning never reads the
+/// frames again to hash them.
+///
+/// The caller owns it (on its own stack) and the walkers write into it in
+/// place: no zeroing of the whole array, no copy on return.
 pub(crate) struct CapturedStack {
-    pub(crate) ips: [usize; MAX_DEPTH],
-    pub(crate) len: usize,
+    ips: [MaybeUninit<usize>; MAX_DEPTH],
+    len: usize,
+    /// The running hash of `ips[..len]` (see [`hash_step`]).
+    running_hash: u64,
     pub(crate) truncated: bool,
 }
 
+/// The hash of an empty stack, before any frame is pushed.
+const HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+const HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// One frame's step of the stack hash: order-dependent, a rotate, an xor
+/// and a multiply, cheap enough to run inside the frame-pointer walk
+/// without lengthening its chain of dependent loads.
+#[inline(always)]
+fn hash_step(hash: u64, ip: usize) -> u64 {
+    (hash.rotate_left(5) ^ ip as u64).wrapping_mul(HASH_MULTIPLIER)
+}
+
+/// The stack hash of `frames`, as [`CapturedStack::hash`] computes it.
+#[cfg(test)]
+fn hash_frames(frames: &[usize]) -> u64 {
+    finish_hash(
+        frames.iter().fold(HASH_SEED, |h, &ip| hash_step(h, ip)),
+        frames.len(),
+    )
+}
+
+#[inline(always)]
+fn finish_hash(running: u64, len: usize) -> u64 {
+    let h = (running ^ len as u64).wrapping_mul(HASH_MULTIPLIER);
+    h ^ (h >> 32)
+}
+
 impl CapturedStack {
-    fn new() -> Self {
+    /// An empty stack. Costs a few stores: the frame array stays
+    /// uninitialised until the walk writes it.
+    #[inline(always)]
+    pub(crate) const fn new() -> Self {
         CapturedStack {
-            ips: [0; MAX_DEPTH],
+            ips: [const { MaybeUninit::uninit() }; MAX_DEPTH],
             len: 0,
+            running_hash: HASH_SEED,
             truncated: false,
         }
     }
 
+    #[inline(always)]
     pub(crate) fn frames(&self) -> &[usize] {
-        &self.ips[..self.len]
+        // SAFETY: `ips[..len]` were written by `push` (and `len` never
+        // exceeds `MAX_DEPTH`); `MaybeUninit<usize>` has `usize`'s layout.
+        unsafe { std::slice::from_raw_parts(self.ips.as_ptr().cast::<usize>(), self.len) }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The hash of the frames, as [`hash_frames`] would give it.
+    #[inline(always)]
+    pub(crate) fn hash(&self) -> u64 {
+        finish_hash(self.running_hash, self.len)
     }
 
     /// Appends a return address; false once full (and marked truncated).
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, ip: usize) -> bool {
-        if self.len == MAX_DEPTH {
+        let Some(slot) = self.ips.get_mut(self.len) else {
             self.truncated = true;
             return false;
-        }
-        self.ips[self.len] = ip;
+        };
+        slot.write(ip);
         self.len += 1;
+        self.running_hash = hash_step(self.running_hash, ip);
         true
+    }
+
+    /// Empties the stack for another walk.
+    fn clear(&mut self) {
+        self.len = 0;
+        self.running_hash = HASH_SEED;
+        self.truncated = false;
     }
 }
 
-/// Captures the current stack. Never allocates through the tracked path,
-/// never takes a lock of this crate's.
+/// Captures the current stack into `stack` (empty on entry), leaf first,
+/// starting at the return address into the caller of this function: every
+/// walker gives the same frames for the same call. Never allocates through
+/// the tracked path, never takes a lock of this crate's.
 #[inline(never)]
-pub(crate) fn capture() -> CapturedStack {
+pub(crate) fn capture(stack: &mut CapturedStack) {
     #[cfg(all(
         target_os = "linux",
         target_env = "gnu",
         any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
-    if let Some(stack) = frame_pointers::capture() {
-        return stack;
+    if frame_pointers::capture(stack) {
+        return;
     }
     // Only once the frame-pointer walk is ruled out, so that a build with
     // frame pointers never pays for the CFI walker's tables.
     #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
     if frame_pointers::distrusted() {
-        if let Some(stack) = cfi::capture() {
-            return stack;
+        stack.clear();
+        if cfi::capture(stack) {
+            return;
         }
     }
-    unwind()
+    stack.clear();
+    unwind(stack);
 }
 
 /// Does, at a thread's first allocation, the one-time work a capture may
@@ -124,10 +193,16 @@ pub(crate) fn prepare_thread() {
         any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
     {
-        frame_pointers::prepare_thread();
+        // The checks run inside a real capture, so that the unwinder's
+        // stack and the walk start from the same frame.
+        let mut scratch = CapturedStack::new();
+        if frame_pointers::prepare_thread() {
+            capture(&mut scratch);
+        }
         #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
-        if !frame_pointers::trusted() {
-            cfi::prepare_thread(frame_pointers::distrusted());
+        if !frame_pointers::trusted() && cfi::prepare_thread() && frame_pointers::distrusted() {
+            scratch.clear();
+            capture(&mut scratch);
         }
     }
 }
@@ -138,22 +213,76 @@ pub(crate) fn release_thread() {
     cfi::release_thread();
 }
 
-/// Captures the current stack with the platform unwinder.
+/// Captures the current stack with the platform unwinder into `stack`
+/// (empty on entry), from the same frame the fast walkers start at: the
+/// unwinder's own frames and the tracker's down to [`capture`] are
+/// dropped, so that a stack is the same whichever walker took it (sites
+/// would otherwise split, and tracker internals show in flamegraphs).
 #[inline(never)]
-pub(crate) fn unwind() -> CapturedStack {
-    let mut stack = CapturedStack::new();
+pub(crate) fn unwind(stack: &mut CapturedStack) {
+    let mut seen = 0;
+    let mut searching = true;
     // SAFETY: `trace_unsynchronized` is unsafe only because it does not
     // serialise concurrent unwinds; the platform unwinders it uses on the
     // targets we support (libgcc/libunwind `_Unwind_Backtrace`) are
-    // thread-safe, and the closure touches nothing but `stack`.
+    // thread-safe, and the closure touches nothing but its locals, `stack`
+    // and the atomics of `is_in_capture`.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
             let ip = frame.ip() as usize;
-            ip != 0 && stack.push(ip)
+            if ip == 0 {
+                return false;
+            }
+            seen += 1;
+            // Once `capture`'s frame is passed, what was kept so far is
+            // the unwinder's and the tracker's: start again from its
+            // caller. Only the first few frames can be the tracker's own.
+            if searching && seen <= INNER_FRAMES_SEARCHED && is_in_capture(ip, frame) {
+                searching = false;
+                stack.clear();
+                return true;
+            }
+            stack.push(ip)
         });
     }
-    stack
 }
+
+/// Addresses inside [`capture`] seen as return addresses while unwinding
+/// (one per call in it that can reach the unwinder): matching one costs a
+/// load, where finding a frame's function costs a search of the unwind
+/// tables. 0 marks a free slot.
+static CAPTURE_RETURN_ADDRESSES: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+/// Whether the unwound `frame`, at `ip`, is [`capture`]'s.
+#[inline]
+fn is_in_capture(ip: usize, frame: &backtrace::Frame) -> bool {
+    // Relaxed: each slot is written once with a value that is right
+    // whenever it is read; a reader that misses it searches the tables.
+    if CAPTURE_RETURN_ADDRESSES
+        .iter()
+        .any(|known| known.load(Ordering::Relaxed) == ip)
+    {
+        return true;
+    }
+    let capture_start = capture as fn(&mut CapturedStack) as usize;
+    if frame.symbol_address() as usize != capture_start {
+        return false;
+    }
+    for slot in &CAPTURE_RETURN_ADDRESSES {
+        match slot.compare_exchange(0, ip, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(known) if known == ip => break,
+            Err(_) => {}
+        }
+    }
+    true
+}
+
+/// How many of an unwound stack's innermost frames may be the unwinder's
+/// and the tracker's own (the trace closure, `backtrace`'s frames, the
+/// verification's, `capture`); a stack without `capture` among them (the
+/// unwinder called from a test) is kept whole.
+const INNER_FRAMES_SEARCHED: usize = 24;
 
 /// Which walker captures stacks, for reports and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,4 +329,38 @@ pub(crate) fn walker_if_settled() -> Option<Walker> {
         return None;
     }
     Some(walker())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_hash_is_the_hash_of_the_frames() {
+        let mut stack = CapturedStack::new();
+        assert_eq!(stack.hash(), hash_frames(&[]));
+        for ip in [0x1000, 0x2000, 0x3000] {
+            assert!(stack.push(ip));
+        }
+        assert_eq!(stack.frames(), [0x1000, 0x2000, 0x3000]);
+        assert_eq!(stack.hash(), hash_frames(&[0x1000, 0x2000, 0x3000]));
+        // Order and length both count.
+        assert_ne!(stack.hash(), hash_frames(&[0x3000, 0x2000, 0x1000]));
+        assert_ne!(stack.hash(), hash_frames(&[0x1000, 0x2000]));
+        stack.clear();
+        assert_eq!((stack.frames().len(), stack.hash()), (0, hash_frames(&[])));
+    }
+
+    #[test]
+    fn a_deep_stack_keeps_its_innermost_frames_and_says_so() {
+        let mut stack = CapturedStack::new();
+        let pushed = (1..=MAX_DEPTH + 10)
+            .take_while(|&ip| stack.push(ip))
+            .count();
+        assert_eq!(pushed, MAX_DEPTH);
+        assert!(stack.truncated);
+        assert_eq!(stack.frames().first(), Some(&1));
+        assert_eq!(stack.frames().last(), Some(&MAX_DEPTH));
+        assert_eq!(stack.hash(), hash_frames(stack.frames()));
+    }
 }

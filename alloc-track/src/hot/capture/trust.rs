@@ -52,35 +52,37 @@ impl Trust {
     }
 
     /// The process's first capture with this walker decides whether it is
-    /// trusted. `compare` walks and unwinds from the same frame and returns
-    /// whether they agree (`None`: the walk declined) and the unwinder's
-    /// stack. `None` means "use the unwinder".
+    /// trusted. `compare` walks and unwinds from the same capture, leaves
+    /// the unwinder's stack in `stack` and returns whether they agree
+    /// (`None`: the walk declined). False means "use the unwinder": `stack`
+    /// is left empty.
     #[cold]
     #[inline(never)]
     pub(super) fn first_check(
         &self,
         disabled: bool,
-        compare: impl FnOnce() -> (Option<bool>, CapturedStack),
-    ) -> Option<CapturedStack> {
+        stack: &mut CapturedStack,
+        compare: impl FnOnce(&mut CapturedStack) -> Option<bool>,
+    ) -> bool {
         if self
             .0
             .compare_exchange(UNCHECKED, CHECKING, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
             // Another thread is checking: use the unwinder meanwhile.
-            return None;
+            return false;
         }
         if disabled {
             self.0.store(DISTRUSTED, Ordering::Release);
-            return None;
+            return false;
         }
-        let (agrees, stack) = compare();
+        let agrees = compare(stack);
         let trusted = agrees == Some(true);
         self.0.store(
             if trusted { TRUSTED } else { DISTRUSTED },
             Ordering::Release,
         );
-        Some(stack)
+        true
     }
 
     /// A periodic check: on disagreement the walker is off for good. A walk
@@ -89,13 +91,13 @@ impl Trust {
     #[inline(never)]
     pub(super) fn verify(
         &self,
-        compare: impl FnOnce() -> (Option<bool>, CapturedStack),
-    ) -> Option<CapturedStack> {
-        let (agrees, stack) = compare();
-        if agrees == Some(false) {
+        stack: &mut CapturedStack,
+        compare: impl FnOnce(&mut CapturedStack) -> Option<bool>,
+    ) -> bool {
+        if compare(stack) == Some(false) {
             self.0.store(DISTRUSTED, Ordering::Release);
         }
-        Some(stack)
+        true
     }
 
     /// True once the first check has decided for or against the walker.

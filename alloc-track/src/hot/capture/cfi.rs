@@ -1,10 +1,11 @@
 //! The CFI walker: the binary's DWARF unwind tables (`.eh_frame`, the same
-//! ones the platform unwinder reads), interpreted by `framehop` with a
-//! per-thread cache of unwind rules. With the rules cached, a frame costs
-//! about 200 instructions (5,000 for the benchmark's 25-frame stacks);
-//! libgcc's `_Unwind_Backtrace` re-finds and re-interprets every frame's
-//! rules on every call, about 40,000 instructions per stack. This is the
-//! fast walker for binaries built without frame pointers, the default.
+//! ones the platform unwinder reads), interpreted by `framehop` once per
+//! return address and then replayed from a per-thread cache of compact
+//! rules (`cfi/rules.rs`): a cached frame costs a hash probe, two or three
+//! bounds-checked stack reads and a few additions, about 60 instructions
+//! (libgcc's `_Unwind_Backtrace` re-finds and re-interprets every frame's
+//! rules on every call, over 1,500 instructions a frame). This is the fast
+//! walker for binaries built without frame pointers, the default.
 //!
 //! Linux with glibc on x86_64 only. Three pieces:
 //!
@@ -24,9 +25,10 @@
 //!   code mapped at its old addresses meanwhile would be walked with stale
 //!   rules: wrong frames at worst, never a crash (every stack read is
 //!   bounds-checked), and the periodic check turns the walker off.
-//! - **Rule caches per thread** (`framehop`'s `CacheX86_64`, see [`Cache`]),
-//!   created at the thread's first allocation and freed at its exit. A
-//!   thread without them uses the unwinder.
+//! - **Rule caches per thread** (see [`Cache`]): the compact rules, and
+//!   framehop's own cache for deriving them; created at the thread's first
+//!   allocation and freed at its exit. A thread without them uses the
+//!   unwinder.
 //! - **The walk**: registers read where the capture starts, every stack
 //!   read bounds-checked against the thread's stack, and any error from
 //!   `framehop` ends the walk and hands the capture to the unwinder. It is
@@ -50,30 +52,27 @@ use crate::hot::config::{settled_mode, Mode};
 type Policy = MustNotAllocateDuringUnwind;
 type Tables = UnwinderX86_64<&'static [u8], Policy>;
 
-/// A thread's rule caches. framehop's cache is direct-mapped (509 entries,
-/// indexed by the address modulo 509), so two hot return addresses that
-/// collide evict each other on every capture, and a miss re-reads the DWARF
-/// rules (thousands of instructions). On the churn benchmark two of its 25
-/// frames collided, two thirds of the walk's cost. Several caches, chosen
-/// by the next digits of the address in base 509, act as one direct-mapped
-/// cache of `509 * ways` entries. Each costs 33 KiB (mostly the fixed
-/// storage for DWARF evaluation), so full mode, which walks every
-/// allocation, gets four per thread and the sampled mode, which walks a few,
-/// one.
-struct Cache(Box<[CacheX86_64<Policy>]>);
+/// A thread's caches: the compact rules the walk runs on ([`RuleCache`],
+/// a few instructions per frame), and framehop's own cache, used only to
+/// derive a rule the first time a return address is seen (framehop's
+/// cache costs 33 KiB, mostly fixed storage for DWARF evaluation).
+struct Cache {
+    rules: RuleCache,
+    framehop: CacheX86_64<Policy>,
+}
 
 impl Cache {
-    const FULL_WAYS: usize = 4;
+    /// Rule slots in full mode, which walks every allocation: 32 KiB, room
+    /// for the return addresses of a few hundred distinct deep stacks.
+    const FULL_RULES: usize = 1024;
+    /// Rule slots in the sampled mode, which walks a few allocations.
+    const SAMPLED_RULES: usize = 256;
 
-    /// `ways` caches; a power of two.
-    fn new(ways: usize) -> Self {
-        Cache((0..ways).map(|_| CacheX86_64::new_in()).collect())
-    }
-
-    #[inline]
-    fn for_address(&mut self, address: u64) -> Option<&mut CacheX86_64<Policy>> {
-        let way = (address / 509) as usize & self.0.len().wrapping_sub(1);
-        self.0.get_mut(way)
+    fn new(rule_slots: usize) -> Self {
+        Cache {
+            rules: RuleCache::new(rule_slots),
+            framehop: CacheX86_64::new_in(),
+        }
     }
 }
 
@@ -227,11 +226,11 @@ pub(super) fn prepare_thread() -> bool {
         .try_with(|thread| thread.cache.get().is_null())
         .unwrap_or(false);
     if missing {
-        let ways = match settled_mode() {
-            Some(Mode::Full) => Cache::FULL_WAYS,
-            _ => 1,
+        let rule_slots = match settled_mode() {
+            Some(Mode::Full) => Cache::FULL_RULES,
+            _ => Cache::SAMPLED_RULES,
         };
-        let cache = Box::into_raw(Box::new(Cache::new(ways)));
+        let cache = Box::into_raw(Box::new(Cache::new(rule_slots)));
         let _ = THREAD_CFI.try_with(|thread| thread.cache.set(cache));
     }
     matches!(TRUST.gate(), Gate::FirstCheck)
@@ -309,6 +308,7 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     let top = stack_bounds::top()? as u64;
     // SAFETY: a non-null list is leaked, never freed.
     let modules = unsafe { MODULES.load(Ordering::Acquire).as_ref() }?;
+    let modules_id = std::ptr::from_ref(modules) as usize;
     // SAFETY: the cache is this thread's own (`prepare_thread`), freed only
     // by `release_thread` on this thread after the thread-local lets go of
     // it; the caller is busy, so no other capture on this thread runs until
@@ -317,42 +317,70 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     let low = start.sp;
     // Everything from the capturing frame up to the stack's top is this
     // thread's mapped stack; anything else ends the walk.
+    let span = top.saturating_sub(8).saturating_sub(low);
     let mut read_stack = |address: u64| -> Result<u64, ()> {
-        if address < low || address > top.saturating_sub(8) {
+        // One comparison: below `low` wraps around to far above `span`.
+        if address.wrapping_sub(low) > span {
             return Err(());
         }
         // SAFETY: `address .. address + 8` lies within `[low, top)`, the
         // mapped part of this thread's stack above the capturing frame.
         Ok(unsafe { (address as *const u64).read_unaligned() })
     };
+    // The first frame is `start.ip` itself, inside the capturing function,
+    // whose rules framehop applies (they differ for a first frame); like
+    // the frame-pointer walk, the stack starts at its return address.
     let mut registers = UnwindRegsX86_64::new(start.ip, start.sp, start.bp);
-    // The first frame is `start.ip` itself, inside the capturing function:
-    // like the frame-pointer walk, the stack starts at its return address.
-    let mut frame = FrameAddress::from_instruction_pointer(start.ip);
+    let first = FrameAddress::from_instruction_pointer(start.ip);
+    let mut return_address = match modules.tables.unwind_frame(
+        first,
+        &mut registers,
+        &mut cache.framehop,
+        &mut read_stack,
+    ) {
+        Ok(Some(address)) => address,
+        // The root: a frame whose tables say it has no caller.
+        Ok(None) => return Some(()),
+        Err(_) => return None,
+    };
+    let (mut sp, mut bp) = (registers.sp(), registers.bp());
     loop {
-        let cache = cache.for_address(frame.address_for_lookup())?;
-        let return_address =
-            match modules
-                .tables
-                .unwind_frame(frame, &mut registers, cache, &mut read_stack)
-            {
-                Ok(Some(address)) => address,
-                // The root: a frame whose tables say it has no caller.
-                Ok(None) => return Some(()),
-                Err(_) => return None,
-            };
-        frame = FrameAddress::from_return_address(return_address)?;
-        // framehop would unwind an address in no module by guessing with
-        // frame pointers; the unwinder, which knows every loaded object,
-        // does better.
-        if !modules.knows(frame.address_for_lookup()) {
-            unknown_code(modules);
-            return None;
-        }
+        let frame = FrameAddress::from_return_address(return_address)?;
         if !stack.push(return_address as usize) {
             return Some(());
         }
+        let lookup = frame.address_for_lookup();
+        let rule = match cache.rules.get(lookup, modules_id) {
+            Some(rule) => rule,
+            None => new_rule(frame, modules, modules_id, cache)?,
+        };
+        match rule.apply(&mut sp, &mut bp, &mut read_stack).ok()? {
+            Step::Caller(address) => return_address = address,
+            Step::Root => return Some(()),
+        }
     }
+}
+
+/// The rule of a return address not in the cache yet, derived and cached.
+/// `None` for an address in no known module (the unwinder, which knows
+/// every loaded object, does better than framehop's guess there) or whose
+/// rule is not a compact one.
+#[cold]
+#[inline(never)]
+fn new_rule(
+    frame: FrameAddress,
+    modules: &'static Modules,
+    modules_id: usize,
+    cache: &mut Cache,
+) -> Option<Rule> {
+    let lookup = frame.address_for_lookup();
+    if !modules.knows(lookup) {
+        unknown_code(modules);
+        return None;
+    }
+    let rule = rules::derive(frame, &modules.tables, &mut cache.framehop)?;
+    cache.rules.insert(lookup, modules_id, rule);
+    Some(rule)
 }
 
 /// A return address in no known module: perhaps a library loaded since the
@@ -450,7 +478,9 @@ pub(super) fn trusted() -> bool {
 }
 
 mod build;
+mod rules;
 use build::build_modules;
+use rules::{Rule, RuleCache, Step};
 
 #[cfg(test)]
 mod tests;

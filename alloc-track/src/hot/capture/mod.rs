@@ -155,6 +155,15 @@ impl CapturedStack {
 /// the tracked path, never takes a lock of this crate's.
 #[inline(never)]
 pub(crate) fn capture(stack: &mut CapturedStack) {
+    capture_with_first_walker(stack);
+    // Keeps this function's frame on the stack for as long as a walker
+    // runs: a tail call into the last walker would remove it, and the
+    // unwinder finds where the program's stack starts by it.
+    std::hint::black_box(());
+}
+
+#[inline(always)]
+fn capture_with_first_walker(stack: &mut CapturedStack) {
     #[cfg(all(
         target_os = "linux",
         target_env = "gnu",

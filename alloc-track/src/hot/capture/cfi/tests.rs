@@ -106,7 +106,7 @@ fn walk_and_unwind_from_a_callee(cache: *mut Cache) -> (Option<bool>, usize) {
 }
 
 fn compare_with_a_cache() -> (Option<bool>, usize) {
-    let cache = Box::into_raw(Box::new(Cache::new(Cache::FULL_WAYS)));
+    let cache = Box::into_raw(Box::new(Cache::new(Cache::FULL_RULES)));
     THREAD_CFI.with(|thread| thread.cache.set(cache));
     let outcome = std::hint::black_box(walk_and_unwind_from_a_callee(cache));
     release_thread();

@@ -127,7 +127,7 @@ pub use hot::capture::Walker;
 pub use hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
 pub use limits::{limits, Exceeded, Limits};
 pub use live_dump::{dump, numbered_path, start_live_dumps};
-pub use measure::measure;
+pub use measure::{measure, Approximation};
 pub use scope::{scope, LoggedScope, ScopeGuard};
 pub use site::Stack;
 pub use snapshot::{ScopeStats, Site, Snapshot};

@@ -113,6 +113,7 @@ mod live_dump;
 mod measure;
 mod os_memory;
 mod scope;
+mod settings;
 mod site;
 mod snapshot;
 mod symbolize;

@@ -45,7 +45,7 @@ mod stack_bounds;
     target_env = "gnu",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-mod trust;
+pub(crate) mod trust;
 
 /// The deepest stack recorded; deeper stacks keep their innermost frames
 /// and are marked truncated.

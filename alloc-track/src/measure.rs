@@ -155,8 +155,7 @@ fn warn_tags_exhausted_once() {
     if WARNED.swap(true, Ordering::Relaxed) {
         return;
     }
-    // `writeln!` on a locked handle, not `eprintln!`: no panic if standard
-    // error is closed.
+    // `writeln!`, not `eprintln!`: no panic if standard error is closed.
     let _ = writeln!(
         std::io::stderr(),
         "alloc-track: more than {MAX_TAG} threads are inside measure, limits or \

@@ -6,6 +6,7 @@ use std::fmt;
 use crate::hot::stacks::SiteId;
 use crate::hot::thread::untracked;
 use crate::human::{percent, Bytes, Count, SignedBytes, SignedCount};
+use crate::measure::Approximation;
 use crate::site::{self, Stack};
 use crate::table::Table;
 use crate::Snapshot;
@@ -37,6 +38,8 @@ pub struct Diff {
     pub(crate) sites: Vec<SiteDiff>,
     pub(crate) peak_bytes: Option<u64>,
     pub(crate) complete: bool,
+    /// Set by [`measure`](crate::measure) when some figures are not exact.
+    pub(crate) approximation: Option<Approximation>,
 }
 
 /// The change at one call site.
@@ -157,6 +160,7 @@ impl Diff {
             sites,
             peak_bytes,
             complete,
+            approximation: None,
         }
     }
 
@@ -200,6 +204,11 @@ impl Diff {
     /// in practice; reported rather than hidden.
     pub fn is_complete(&self) -> bool {
         self.complete
+    }
+    /// `None` when every figure is exact (always, below 1,024 threads
+    /// measuring at once); otherwise which figures are approximate and why.
+    pub fn approximation(&self) -> Option<Approximation> {
+        self.approximation
     }
     /// The sites that changed, biggest change first (by net bytes, then
     /// retained bytes, then allocated bytes).
@@ -245,6 +254,9 @@ fn render(diff: &Diff, all: bool) -> String {
         out.push_str(
             "Incomplete: the tracker ran out of memory for its books; figures may be low\n",
         );
+    }
+    if let Some(approximation) = diff.approximation {
+        out.push_str(&format!("Approximate: {approximation}\n"));
     }
     let groups = site::group_by_label(diff.sites.iter().map(|s| s.stack()));
     let mut rows: Vec<Row> = groups

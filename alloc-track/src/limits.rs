@@ -94,6 +94,12 @@ impl Limits {
     /// If any limit is exceeded, with a message naming each exceeded limit
     /// and the per-site table of what the closure allocated; also in the
     /// cases where [`measure`](crate::measure) panics.
+    ///
+    /// Past 1,023 threads measuring at once, retained figures are an upper
+    /// bound (see [`measure`](crate::measure)): a retained limit may then
+    /// fail when the exact figure would pass, never the other way round,
+    /// and the message says the figures are approximate. Every other limit
+    /// stays exact.
     #[track_caller]
     pub fn check<R>(&self, f: impl FnOnce() -> R) -> R {
         let (value, diff) = crate::measure(f);

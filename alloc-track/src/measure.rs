@@ -3,7 +3,9 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::diff::SiteDiff;
 use crate::hot::live::{self, MAX_TAG};
@@ -45,18 +47,67 @@ use crate::Diff;
 /// }
 /// ```
 ///
+/// # Many threads at once
+///
+/// Up to 1,023 threads can be inside `measure`, [`limits`](crate::limits)
+/// or [`scope(..).log()`](crate::ScopeGuard::log) at once with every figure
+/// exact. Past that, a thread's allocated, freed, net and peak figures stay
+/// exact (they are the thread's own flow), but its **retained** figures
+/// become an upper bound: the diff says so with
+/// [`Diff::approximation`] and in its `Display`, and the first time it
+/// happens the process gets one line on standard error. See
+/// [`Approximation::TooManyMeasuringThreads`] for what exactly may be
+/// counted too much.
+///
 /// # Panics
 ///
 /// If the [`Tracker`](crate::Tracker) is not the program's global
-/// allocator (the figures would be silently zero), or if `measure` calls
-/// nest deeper than 32 on one thread. A panic inside `f` propagates after
-/// the measurement is closed.
+/// allocator (the figures would be silently zero), or if `measure`,
+/// `limits` and `scope(..).log()` calls nest deeper than 32 on one thread.
+/// A panic inside `f` propagates after the measurement is closed.
 pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Diff) {
     crate::ensure_installed("measure");
-    let frame = OpenFrame::open();
+    let Some(frame) = OpenFrame::open() else {
+        panic!(
+            "alloc_track::measure: measure, limits and scope(..).log() nest deeper than \
+             {MAX_NESTING} on this thread"
+        );
+    };
     let result = f();
     let diff = frame.close();
     (result, diff)
+}
+
+/// Why a [`Diff`]'s figures are not all exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Approximation {
+    /// More than 1,023 threads were inside [`measure`],
+    /// [`limits`](crate::limits) or [`scope(..).log()`](crate::ScopeGuard::log)
+    /// at once when this thread's outermost one opened, so no tag was left
+    /// to mark the blocks born inside it.
+    ///
+    /// Exact still: everything allocated and freed by the thread (total,
+    /// net and peak figures, by site). Approximate: the **retained**
+    /// figures, which are an upper bound. A block born inside and freed by
+    /// this thread is never counted; one freed by another thread is not
+    /// counted either, unless its address was handed out again, before the
+    /// measure ended, to a block from the same call site allocated outside
+    /// every tagged measure: that block is then counted as if it were the
+    /// one born here.
+    TooManyMeasuringThreads,
+}
+
+impl fmt::Display for Approximation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Approximation::TooManyMeasuringThreads => write!(
+                f,
+                "retained figures are an upper bound: more than {MAX_TAG} threads were \
+                 measuring at once (allocated, freed and peak figures stay exact)"
+            ),
+        }
+    }
 }
 
 /// The measure tags in use, one bit each: a tag marks the blocks born in
@@ -67,7 +118,9 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Diff) {
 static TAGS_IN_USE: [AtomicU64; (MAX_TAG as usize + 1) / 64] =
     [const { AtomicU64::new(0) }; (MAX_TAG as usize + 1) / 64];
 
-fn claim_tag() -> u32 {
+/// A free tag, or `None` when all `MAX_TAG` are in use: the measure then
+/// runs untagged (tag 0) and its retained figures are approximate.
+fn claim_tag() -> Option<u32> {
     for (word_index, word) in TAGS_IN_USE.iter().enumerate() {
         let mut bits = word.load(Ordering::Relaxed);
         loop {
@@ -83,18 +136,38 @@ fn claim_tag() -> u32 {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return (word_index * 64) as u32 + bit,
+                Ok(_) => return Some((word_index * 64) as u32 + bit),
                 Err(now) => bits = now,
             }
         }
     }
-    panic!(
-        "alloc_track::measure: more than {MAX_TAG} threads are inside measure at once; \
-         no tag is left to mark their blocks"
+    warn_tags_exhausted_once();
+    None
+}
+
+/// Says once per process that some measures run untagged: a service with a
+/// thread per connection may reach the limit under load, and its operators
+/// should learn why some figures are marked approximate, but not once per
+/// connection.
+#[cold]
+fn warn_tags_exhausted_once() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // `writeln!`, not `eprintln!`: no panic if standard error is closed.
+    let _ = writeln!(
+        std::io::stderr(),
+        "alloc-track: more than {MAX_TAG} threads are inside measure, limits or \
+         scope(..).log() at once; the ones past that limit report approximate retained \
+         figures (marked in their Diff), all other figures stay exact"
     );
 }
 
 fn release_tag(tag: u32) {
+    if tag == 0 {
+        return; // an untagged measure: nothing was claimed
+    }
     let word = &TAGS_IN_USE[tag as usize / 64];
     word.fetch_and(!(1 << (tag % 64)), Ordering::Release);
 }
@@ -106,11 +179,13 @@ pub(crate) struct OpenFrame {
 }
 
 impl OpenFrame {
-    pub(crate) fn open() -> OpenFrame {
+    /// Opens a frame, or returns `None` when 32 are already open on this
+    /// thread (each caller says so in its own words).
+    pub(crate) fn open() -> Option<OpenFrame> {
         let state = untracked(|| {
             let mut state = thread::measuring();
             if state.is_null() {
-                state = new_state(claim_tag());
+                state = new_state(claim_tag().unwrap_or(0));
                 thread::set_measuring(state);
             }
             state
@@ -118,12 +193,12 @@ impl OpenFrame {
         // SAFETY: `state` is this thread's live measure state (just read or
         // created above); the hot path touches it only from this thread,
         // never while this function runs.
-        let pushed = unsafe { (*state).push() };
-        assert!(
-            pushed,
-            "alloc_track::measure calls nest deeper than {MAX_NESTING}"
-        );
-        OpenFrame { state }
+        if unsafe { (*state).push() } {
+            return Some(OpenFrame { state });
+        }
+        // A state this call created has its first frame pushed (push only
+        // fails at depth 32), so there is nothing to free here.
+        None
     }
 
     pub(crate) fn close(self) -> Diff {
@@ -185,7 +260,9 @@ fn free_state(state: *mut MeasureState) {
 }
 
 /// The frame's figures as a [`Diff`]; retained blocks are the births since
-/// the frame opened that are still live under this measure's tag.
+/// the frame opened that are still live under this measure's tag (for an
+/// untagged measure, tag 0, shared with every block born outside a
+/// measure: hence the approximation).
 fn frame_diff(state: &MeasureState, frame: &Frame) -> Diff {
     let mut sites: HashMap<SiteId, SiteDiff> = HashMap::new();
     frame.sites.for_each(|key, flow| {
@@ -209,11 +286,15 @@ fn frame_diff(state: &MeasureState, frame: &Frame) -> Diff {
         entry.retained_bytes += block.size() as u64;
         entry.retained_blocks += 1;
     });
-    Diff::from_sites(
+    let mut diff = Diff::from_sites(
         sites.into_values().collect(),
         Some(frame.peak_bytes.max(0) as u64),
         !frame.incomplete,
-    )
+    );
+    if state.tag == 0 {
+        diff.approximation = Some(Approximation::TooManyMeasuringThreads);
+    }
+    diff
 }
 
 fn site_entry(sites: &mut HashMap<SiteId, SiteDiff>, id: SiteId) -> &mut SiteDiff {

@@ -2,11 +2,13 @@
 //! runs, to see the live heap by scope in snapshots, dumps and reports.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
+use crate::hot::measuring::MAX_NESTING;
 use crate::hot::scopes::MAX_SCOPES;
 use crate::hot::thread::{self, untracked};
 use crate::human::{Bytes, Count, SignedBytes, SignedCount};
@@ -111,9 +113,16 @@ impl ScopeGuard {
     /// ```text
     /// alloc-track: scope "task": +2.0 KiB live in +1 blocks, 14.5 KiB allocated in 23 blocks, peak +8.0 KiB
     /// ```
+    ///
+    /// Every figure on the line is the thread's own flow, so it stays
+    /// exact however many threads log at once (past 1,023 only retained
+    /// figures, which the line does not show, become approximate: see
+    /// [`measure`](crate::measure)). Nested more than 32 deep with
+    /// `measure` and other logged scopes, the scope is still named but not
+    /// measured, and its line says so instead of panicking.
     pub fn log(self) -> LoggedScope {
         LoggedScope {
-            frame: Some(OpenFrame::open()),
+            frame: OpenFrame::open(),
             scope: self,
         }
     }
@@ -135,21 +144,32 @@ pub struct LoggedScope {
 
 impl Drop for LoggedScope {
     fn drop(&mut self) {
-        let Some(frame) = self.frame.take() else {
-            return;
+        let line = match self.frame.take() {
+            Some(frame) => {
+                let diff = frame.close();
+                untracked(|| {
+                    format!(
+                        "alloc-track: scope {:?}: {} live in {} blocks, {} allocated in {} blocks, peak +{}",
+                        name(self.scope.id),
+                        SignedBytes(diff.live_bytes()),
+                        SignedCount(diff.live_blocks()),
+                        Bytes(diff.total_bytes()),
+                        Count(diff.total_blocks()),
+                        Bytes(diff.peak_bytes().unwrap_or(0)),
+                    )
+                })
+            }
+            None => untracked(|| {
+                format!(
+                    "alloc-track: scope {:?}: not measured: measure, limits and scope(..).log() \
+                     nest deeper than {MAX_NESTING} on this thread",
+                    name(self.scope.id),
+                )
+            }),
         };
-        let diff = frame.close();
         untracked(|| {
-            let line = format!(
-                "alloc-track: scope {:?}: {} live in {} blocks, {} allocated in {} blocks, peak +{}",
-                name(self.scope.id),
-                SignedBytes(diff.live_bytes()),
-                SignedCount(diff.live_blocks()),
-                Bytes(diff.total_bytes()),
-                Count(diff.total_blocks()),
-                Bytes(diff.peak_bytes().unwrap_or(0)),
-            );
-            eprintln!("{line}");
+            // No panic if standard error is closed (`eprintln!` would).
+            let _ = writeln!(std::io::stderr(), "{line}");
         });
     }
 }

@@ -12,6 +12,16 @@ use super::stacks::MAX_SITES;
 /// [`Mode::Full`]), and overridable without a rebuild by the environment
 /// variable `ALLOC_TRACK_MODE` (`full`, `count`, `sampled` or
 /// `sampled:BYTES`, e.g. `sampled:1048576` or `sampled:1m`).
+///
+/// `ALLOC_TRACK_MODE` is read without regard to case or to blanks around
+/// the value (`FULL` is `full`). Set but empty, it counts as unset (as
+/// `ALLOC_TRACK_DUMP` does), so that `ALLOC_TRACK_MODE=$MODE` with `MODE`
+/// unset changes nothing. Any other value that is not a mode (`bogus`,
+/// `sampled:0`) is ignored: the mode chosen in code is used, and the
+/// process prints one line on standard error saying so, such as
+/// `alloc-track: ALLOC_TRACK_MODE="bogus" is not a mode (full, count,
+/// sampled or sampled:BYTES with BYTES > 0); using sampled:524288, the mode
+/// set in code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Every allocation with its stack: exact figures for every site. The
@@ -50,34 +60,27 @@ impl std::fmt::Display for Mode {
 impl Mode {
     /// Parses the values `ALLOC_TRACK_MODE` takes: `full`, `count`,
     /// `sampled`, `sampled:BYTES` with an optional `k`/`m`/`g` suffix
-    /// (binary units). Never allocates: it runs inside the allocator.
+    /// (binary units), in any case, blanks around them ignored. `BYTES`
+    /// must be at least 1. Never allocates: it runs inside the allocator.
     pub fn parse(text: &[u8]) -> Option<Mode> {
-        match text {
-            b"full" => Some(Mode::Full),
-            b"count" | b"counting" => Some(Mode::Count),
-            b"sampled" => Some(Mode::Sampled {
+        let text = text.trim_ascii();
+        let is = |name: &[u8]| text.eq_ignore_ascii_case(name);
+        if is(b"full") {
+            Some(Mode::Full)
+        } else if is(b"count") || is(b"counting") {
+            Some(Mode::Count)
+        } else if is(b"sampled") {
+            Some(Mode::Sampled {
                 mean_bytes: DEFAULT_SAMPLE_BYTES,
-            }),
-            _ => {
-                let bytes = text.strip_prefix(b"sampled:")?;
-                let (digits, shift) = match bytes.last()? {
-                    b'k' | b'K' => (&bytes[..bytes.len() - 1], 10),
-                    b'm' | b'M' => (&bytes[..bytes.len() - 1], 20),
-                    b'g' | b'G' => (&bytes[..bytes.len() - 1], 30),
-                    _ => (bytes, 0),
-                };
-                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                    return None;
-                }
-                let mut value: u64 = 0;
-                for &digit in digits {
-                    value = value
-                        .checked_mul(10)?
-                        .checked_add(u64::from(digit - b'0'))?;
-                }
-                let mean_bytes = value.checked_mul(1 << shift)?;
-                (mean_bytes > 0 && mean_bytes < 1 << 62).then_some(Mode::Sampled { mean_bytes })
+            })
+        } else {
+            const PREFIX: &[u8] = b"sampled:";
+            let (prefix, bytes) = text.split_at_checked(PREFIX.len())?;
+            if !prefix.eq_ignore_ascii_case(PREFIX) {
+                return None;
             }
+            let mean_bytes = parse_bytes(bytes)?;
+            (mean_bytes > 0 && mean_bytes < 1 << 62).then_some(Mode::Sampled { mean_bytes })
         }
     }
 
@@ -99,6 +102,27 @@ impl Mode {
             _ => Mode::Full,
         }
     }
+}
+
+/// A byte count with an optional `k`/`m`/`g` suffix (binary units), in
+/// any case; `None` if it is not one or overflows.
+fn parse_bytes(text: &[u8]) -> Option<u64> {
+    let (digits, shift) = match text.last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 10),
+        b'm' | b'M' => (&text[..text.len() - 1], 20),
+        b'g' | b'G' => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &digit in digits {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    value.checked_mul(1 << shift)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -148,9 +172,11 @@ impl Config {
     }
 
     /// Settles the mode at the first allocation: the environment's
-    /// `ALLOC_TRACK_MODE` if it parses, else the mode chosen in code. Reads
-    /// the environment with `getenv`, which neither allocates nor locks
-    /// anything of ours. Threads racing here agree: the first store wins.
+    /// `ALLOC_TRACK_MODE` if it parses, else the mode chosen in code (a bad
+    /// value is reported once on stderr by the cold path, `settings.rs`:
+    /// no I/O here). Reads the environment with `getenv`, which neither
+    /// allocates nor locks anything of ours. Threads racing here agree: the
+    /// first store wins.
     #[cold]
     fn settle_mode(&self) -> Mode {
         let chosen = environment_mode().unwrap_or(self.mode);
@@ -160,6 +186,20 @@ impl Config {
         }
     }
 }
+
+/// What an `ALLOC_TRACK_MODE` value asks for: `Ok(None)` when it is empty
+/// or blank (as if unset), `Err` when it is not a mode. Shared by the hot
+/// path, which ignores a bad value, and the cold path, which reports it.
+pub(crate) fn mode_setting(value: &[u8]) -> Result<Option<Mode>, NotAMode> {
+    if value.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    Mode::parse(value).map(Some).ok_or(NotAMode)
+}
+
+/// An `ALLOC_TRACK_MODE` value that names no mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NotAMode;
 
 /// The mode in force, if the first allocation has settled it.
 pub(crate) fn settled_mode() -> Option<Mode> {
@@ -178,13 +218,22 @@ fn environment_mode() -> Option<Mode> {
         if value.is_null() {
             return None;
         }
-        Mode::parse(std::ffi::CStr::from_ptr(value).to_bytes())
+        mode_setting(std::ffi::CStr::from_ptr(value).to_bytes()).unwrap_or(None)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_is_unset_and_a_bad_value_is_an_error() {
+        assert_eq!(mode_setting(b""), Ok(None));
+        assert_eq!(mode_setting(b"  "), Ok(None));
+        assert_eq!(mode_setting(b"count"), Ok(Some(Mode::Count)));
+        assert_eq!(mode_setting(b"bogus"), Err(NotAMode));
+        assert_eq!(mode_setting(b"sampled:0"), Err(NotAMode));
+    }
 
     #[test]
     fn modes_parse_and_round_trip() {
@@ -211,6 +260,16 @@ mod tests {
         assert_eq!(Mode::parse(b"sampled:12x"), None);
         assert_eq!(Mode::parse(b"sampled:99999999999999999999"), None);
         assert_eq!(Mode::parse(b"fast"), None);
+        assert_eq!(Mode::parse(b""), None);
+        assert_eq!(Mode::parse(b"sampled:0k"), None);
+        assert_eq!(Mode::parse(b"sampledx1"), None);
+        // Case and surrounding blanks do not matter.
+        assert_eq!(Mode::parse(b"FULL"), Some(Mode::Full));
+        assert_eq!(Mode::parse(b" Count\n"), Some(Mode::Count));
+        assert_eq!(
+            Mode::parse(b"Sampled:4K"),
+            Some(Mode::Sampled { mean_bytes: 4096 })
+        );
         for mode in [Mode::Full, Mode::Count, Mode::Sampled { mean_bytes: 12345 }] {
             assert_eq!(Mode::decode(mode.encode()), mode);
             assert_eq!(Mode::parse(mode.to_string().as_bytes()), Some(mode));

@@ -13,6 +13,13 @@
 //! `births`; when another thread frees it, the tag check at the end finds
 //! it gone (or its address reused under another tag), so the retained
 //! figures stay exact without other threads touching this state.
+//!
+//! The live record has room for 1,023 tags. A measure that opens while all
+//! are in use runs with tag 0, the tag of every block born outside a
+//! measure: its own frees still leave `births`, but a block another thread
+//! freed can no longer be told from a newcomer at the same address and
+//! site, so its retained figures become an upper bound (and say so). The
+//! flows above need no tag and stay exact.
 
 use super::live::LiveBlock;
 use super::raw_map::RawMap;
@@ -64,7 +71,8 @@ impl Frame {
 }
 
 pub(crate) struct MeasureState {
-    /// Unique per outermost measure call, never 0.
+    /// Unique among the outermost measures open at once; 0 when none was
+    /// left (an untagged measure, whose retained figures are approximate).
     pub(crate) tag: u32,
     pub(crate) seq: u32,
     pub(crate) depth: usize,

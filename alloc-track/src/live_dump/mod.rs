@@ -118,6 +118,7 @@ pub fn numbered_path(path: &Path, n: u64) -> PathBuf {
 /// process; later calls do nothing. On Linux, Android and FreeBSD this has
 /// already happened before `main`; elsewhere call it at the top of `main`.
 pub fn start_live_dumps() {
+    crate::settings::warn_about_bad_values();
     START.get_or_init(|| {
         untracked(|| {
             let (config, warnings) = Config::from_vars(|name| std::env::var_os(name));

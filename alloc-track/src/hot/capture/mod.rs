@@ -45,7 +45,7 @@ mod stack_bounds;
     target_env = "gnu",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-mod trust;
+pub(crate) mod trust;
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -151,9 +151,27 @@ pub(super) fn forced() -> Option<Forced> {
         }
         std::ffi::CStr::from_ptr(value).to_bytes()
     };
-    match value {
-        b"unwinder" => Some(Forced::Unwinder),
-        b"cfi" => Some(Forced::Cfi),
-        _ => None,
+    parse_forced(value).unwrap_or(None)
+}
+
+/// An `ALLOC_TRACK_UNWIND` value: `unwinder` or `cfi` in any case, blanks
+/// around it ignored; empty or blank means unset. `Err` for anything else,
+/// which forces nothing (the cold path, `settings.rs`, says so once on
+/// stderr). Never allocates.
+fn parse_forced(value: &[u8]) -> Result<Option<Forced>, ()> {
+    let value = value.trim_ascii();
+    if value.is_empty() {
+        Ok(None)
+    } else if value.eq_ignore_ascii_case(b"unwinder") {
+        Ok(Some(Forced::Unwinder))
+    } else if value.eq_ignore_ascii_case(b"cfi") {
+        Ok(Some(Forced::Cfi))
+    } else {
+        Err(())
     }
+}
+
+/// False when `ALLOC_TRACK_UNWIND` holds `value` and it names no walker.
+pub(crate) fn is_valid_unwind_setting(value: &[u8]) -> bool {
+    parse_forced(value).is_ok()
 }

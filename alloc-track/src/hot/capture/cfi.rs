@@ -344,7 +344,7 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
         Err(_) => return None,
     };
     let (mut sp, mut bp) = (registers.sp(), registers.bp());
-    loop {
+    stack.push_with(|stack| loop {
         let frame = FrameAddress::from_return_address(return_address)?;
         if !stack.push(return_address as usize) {
             return Some(());
@@ -358,7 +358,7 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
             Step::Caller(address) => return_address = address,
             Step::Root => return Some(()),
         }
-    }
+    })
 }
 
 /// The rule of a return address not in the cache yet, derived and cached.

@@ -59,22 +59,25 @@ fn walk(stack: &mut CapturedStack) -> bool {
     if fp < low {
         return true;
     }
-    while fp <= highest_record && fp % std::mem::align_of::<usize>() == 0 {
-        // SAFETY: `fp .. fp + 16` lies within `[low, top)`, the mapped part
-        // of this thread's stack above the current frame, and is aligned.
-        let (next, ip) = unsafe {
-            let record = fp as *const usize;
-            (record.read(), record.add(1).read())
-        };
-        if ip == 0 || !stack.push(ip) {
-            break;
+    stack.push_with(|stack| {
+        while fp <= highest_record && fp % std::mem::align_of::<usize>() == 0 {
+            // SAFETY: `fp .. fp + 16` lies within `[low, top)`, the mapped
+            // part of this thread's stack above the current frame, and is
+            // aligned.
+            let (next, ip) = unsafe {
+                let record = fp as *const usize;
+                (record.read(), record.add(1).read())
+            };
+            if ip == 0 || !stack.push(ip) {
+                break;
+            }
+            // A chain that does not climb is not a frame-pointer chain.
+            if next <= fp {
+                break;
+            }
+            fp = next;
         }
-        // A chain that does not climb is not a frame-pointer chain.
-        if next <= fp {
-            break;
-        }
-        fp = next;
-    }
+    });
     true
 }
 

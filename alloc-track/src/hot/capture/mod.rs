@@ -141,11 +141,55 @@ impl CapturedStack {
         true
     }
 
+    /// Runs a walk that pushes through a [`Pusher`], which keeps the length
+    /// and hash in locals (registers) rather than in the stack's fields,
+    /// which the compiler must otherwise store after every frame because
+    /// they sit beside the array being written.
+    #[inline(always)]
+    fn push_with<R>(&mut self, walk: impl FnOnce(&mut Pusher<'_>) -> R) -> R {
+        let mut pusher = Pusher {
+            ips: &mut self.ips,
+            len: self.len,
+            running_hash: self.running_hash,
+            truncated: self.truncated,
+        };
+        let result = walk(&mut pusher);
+        let (len, running_hash, truncated) = (pusher.len, pusher.running_hash, pusher.truncated);
+        self.len = len;
+        self.running_hash = running_hash;
+        self.truncated = truncated;
+        result
+    }
+
     /// Empties the stack for another walk.
     fn clear(&mut self) {
         self.len = 0;
         self.running_hash = HASH_SEED;
         self.truncated = false;
+    }
+}
+
+/// A [`CapturedStack`] being written by a walk: see
+/// [`CapturedStack::push_with`].
+struct Pusher<'a> {
+    ips: &'a mut [MaybeUninit<usize>; MAX_DEPTH],
+    len: usize,
+    running_hash: u64,
+    truncated: bool,
+}
+
+impl Pusher<'_> {
+    /// Appends a return address; false once full (and marked truncated).
+    #[inline(always)]
+    fn push(&mut self, ip: usize) -> bool {
+        let Some(slot) = self.ips.get_mut(self.len) else {
+            self.truncated = true;
+            return false;
+        };
+        slot.write(ip);
+        self.len += 1;
+        self.running_hash = hash_step(self.running_hash, ip);
+        true
     }
 }
 

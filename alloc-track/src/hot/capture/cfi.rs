@@ -257,8 +257,10 @@ fn first_check(stack: &mut CapturedStack) -> bool {
     TRUST.first_check(trust::forced() == Some(Forced::Unwinder), stack, compare)
 }
 
-/// Walks and unwinds from the same capture; leaves the unwinder's stack in
-/// `stack` and returns whether the walk agrees (`None` if it declined).
+/// Walks and unwinds from the same capture and returns whether the walk
+/// agrees (`None` if it declined). Leaves the walk's stack in `stack` where
+/// they agree, as every other walk of the same call gives it, else the
+/// unwinder's.
 #[inline(always)]
 fn compare(stack: &mut CapturedStack) -> Option<bool> {
     let cache = THREAD_CFI
@@ -268,7 +270,14 @@ fn compare(stack: &mut CapturedStack) -> Option<bool> {
     let mut walked = CapturedStack::new();
     let walked_ok = !cache.is_null() && walk(registers(), cache, &mut walked);
     unwind(stack);
-    walked_ok.then(|| agree(&walked, stack))
+    if !walked_ok {
+        return None;
+    }
+    let start = agree(&walked, stack);
+    if let Some(start) = start {
+        stack.copy_from(&walked, start);
+    }
+    Some(start.is_some())
 }
 
 /// The walk agrees with the unwinder when, from the unwinder's first frame
@@ -276,24 +285,23 @@ fn compare(stack: &mut CapturedStack) -> Option<bool> {
 /// exactly the unwinder's frames: the same return addresses in the same
 /// order, ending at the same root, or running on past the unwinder's last
 /// frame when the unwinder's stack filled up first. At least three frames
-/// must be compared.
-fn agree(walked: &CapturedStack, unwound: &CapturedStack) -> bool {
+/// must be compared. Returns where in the walk the unwinder's first frame
+/// is, if they agree.
+fn agree(walked: &CapturedStack, unwound: &CapturedStack) -> Option<usize> {
     let unwound_frames = unwound.frames();
-    let Some(start) = unwound_frames
+    let start = unwound_frames
         .first()
-        .and_then(|first| walked.frames().iter().take(4).position(|ip| ip == first))
-    else {
-        return false;
-    };
+        .and_then(|first| walked.frames().iter().take(4).position(|ip| ip == first))?;
     let walked_frames = &walked.frames()[start..];
     let same_length = if unwound.truncated {
         walked_frames.len() >= unwound_frames.len()
     } else {
         walked_frames.len() == unwound_frames.len() && !walked.truncated
     };
-    unwound_frames.len() >= 3
+    (unwound_frames.len() >= 3
         && same_length
-        && walked_frames[..unwound_frames.len()] == *unwound_frames
+        && walked_frames[..unwound_frames.len()] == *unwound_frames)
+        .then_some(start)
 }
 
 /// Walks the stack from `start` with this thread's cache into `stack`

@@ -111,15 +111,25 @@ fn first_check(stack: &mut CapturedStack) -> bool {
     TRUST.first_check(trust::forced().is_some(), stack, compare)
 }
 
-/// Walks and unwinds from the same capture; leaves the unwinder's stack
-/// (the one known to be right) in `stack` and returns whether the walk
-/// agrees with it (`None`: the walk declined).
+/// Walks and unwinds from the same capture and returns whether the walk
+/// agrees with the unwinder (`None`: the walk declined). Leaves in `stack`
+/// the walk's stack where they agree, so that this capture gives the same
+/// stack as every other walk of the same call (the two may differ in the
+/// C runtime's last frames), else the unwinder's, the one known to be
+/// right.
 #[inline(always)]
 fn compare(stack: &mut CapturedStack) -> Option<bool> {
     let mut walked = CapturedStack::new();
     let walked_ok = walk(&mut walked);
     unwind(stack);
-    walked_ok.then(|| agree(walked.frames(), stack.frames()))
+    if !walked_ok {
+        return None;
+    }
+    let start = agree(walked.frames(), stack.frames());
+    if let Some(start) = start {
+        stack.copy_from(&walked, start);
+    }
+    Some(start.is_some())
 }
 
 /// The walk agrees with the unwinder when, from the unwinder's first frame
@@ -127,17 +137,15 @@ fn compare(stack: &mut CapturedStack) -> Option<bool> {
 /// frames but for the last two (the C runtime's entry frames, often built
 /// without frame pointers, may end a chain with garbage) are the start of
 /// the unwinder's stack: a function without a frame pointer would be
-/// missing from the walk. At least three frames must be compared.
-fn agree(walked: &[usize], unwound: &[usize]) -> bool {
-    let Some(start) = unwound
+/// missing from the walk. At least three frames must be compared. Returns
+/// where in the walk the unwinder's first frame is, if they agree.
+fn agree(walked: &[usize], unwound: &[usize]) -> Option<usize> {
+    let start = unwound
         .first()
-        .and_then(|first| walked.iter().take(4).position(|ip| ip == first))
-    else {
-        return false;
-    };
-    let walked = &walked[start..];
-    let compared = &walked[..walked.len().saturating_sub(2).min(16)];
-    compared.len() >= 3 && unwound.starts_with(compared)
+        .and_then(|first| walked.iter().take(4).position(|ip| ip == first))?;
+    let from_start = &walked[start..];
+    let compared = &from_start[..from_start.len().saturating_sub(2).min(16)];
+    (compared.len() >= 3 && unwound.starts_with(compared)).then_some(start)
 }
 
 /// True once the first capture has decided for or against the walk.
@@ -163,14 +171,14 @@ mod tests {
     fn agreement_needs_an_unbroken_run() {
         let unwound = [3, 4, 5, 6, 7, 8];
         // The walk starts inside the check, a frame or two deeper.
-        assert!(agree(&[1, 2, 3, 4, 5, 6, 99, 98], &unwound));
-        assert!(agree(&[3, 4, 5, 6, 99, 98], &unwound));
+        assert_eq!(agree(&[1, 2, 3, 4, 5, 6, 99, 98], &unwound), Some(2));
+        assert_eq!(agree(&[3, 4, 5, 6, 99, 98], &unwound), Some(0));
         // A frame missing from the walk (no frame pointer) breaks the run.
-        assert!(!agree(&[2, 3, 5, 6, 7, 99, 98], &unwound));
+        assert_eq!(agree(&[2, 3, 5, 6, 7, 99, 98], &unwound), None);
         // A walk that never reaches the unwinder's first frame.
-        assert!(!agree(&[1, 2, 9, 4, 5, 6, 7, 8], &unwound));
+        assert_eq!(agree(&[1, 2, 9, 4, 5, 6, 7, 8], &unwound), None);
         // Too short to tell.
-        assert!(!agree(&[3, 4, 99, 98], &unwound));
+        assert_eq!(agree(&[3, 4, 99, 98], &unwound), None);
     }
 
     // Miri cannot run inline assembly or `pthread_getattr_np`.

@@ -161,6 +161,15 @@ impl CapturedStack {
         result
     }
 
+    /// Makes this stack a copy of `other` from its frame `start` on.
+    fn copy_from(&mut self, other: &CapturedStack, start: usize) {
+        self.clear();
+        for &ip in other.frames().get(start..).unwrap_or(&[]) {
+            self.push(ip);
+        }
+        self.truncated = other.truncated;
+    }
+
     /// Empties the stack for another walk.
     fn clear(&mut self) {
         self.len = 0;

@@ -287,6 +287,41 @@ fn instructions(out: &mut String, counts: &Counts, options: &Options) {
         }
         let _ = writeln!(out, "{line}");
     }
+    instructions_per_frame(out, counts, options);
+}
+
+/// The depth series' cost per frame in instructions: full mode's extra
+/// over System at the deepest and at the shallowest depth, per frame
+/// between them. Stacks cut at the capture limit make the deep end flat.
+fn instructions_per_frame(out: &mut String, counts: &Counts, options: &Options) {
+    let mut depths: Vec<u32> = options
+        .workloads
+        .iter()
+        .filter_map(|w| match w {
+            Workload::Depth(depth) => Some(*depth),
+            _ => None,
+        })
+        .collect();
+    depths.sort_unstable();
+    let (Some(&shallow), Some(&deep)) = (depths.first(), depths.last()) else {
+        return;
+    };
+    let extra = |depth| {
+        let workload = Workload::Depth(depth);
+        let full = counts.get(&(workload, FULL))?.instructions as f64;
+        let system = counts.get(&(workload, BASELINE))?.instructions as f64;
+        Some((full - system) / callgrind::allocations(counts, workload)? as f64)
+    };
+    if let (true, Some(deep_extra), Some(shallow_extra)) =
+        (deep > shallow, extra(deep), extra(shallow))
+    {
+        let _ = writeln!(
+            out,
+            "\nDepth series: full mode's extra instructions per allocation grow by {:.1} per frame \
+             from depth {shallow} to depth {deep}.",
+            (deep_extra - shallow_extra) / f64::from(deep - shallow)
+        );
+    }
 }
 
 /// Which mode each tracker column really ran in, and with which stack

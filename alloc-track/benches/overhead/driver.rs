@@ -1,29 +1,36 @@
 //! The driver: runs every (workload, threads, allocator) as a child
-//! process, round after round, and prints one table of medians.
+//! process, round after round, then callgrind's counts, and prints one
+//! table of medians (`table.rs`).
 //!
 //! The figures that matter are ratios against `System` *in the same
 //! round*: on a shared or throttling machine absolute times drift by tens
 //! of percent between minutes, but two runs a second apart see the same
-//! machine. Each round runs the four configurations back to back, in an
-//! order rotated every round so that no configuration always runs first
-//! (cold caches) or last (after the others heated the CPU); the table shows
-//! the median over rounds of each ratio, which one disturbed round cannot
-//! move.
+//! machine. Each round runs the configurations back to back, in an order
+//! rotated every round so that no configuration always runs first (cold
+//! caches) or last (after the others heated the CPU); the table shows the
+//! median over rounds of each ratio, which one disturbed round cannot move.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use crate::callgrind;
+use crate::table;
 use crate::workloads::Workload;
-use crate::ALLOCATOR_VAR;
+use crate::{ALLOCATOR_VAR, CHILD_LINE_PREFIX};
 
 const USAGE: &str = "\
 usage: cargo bench -p alloc-track --bench overhead [-- OPTIONS]
 
   --rounds N        rounds of measurements (default 5; 3 with --quick)
-  --workload NAME   only this workload: churn, build or json (repeatable)
+  --workload NAME   only this workload (repeatable): churn, build, json,
+                    crates, depth (the whole depth series) or depth-N
   --threads N       only this many threads: 1 or 2 (repeatable)
+  --peers           also time heaptrack and dhat-rs, on the crates workload
+  --peers-everywhere  the same, on every workload (slow: dhat is ~30x)
+  --callgrind       count instructions with callgrind (default: where
+                    valgrind is installed); --no-callgrind to skip
   --quick           small workloads, for a smoke run; figures are noise
   --cpu             compare process CPU time instead of wall time: steadier
                     on a loaded machine, blind to time spent waiting";
@@ -32,50 +39,96 @@ usage: cargo bench -p alloc-track --bench overhead [-- OPTIONS]
 /// at once.
 const THREADS: [usize; 2] = [1, 2];
 
-/// One allocator configuration of a child.
+/// How a configuration's child is started.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-struct Config {
-    /// The column header.
-    name: &'static str,
-    /// `ALLOC_BENCH_ALLOCATOR`.
-    allocator: &'static str,
-    /// `ALLOC_TRACK_MODE`, for the tracker.
-    mode: Option<&'static str>,
+pub enum Launch {
+    /// The bench binary itself.
+    Direct,
+    /// Under `heaptrack`, which preloads itself into the process.
+    Heaptrack,
 }
 
-/// The baseline first: ratios are taken against it.
-const CONFIGS: [Config; 4] = [
+/// One allocator configuration of a child.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Config {
+    /// The column header.
+    pub name: &'static str,
+    /// `ALLOC_BENCH_ALLOCATOR`.
+    pub allocator: &'static str,
+    /// `ALLOC_TRACK_MODE`, for the tracker.
+    pub mode: Option<&'static str>,
+    pub launch: Launch,
+}
+
+impl Config {
+    pub fn is_peer(&self) -> bool {
+        self.allocator == "dhat" || self.launch == Launch::Heaptrack
+    }
+}
+
+/// The baseline first: ratios are taken against it. The peers last.
+pub const CONFIGS: [Config; 6] = [
     Config {
         name: "system",
         allocator: "system",
         mode: None,
+        launch: Launch::Direct,
     },
     Config {
         name: "count",
         allocator: "tracker",
         mode: Some("count"),
+        launch: Launch::Direct,
     },
     Config {
         name: "sampled",
         allocator: "tracker",
         mode: Some("sampled"),
+        launch: Launch::Direct,
     },
     Config {
         name: "full",
         allocator: "tracker",
         mode: Some("full"),
+        launch: Launch::Direct,
+    },
+    Config {
+        name: "heaptrack",
+        allocator: "system",
+        mode: None,
+        launch: Launch::Heaptrack,
+    },
+    Config {
+        name: "dhat",
+        allocator: "dhat",
+        mode: None,
+        launch: Launch::Direct,
     },
 ];
-const BASELINE: Config = CONFIGS[0];
+pub const BASELINE: Config = CONFIGS[0];
+pub const FULL: Config = CONFIGS[3];
+const HEAPTRACK: Config = CONFIGS[4];
+
+/// Which workloads the peers are timed on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Peers {
+    None,
+    /// The crates workload only: the one the README compares on.
+    Crates,
+    Everywhere,
+}
 
 #[derive(Debug, PartialEq)]
 pub struct Options {
-    rounds: usize,
-    quick: bool,
+    pub rounds: usize,
+    pub quick: bool,
     /// Times and ratios from process CPU time rather than wall time.
-    cpu: bool,
-    workloads: Vec<Workload>,
-    threads: Vec<usize>,
+    pub cpu: bool,
+    pub workloads: Vec<Workload>,
+    pub threads: Vec<usize>,
+    pub peers: Peers,
+    /// None: where valgrind is installed.
+    pub callgrind: Option<bool>,
 }
 
 impl Options {
@@ -87,6 +140,8 @@ impl Options {
         let mut cpu = false;
         let mut workloads = Vec::new();
         let mut threads = Vec::new();
+        let mut peers = Peers::None;
+        let mut callgrind = None;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let mut value = |flag: &str| {
@@ -97,6 +152,10 @@ impl Options {
                 "--bench" => {}
                 "--quick" => quick = true,
                 "--cpu" => cpu = true,
+                "--peers" => peers = Peers::Crates,
+                "--peers-everywhere" => peers = Peers::Everywhere,
+                "--callgrind" => callgrind = Some(true),
+                "--no-callgrind" => callgrind = Some(false),
                 "--rounds" => {
                     let n = value("--rounds")?;
                     match n.parse::<usize>() {
@@ -106,10 +165,17 @@ impl Options {
                 }
                 "--workload" => {
                     let name = value("--workload")?;
-                    let workload = Workload::parse(name).ok_or_else(|| {
-                        format!("--workload {name}: expected churn, build or json")
-                    })?;
-                    workloads.push(workload);
+                    if name == "depth" {
+                        workloads.extend(
+                            Workload::ALL
+                                .iter()
+                                .filter(|w| matches!(w, Workload::Depth(_))),
+                        );
+                    } else {
+                        workloads.push(Workload::parse(name).ok_or_else(|| {
+                            format!("--workload {name}: expected churn, build, json, crates, depth or depth-N")
+                        })?);
+                    }
                 }
                 "--threads" => {
                     let n = value("--threads")?;
@@ -125,6 +191,7 @@ impl Options {
         if workloads.is_empty() {
             workloads = Workload::ALL.to_vec();
         }
+        workloads.dedup();
         if threads.is_empty() {
             threads = THREADS.to_vec();
         }
@@ -134,40 +201,66 @@ impl Options {
             cpu,
             workloads,
             threads,
+            peers,
+            callgrind,
         })
+    }
+
+    /// The configurations timed on `workload`.
+    fn configs(&self, workload: Workload, heaptrack_installed: bool) -> Vec<Config> {
+        CONFIGS
+            .into_iter()
+            .filter(|config| match (config.is_peer(), self.peers) {
+                (false, _) => true,
+                (true, Peers::None) => false,
+                (true, Peers::Crates) => workload == Workload::Crates,
+                (true, Peers::Everywhere) => true,
+            })
+            .filter(|config| *config != HEAPTRACK || heaptrack_installed)
+            .collect()
     }
 }
 
 /// What one child reported.
 #[derive(Clone, Debug, Default)]
-struct Measurement {
-    time: Duration,
+pub struct Measurement {
+    pub time: Duration,
     /// The process's CPU time over the same span, where the OS gives it.
-    cpu: Option<Duration>,
+    pub cpu: Option<Duration>,
     /// The tracker's mode as the child reports it.
-    mode: Option<String>,
+    pub mode: Option<String>,
     /// How the child's tracker captured stacks, as it reports it.
-    walker: Option<String>,
-    bookkeeping: Option<Bookkeeping>,
+    pub walker: Option<String>,
+    /// Allocations in the measured run (count and full modes).
+    pub allocations: Option<u64>,
+    /// Median captured stack depth and the share of truncated stacks, in
+    /// thousandths (full mode).
+    pub stack_depth: Option<(u64, u64)>,
+    pub bookkeeping: Option<Bookkeeping>,
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Bookkeeping {
-    bytes: u64,
-    live_blocks: u64,
-    live_bytes: u64,
+pub struct Bookkeeping {
+    pub bytes: u64,
+    pub live_blocks: u64,
+    pub live_bytes: u64,
 }
 
 /// One cell of the table: a (workload, threads) row and a configuration.
-type Key = (Workload, usize, Config);
+pub type Key = (Workload, usize, Config);
 
 pub fn run(options: &Options) -> Result<ExitCode, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let heaptrack_installed = options.peers != Peers::None && installed("heaptrack", "--version");
+    if options.peers != Peers::None && !heaptrack_installed {
+        eprintln!("overhead: heaptrack is not installed; its column is skipped");
+    }
     let rows: Vec<(Workload, usize)> = options
         .workloads
         .iter()
         .flat_map(|&w| options.threads.iter().map(move |&t| (w, t)))
         .collect();
+    let size = if options.quick { "quick" } else { "full" };
     // Per cell, one measurement per round (None where the child failed),
     // so that round r of a configuration pairs with round r of `System`.
     let mut results: HashMap<Key, Vec<Option<Measurement>>> = HashMap::new();
@@ -175,12 +268,14 @@ pub fn run(options: &Options) -> Result<ExitCode, String> {
 
     for round in 0..options.rounds {
         for &(workload, threads) in &rows {
-            for i in 0..CONFIGS.len() {
-                let config = CONFIGS[(i + round) % CONFIGS.len()];
-                let outcome = run_child(&exe, workload, threads, config, options.quick);
+            let configs = options.configs(workload, heaptrack_installed);
+            for i in 0..configs.len() {
+                let config = configs[(i + round) % configs.len()];
+                let outcome = run_child(&exe, workload, threads, config, size, None)
+                    .and_then(|output| parse_child_output(&output));
                 match &outcome {
                     Ok(m) => eprintln!(
-                        "round {}/{}  {:5} x{}  {:7}  {:8.3} s",
+                        "round {}/{}  {:9} x{}  {:9}  {:8.3} s",
                         round + 1,
                         options.rounds,
                         workload.name(),
@@ -208,7 +303,20 @@ pub fn run(options: &Options) -> Result<ExitCode, String> {
         }
     }
 
-    print!("{}", table(&rows, &results, options));
+    let want_callgrind = options.callgrind.unwrap_or(true);
+    let counts = if want_callgrind && installed("valgrind", "--version") {
+        Some(callgrind::run(&exe, &options.workloads, options.quick))
+    } else {
+        if options.callgrind == Some(true) {
+            eprintln!("overhead: valgrind is not installed; no instruction counts");
+        }
+        None
+    };
+
+    print!(
+        "{}",
+        table::render(&rows, &results, counts.as_ref(), options)
+    );
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -217,21 +325,48 @@ pub fn run(options: &Options) -> Result<ExitCode, String> {
     })
 }
 
-fn run_child(
-    exe: &std::path::Path,
+/// Whether `program` runs at all.
+fn installed(program: &str, version_flag: &str) -> bool {
+    Command::new(program)
+        .arg(version_flag)
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Runs one child and returns its stdout. `wrapper`, when given, is a
+/// command line the child runs under (callgrind's).
+pub fn run_child(
+    exe: &Path,
     workload: Workload,
     threads: usize,
     config: Config,
-    quick: bool,
-) -> Result<Measurement, String> {
-    let mut command = Command::new(exe);
+    size: &str,
+    wrapper: Option<&[String]>,
+) -> Result<String, String> {
+    // heaptrack's own files, removed once the child is done.
+    let heaptrack_output = std::env::temp_dir().join(format!(
+        "overhead-heaptrack-{}-{}",
+        std::process::id(),
+        workload.name()
+    ));
+    let mut command = match (wrapper, config.launch) {
+        (Some([program, args @ ..]), _) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(exe);
+            command
+        }
+        (_, Launch::Heaptrack) => {
+            let mut command = Command::new("heaptrack");
+            command.arg("-o").arg(&heaptrack_output).arg(exe);
+            command
+        }
+        _ => Command::new(exe),
+    };
     command
         .arg("--child")
         .arg(workload.name())
-        .arg(threads.to_string());
-    if quick {
-        command.arg("--quick");
-    }
+        .arg(threads.to_string())
+        .arg(size);
     // The child's environment is this one minus every tracker setting the
     // user may have exported (live dumps on an interval would be timed
     // too), plus the configuration's own.
@@ -246,7 +381,11 @@ fn run_child(
     }
     let output = command
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()));
+    if config.launch == Launch::Heaptrack {
+        remove_heaptrack_files(&heaptrack_output);
+    }
+    let output = output?;
     if !output.status.success() {
         return Err(format!(
             "{}: {}",
@@ -254,11 +393,30 @@ fn run_child(
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    parse_child_line(&String::from_utf8_lossy(&output.stdout))
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Reads the child's `key=value ...` line.
-fn parse_child_line(line: &str) -> Result<Measurement, String> {
+/// heaptrack appends its compression's suffix to `-o`: removes whatever
+/// it wrote.
+fn remove_heaptrack_files(prefix: &Path) {
+    let (Some(dir), Some(stem)) = (prefix.parent(), prefix.file_name()) else {
+        return;
+    };
+    let stem = stem.to_string_lossy();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&*stem) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Finds and reads the child's `overhead-child: key=value ...` line among
+/// whatever else a peer printed.
+pub fn parse_child_output(output: &str) -> Result<Measurement, String> {
+    let line = output
+        .lines()
+        .find_map(|line| line.strip_prefix(CHILD_LINE_PREFIX))
+        .ok_or_else(|| format!("no figures in the child's output {output:?}"))?;
     let fields: HashMap<&str, &str> = line
         .split_whitespace()
         .filter_map(|field| field.split_once('='))
@@ -287,13 +445,15 @@ fn parse_child_line(line: &str) -> Result<Measurement, String> {
         cpu: number("cpu_ns")?.map(Duration::from_nanos),
         mode: fields.get("mode").map(|m| m.to_string()),
         walker: fields.get("walker").map(|w| w.to_string()),
+        allocations: number("allocations")?,
+        stack_depth: number("stack_depth")?.zip(number("truncated_permille")?),
         bookkeeping,
     })
 }
 
 /// The median of `values` (the mean of the middle two for an even count);
 /// None when empty.
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -304,125 +464,4 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     } else {
         (values[mid - 1] + values[mid]) / 2.0
     })
-}
-
-/// The table, as Markdown so that it pastes into the README unchanged.
-fn table(
-    rows: &[(Workload, usize)],
-    results: &HashMap<Key, Vec<Option<Measurement>>>,
-    options: &Options,
-) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n{} time, medians of {} round(s){}. Ratio: the median over rounds of \
-         (time / system's time in the same round), then [lowest-highest].\n",
-        if options.cpu { "Process CPU" } else { "Wall" },
-        options.rounds,
-        if options.quick {
-            ", --quick sizes (figures are noise)"
-        } else {
-            ""
-        }
-    );
-    let seconds = |m: &Measurement| -> Option<f64> {
-        if options.cpu {
-            m.cpu.map(|cpu| cpu.as_secs_f64())
-        } else {
-            Some(m.time.as_secs_f64())
-        }
-    };
-    let mut header = String::from("| workload | threads |");
-    let mut rule = String::from("|---|---:|");
-    for config in CONFIGS {
-        header.push_str(&format!(" {} |", config.name));
-        rule.push_str("---:|");
-    }
-    header.push_str(" full: bookkeeping per live block | full: bookkeeping / live heap |");
-    rule.push_str("---:|---:|");
-    let _ = writeln!(out, "{header}\n{rule}");
-
-    let empty = Vec::new();
-    for &(workload, threads) in rows {
-        let cell = |config: Config| results.get(&(workload, threads, config)).unwrap_or(&empty);
-        let baseline = cell(BASELINE);
-        let mut line = format!("| {} | {} |", workload.name(), threads);
-        for config in CONFIGS {
-            let runs = cell(config);
-            let time = median(runs.iter().flatten().filter_map(seconds).collect());
-            let ratios: Vec<f64> = runs
-                .iter()
-                .zip(baseline)
-                .filter_map(|(m, base)| Some(seconds(m.as_ref()?)? / seconds(base.as_ref()?)?))
-                .collect();
-            let lowest = ratios.iter().copied().reduce(f64::min);
-            let highest = ratios.iter().copied().reduce(f64::max);
-            match (time, median(ratios), lowest, highest) {
-                (Some(time), ..) if config == BASELINE => line.push_str(&format!(" {time:.3} s |")),
-                (Some(time), Some(ratio), Some(lowest), Some(highest)) => line.push_str(&format!(
-                    " {time:.3} s ({ratio:.2}x [{lowest:.2}-{highest:.2}]) |"
-                )),
-                (Some(time), ..) => line.push_str(&format!(" {time:.3} s |")),
-                (None, ..) => line.push_str(" failed |"),
-            }
-        }
-        let books: Vec<Bookkeeping> = cell(CONFIGS[3])
-            .iter()
-            .flatten()
-            .filter_map(|m| m.bookkeeping)
-            .collect();
-        let per_block = median(
-            books
-                .iter()
-                .map(|b| b.bytes as f64 / b.live_blocks.max(1) as f64)
-                .collect(),
-        );
-        let per_heap = median(
-            books
-                .iter()
-                .map(|b| b.bytes as f64 / b.live_bytes.max(1) as f64)
-                .collect(),
-        );
-        match (per_block, per_heap) {
-            (Some(per_block), Some(per_heap)) => {
-                line.push_str(&format!(" {per_block:.0} B | {per_heap:.2}x |"))
-            }
-            _ => line.push_str(" | |"),
-        }
-        let _ = writeln!(out, "{line}");
-    }
-
-    // Which mode each tracker column really ran in, and with which stack
-    // walker, as its children reported them: a mode the library ignored, or
-    // a binary without frame pointers, must show next to the figures.
-    let _ = writeln!(out);
-    for config in &CONFIGS[1..] {
-        let runs: Vec<&Measurement> = results
-            .iter()
-            .filter(|(key, _)| key.2 == *config)
-            .flat_map(|(_, runs)| runs.iter().flatten())
-            .collect();
-        let distinct = |field: fn(&Measurement) -> Option<&str>| {
-            let mut values: Vec<&str> = runs.iter().filter_map(|m| field(m)).collect();
-            values.sort_unstable();
-            values.dedup();
-            if values.is_empty() {
-                "none".to_string()
-            } else {
-                values.join(", ")
-            }
-        };
-        let _ = write!(
-            out,
-            "{}: ALLOC_TRACK_MODE={}, mode reported: {}",
-            config.name,
-            config.mode.unwrap_or(""),
-            distinct(|m| m.mode.as_deref())
-        );
-        if config.mode != Some("count") {
-            let _ = write!(out, ", stack walker: {}", distinct(|m| m.walker.as_deref()));
-        }
-        let _ = writeln!(out);
-    }
-    out
 }

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+#[path = "crates.rs"]
+mod crates;
+
 /// One kind of work, run by every thread of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Workload {
@@ -24,20 +27,49 @@ pub enum Workload {
     Build,
     /// serde_json round trips of a nested document.
     Json,
+    /// Popular crates doing real work: syn, prettyplease, serde_json and
+    /// regex (`crates.rs`). Its units are split across the threads.
+    Crates,
+    /// The churn at a given call depth, 64 blocks live: the depth series
+    /// that shows what each frame of a stack costs.
+    Depth(u32),
 }
 
-impl Workload {
-    pub const ALL: [Workload; 3] = [Workload::Churn, Workload::Build, Workload::Json];
+/// The call depths of the depth series.
+pub const DEPTHS: [u32; 5] = [5, 20, 40, 80, 120];
 
-    pub fn name(self) -> &'static str {
+impl Workload {
+    pub const ALL: [Workload; 9] = [
+        Workload::Churn,
+        Workload::Build,
+        Workload::Json,
+        Workload::Crates,
+        Workload::Depth(DEPTHS[0]),
+        Workload::Depth(DEPTHS[1]),
+        Workload::Depth(DEPTHS[2]),
+        Workload::Depth(DEPTHS[3]),
+        Workload::Depth(DEPTHS[4]),
+    ];
+
+    pub fn name(self) -> String {
         match self {
-            Workload::Churn => "churn",
-            Workload::Build => "build",
-            Workload::Json => "json",
+            Workload::Churn => "churn".into(),
+            Workload::Build => "build".into(),
+            Workload::Json => "json".into(),
+            Workload::Crates => "crates".into(),
+            Workload::Depth(depth) => format!("depth-{depth}"),
         }
     }
 
+    /// The inverse of [`name`](Workload::name); any depth from 1 to 1000
+    /// is accepted, not only the series' own.
     pub fn parse(name: &str) -> Option<Workload> {
+        if let Some(depth) = name.strip_prefix("depth-") {
+            return match depth.parse() {
+                Ok(depth @ 1..=1000) => Some(Workload::Depth(depth)),
+                _ => None,
+            };
+        }
         Workload::ALL.into_iter().find(|w| w.name() == name)
     }
 }
@@ -57,6 +89,10 @@ pub struct Size {
     pub json_orders: usize,
     /// Serialise-then-parse round trips of the document per thread.
     pub json_round_trips: usize,
+    /// Blocks each thread of a depth-series run allocates and frees.
+    pub depth_steps: usize,
+    /// The crates workload, shared out between the threads.
+    pub crates: crates::CratesSize,
 }
 
 impl Size {
@@ -71,6 +107,8 @@ impl Size {
         build_pushes: 4_000_000,
         json_orders: 64,
         json_round_trips: 1000,
+        depth_steps: 400_000,
+        crates: crates::CratesSize::FULL,
     };
 
     /// `--quick`: a smoke run of the whole benchmark in seconds; its
@@ -82,6 +120,8 @@ impl Size {
         build_pushes: 200_000,
         json_orders: 16,
         json_round_trips: 20,
+        depth_steps: 40_000,
+        crates: crates::CratesSize::QUICK,
     };
 
     /// The smoke test, and each child's warm-up before it is timed.
@@ -92,13 +132,43 @@ impl Size {
         build_pushes: 10_000,
         json_orders: 4,
         json_round_trips: 2,
+        depth_steps: 2_000,
+        crates: crates::CratesSize::SMOKE,
     };
+
+    /// One child per configuration under callgrind, which runs code some
+    /// 50 times slower: a few tens of thousands of allocations each, enough
+    /// that the per-allocation figures settle.
+    pub const CALLGRIND: Size = Size {
+        churn_ring: 1024,
+        churn_steps: 30_000,
+        build_entries: 10_000,
+        build_pushes: 40_000,
+        json_orders: 16,
+        json_round_trips: 20,
+        depth_steps: 20_000,
+        crates: crates::CratesSize::CALLGRIND,
+    };
+
+    pub fn parse(name: &str) -> Option<Size> {
+        match name {
+            "full" => Some(Size::FULL),
+            "quick" => Some(Size::QUICK),
+            "smoke" => Some(Size::SMOKE),
+            "callgrind" => Some(Size::CALLGRIND),
+            _ => None,
+        }
+    }
 }
 
 /// What a thread's work leaves alive until the end of the run: the build
-/// workload's map and vector, whose bookkeeping the benchmark reports.
+/// workload's map and vector, and the crates workload's last JSON `Value`
+/// tree, whose bookkeeping the benchmark reports.
 pub enum Kept {
     Nothing,
+    // Held only to stay alive while the bench measures the bookkeeping.
+    #[allow(dead_code)]
+    Tree(serde_json::Value),
     // The bench only holds these, to keep them alive; the smoke test reads
     // them.
     #[allow(dead_code)]
@@ -112,10 +182,20 @@ pub enum Kept {
 /// from the moment all of them are released until the last one finishes,
 /// and what they keep alive.
 ///
-/// Every thread does the same amount of work, so with two threads the
-/// allocator serves twice the allocations in (ideally) the same time;
-/// contention inside it shows as a higher ratio than with one.
-pub fn run(workload: Workload, threads: usize, size: &Size) -> (Duration, Vec<Kept>) {
+/// Every thread does the same amount of work (the crates workload excepted:
+/// its threads share one amount out), so with two threads the allocator
+/// serves twice the allocations in (ideally) the same time; contention
+/// inside it shows as a higher ratio than with one.
+///
+/// `measured` sends each thread's work through [`measured_work`], the
+/// function whose calls callgrind counts (`--toggle-collect`), so that a
+/// warm-up run is not counted with the measured one.
+pub fn run(
+    workload: Workload,
+    threads: usize,
+    size: &Size,
+    measured: bool,
+) -> (Duration, Vec<Kept>) {
     let exchange = Exchange::new();
     // One more party than workers: the timer starts when the main thread
     // passes the barrier, i.e. once every worker exists and waits, so
@@ -125,9 +205,14 @@ pub fn run(workload: Workload, threads: usize, size: &Size) -> (Duration, Vec<Ke
         let workers: Vec<_> = (0..threads)
             .map(|index| {
                 let (barrier, exchange) = (&barrier, &exchange);
+                let share = Share { index, threads };
                 scope.spawn(move || {
                     barrier.wait();
-                    run_one(workload, index, size, exchange)
+                    if measured {
+                        measured_work(workload, share, size, exchange)
+                    } else {
+                        run_one(workload, share, size, exchange)
+                    }
                 })
             })
             .collect();
@@ -145,13 +230,33 @@ pub fn run(workload: Workload, threads: usize, size: &Size) -> (Duration, Vec<Ke
     })
 }
 
-fn run_one(workload: Workload, index: usize, size: &Size, exchange: &Exchange) -> Kept {
+/// Which thread of how many: the crates workload splits its units by it.
+#[derive(Clone, Copy)]
+pub struct Share {
+    pub index: usize,
+    pub threads: usize,
+}
+
+/// The measured run's work on one thread. Its name is what the bench's
+/// callgrind runs toggle collection on: keep it unique and never inlined.
+#[inline(never)]
+pub fn measured_work(workload: Workload, share: Share, size: &Size, exchange: &Exchange) -> Kept {
+    black_box(run_one(workload, share, size, exchange))
+}
+
+fn run_one(workload: Workload, share: Share, size: &Size, exchange: &Exchange) -> Kept {
     // Distinct seeds per thread: the same amount of work, not the same
     // addresses in the same order.
-    let mut rng = XorShift::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1));
+    let mut rng = XorShift::new(0x9E37_79B9_7F4A_7C15 ^ (share.index as u64 + 1));
     match workload {
         Workload::Churn => {
-            churn(size, &mut rng, exchange);
+            churn(
+                size.churn_ring,
+                size.churn_steps,
+                CHAIN_DEPTH,
+                &mut rng,
+                exchange,
+            );
             Kept::Nothing
         }
         Workload::Build => build(size, &mut rng),
@@ -159,19 +264,30 @@ fn run_one(workload: Workload, index: usize, size: &Size, exchange: &Exchange) -
             json(size, &mut rng);
             Kept::Nothing
         }
+        Workload::Crates => crates::run(&size.crates, share),
+        Workload::Depth(depth) => {
+            churn(
+                DEPTH_RING,
+                size.depth_steps,
+                depth_levels(depth),
+                &mut rng,
+                exchange,
+            );
+            Kept::Nothing
+        }
     }
 }
 
 /// xorshift64*: deterministic, allocation-free and fast enough to vanish
 /// next to an allocation.
-struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    fn new(seed: u64) -> XorShift {
+    pub(crate) fn new(seed: u64) -> XorShift {
         XorShift(seed | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -181,7 +297,7 @@ impl XorShift {
     }
 
     /// A number in `low..=high`.
-    fn between(&mut self, low: u64, high: u64) -> u64 {
+    pub(crate) fn between(&mut self, low: u64, high: u64) -> u64 {
         low + self.next() % (high - low + 1)
     }
 }
@@ -204,12 +320,12 @@ const EXCHANGE_EVERY: usize = 8;
 const EXCHANGE_SLOTS: usize = 64;
 
 /// The slots through which churn threads pass blocks to each other.
-struct Exchange {
+pub struct Exchange {
     slots: Vec<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Exchange {
-    fn new() -> Exchange {
+    pub fn new() -> Exchange {
         Exchange {
             slots: (0..EXCHANGE_SLOTS).map(|_| Mutex::new(None)).collect(),
         }
@@ -226,12 +342,26 @@ impl Exchange {
     }
 }
 
-/// A ring of live blocks of 8 B to 4 KiB; each step allocates a new block
-/// at the bottom of a deep call chain and frees the one it replaces.
-fn churn(size: &Size, rng: &mut XorShift, exchange: &Exchange) {
-    let mut ring: Vec<Vec<u8>> = (0..size.churn_ring).map(|_| allocate_deep(rng)).collect();
-    for step in 0..size.churn_steps {
-        let block = allocate_deep(rng);
+/// Live blocks in each thread's ring in the depth series.
+const DEPTH_RING: usize = 64;
+
+/// The recursion levels that put an allocation `depth` frames below the
+/// thread's entry into the churn loop: the loop, `allocate_deep` and the
+/// leaf are three of them, each level of `descend` one more. (The thread's
+/// own start-up frames and the allocator's sit on top, the same at every
+/// depth, so differences between depths are exact.)
+fn depth_levels(depth: u32) -> u32 {
+    depth.saturating_sub(3)
+}
+
+/// A ring of `ring` live blocks of 8 B to 4 KiB; each of `steps` steps
+/// allocates a new block at the bottom of a call chain `levels` deep and
+/// frees the one it replaces.
+#[inline(never)]
+fn churn(ring: usize, steps: usize, levels: u32, rng: &mut XorShift, exchange: &Exchange) {
+    let mut ring: Vec<Vec<u8>> = (0..ring).map(|_| allocate_deep(rng, levels)).collect();
+    for step in 0..steps {
+        let block = allocate_deep(rng, levels);
         if step % EXCHANGE_EVERY == 0 {
             let displaced = exchange.swap(rng.next() as usize, block);
             // Freed here, possibly allocated by the other thread.
@@ -245,12 +375,12 @@ fn churn(size: &Size, rng: &mut XorShift, exchange: &Exchange) {
 }
 
 #[inline(never)]
-fn allocate_deep(rng: &mut XorShift) -> Vec<u8> {
+fn allocate_deep(rng: &mut XorShift, levels: u32) -> Vec<u8> {
     let size = rng.between(8, 4096) as usize;
     // Four call sites, each its own leaf: a few distinct stacks, as in a
     // real program, rather than one stack the tracker finds every time.
     let site = (rng.next() % 4) as u32;
-    descend(black_box(CHAIN_DEPTH), site, size)
+    descend(black_box(levels), site, size)
 }
 
 /// One frame per level. `#[inline(never)]` keeps each level a real frame,
@@ -331,7 +461,7 @@ fn build(size: &Size, rng: &mut XorShift) -> Kept {
 // ---------------------------------------------------------------------
 
 #[derive(Serialize, Deserialize)]
-struct Order {
+pub(crate) struct Order {
     id: u64,
     customer: Customer,
     items: Vec<Item>,
@@ -379,7 +509,7 @@ fn json(size: &Size, rng: &mut XorShift) {
     assert_eq!(orders.len(), size.json_orders);
 }
 
-fn order(index: usize, rng: &mut XorShift) -> Order {
+pub(crate) fn order(index: usize, rng: &mut XorShift) -> Order {
     const CITIES: [&str; 4] = ["Lisbon", "Osaka", "Winnipeg", "Tbilisi"];
     let items = (0..rng.between(1, 8))
         .map(|i| Item {

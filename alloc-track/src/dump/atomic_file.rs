@@ -75,6 +75,10 @@ pub(crate) fn write_atomically(
         _ => Path::new("."),
     };
     let (temp, file) = create_temp(dir, name).map_err(|e| io_error(in_dir(dir, e)))?;
+    let mut temp = PendingTemp {
+        path: temp,
+        renamed: false,
+    };
     let written = (|| {
         if let Some(permissions) = existing {
             file.set_permissions(permissions).map_err(io_error)?;
@@ -84,15 +88,31 @@ pub(crate) fn write_atomically(
         out.flush().map_err(io_error)?;
         drop(out);
         file.sync_all().map_err(io_error)?;
-        fs::rename(&temp, &target).map_err(io_error)
+        fs::rename(&temp.path, &target).map_err(io_error)?;
+        temp.renamed = true;
+        Ok(())
     })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    } else {
+    drop(temp);
+    if written.is_ok() {
         sync_directory(dir);
     }
     remove_stale_temps(dir, name);
     written
+}
+
+/// A temporary file not yet renamed into place: removed when dropped, so
+/// that neither an error nor a panic in `contents` leaves it behind.
+struct PendingTemp {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl Drop for PendingTemp {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Where the file goes: `path` with symbolic links followed, and the

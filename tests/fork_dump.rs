@@ -37,8 +37,12 @@ const SCENARIO_DEADLINE: Duration = Duration::from_secs(240);
 /// Forks per mode while the parent dumps in a loop.
 const FORKS: usize = 12;
 
+/// Under the build's target directory, normally on disk rather than
+/// tmpfs: each dump's `fsync` then keeps the parent's thread in its
+/// file-writing phase long enough for the fork to land there.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("alloc-track-fork-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("alloc-track-fork-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

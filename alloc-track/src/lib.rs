@@ -106,6 +106,7 @@
 mod diff;
 pub mod dump;
 mod dump_build;
+mod fork_safe_mutex;
 mod hot;
 pub mod human;
 mod limits;

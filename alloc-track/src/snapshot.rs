@@ -367,6 +367,8 @@ impl Snapshot {
 
     /// Saves the snapshot as a JSON dump (see [`crate::dump`]) at `path`,
     /// atomically: a crash mid-write never leaves a partial file there.
+    /// Symbolic links, paths that are not regular files and concurrent
+    /// saves are treated as [`Dump::save`](crate::dump::Dump::save) says.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), DumpError> {
         let dump = self.to_dump();
         untracked(|| dump.save(path))

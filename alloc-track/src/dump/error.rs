@@ -45,6 +45,16 @@ pub enum DumpError {
         /// The newest version this reader understands.
         supported: u32,
     },
+    /// The path to write a dump to exists and is not a regular file: a
+    /// directory, a named pipe, a socket or a device (after following
+    /// symbolic links). A dump never replaces one.
+    NotARegularFile {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is, for a person: "a directory", "a named pipe (FIFO)",
+        /// "a socket", "a character device", "a block device".
+        found: &'static str,
+    },
     /// A well-formed dump whose contents contradict themselves: an index
     /// out of range, totals that do not add up, more live than allocated.
     Invalid {
@@ -64,6 +74,7 @@ impl DumpError {
             | DumpError::NotADump { path }
             | DumpError::UnsupportedVersion { path, .. }
             | DumpError::Invalid { path, .. } => path,
+            DumpError::NotARegularFile { .. } => return self, // always has one
         };
         if slot.is_none() {
             *slot = Some(file.into());
@@ -148,6 +159,11 @@ impl fmt::Display for DumpError {
                 "{}dump format version {found} is newer than this alloc-track understands \
                  (up to {supported}); upgrade alloc-track",
                 path(p)
+            ),
+            DumpError::NotARegularFile { path, found } => write!(
+                f,
+                "{}: is {found}, not a regular file; a dump never replaces one",
+                path.display()
             ),
             DumpError::Invalid { path: p, reason } => {
                 write!(f, "{}inconsistent dump: {reason}", path(p))

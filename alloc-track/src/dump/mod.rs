@@ -13,6 +13,7 @@
 //! fails gets a [`DumpError`] that says what is wrong and where, never a
 //! panic.
 
+mod atomic_file;
 mod error;
 mod frame;
 mod read;

@@ -4,7 +4,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
-use super::{Dump, DumpError, FORMAT_NAME, FORMAT_VERSION};
+use super::{atomic_file, Dump, DumpError, FORMAT_NAME, FORMAT_VERSION};
 
 /// Just enough of a dump to decide whether it is one, and of which version,
 /// before committing to the full schema: a newer dump may have fields this
@@ -86,33 +86,25 @@ impl Dump {
             .map_err(|source| DumpError::Io { path: None, source })
     }
 
-    /// Writes the dump to `path` atomically: into a temporary file beside it
-    /// that is renamed over `path` once complete, so that a crash mid-write
-    /// never leaves a half-written dump under the real name.
+    /// Writes the dump to `path` atomically: into a temporary file of its
+    /// own beside the destination, `fsync`ed, then renamed over it, so that
+    /// a reader or a crash never sees a half-written dump under the real
+    /// name, and saves from several threads or processes to one path at
+    /// once each leave a complete dump (the last rename wins).
+    ///
+    /// - A symbolic link is followed: the dump replaces the file it names
+    ///   and the link stays a link.
+    /// - A path that exists and is not a regular file (a directory, named
+    ///   pipe, socket or device) is refused with
+    ///   [`DumpError::NotARegularFile`]; nothing is written, it is left as
+    ///   it was.
+    /// - A directory that does not exist or cannot be written to gives a
+    ///   [`DumpError::Io`] naming `path` and that directory.
+    /// - Temporary files of earlier saves to the same path whose process
+    ///   no longer exists (killed mid-dump) are removed; those of live
+    ///   processes are left alone.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), DumpError> {
-        let path = path.as_ref();
-        let io_error = |source| DumpError::Io {
-            path: Some(path.to_path_buf()),
-            source,
-        };
-        let file_name = path.file_name().ok_or_else(|| {
-            io_error(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the path names no file",
-            ))
-        })?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(file_name);
-        temp_name.push(format!(".{}.tmp", std::process::id()));
-        let temp = path.with_file_name(temp_name);
-        let result = File::create(&temp)
-            .map_err(io_error)
-            .and_then(|file| self.write_to(file).map_err(|e| e.with_path(path)))
-            .and_then(|()| fs::rename(&temp, path).map_err(io_error));
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        atomic_file::write_atomically(path.as_ref(), |out| self.write_to(out))
     }
 
     /// Checks that the dump agrees with itself: every index in range, every

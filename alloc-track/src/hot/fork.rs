@@ -22,19 +22,37 @@
 //! exiting thread's totals. Any lock added to the hot
 //! path must be added to `lock_all` and `unlock_all` below.
 //!
-//! What this does not cover: the cold path's symbol cache and the
-//! `backtrace` crate's symbolization lock. A child that resolves symbols
-//! (saves a dump, prints a snapshot) while the parent had another thread
-//! symbolizing at the fork may block; taking snapshots, allocating and
-//! exiting never do.
+//! The cold path's locks are not taken here: a dump may hold its lock for
+//! seconds, and `fork` must not wait for it. Instead the child handler
+//! advances [`generation`], and
+//! [`ForkSafeMutex`](crate::fork_safe_mutex::ForkSafeMutex) treats a lock
+//! taken in an earlier generation as held by a thread that did not survive
+//! the fork, and takes it over. A cold-path lock that a child can reach
+//! (the dump lock in `live_dump` is one) must be a `ForkSafeMutex`, or be
+//! taken and released around the fork like the ones above.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{counters, live, stacks, thread_totals};
 
 /// Set once the handlers are registered, so that calling `register` again
 /// (it is idempotent) never installs them twice.
 static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Which process image this is in a line of forks: 1 in the process that
+/// started, one more in each child than in its parent (the child handler
+/// adds one). Never 0, so that 0 can mean "nobody" in a lock word.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// This process's fork generation (see [`GENERATION`]). Every thread of a
+/// process sees the same value; a value read before a fork is never the
+/// child's. Without the handlers (registration failed, or a raw `clone`
+/// system call that runs none) the child keeps its parent's value.
+pub(crate) fn generation() -> u64 {
+    // Relaxed: the value only changes in the child handler, while the
+    // child has one thread, before any code of the child's can read it.
+    GENERATION.load(Ordering::Relaxed)
+}
 
 /// Registers the fork handlers, once per process. Cold path only.
 pub(crate) fn register() {
@@ -82,6 +100,7 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
     // SAFETY: the child has only the forking thread, which took every lock
     // in `prepare`; the copies are held by it and by no one else.
     unsafe { unlock_all() }

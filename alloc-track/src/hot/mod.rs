@@ -12,7 +12,7 @@ pub(crate) mod config;
 pub(crate) mod counters;
 pub(crate) mod filter;
 #[cfg(unix)]
-mod fork;
+pub(crate) mod fork;
 pub(crate) mod live;
 pub(crate) mod measuring;
 pub(crate) mod pages;

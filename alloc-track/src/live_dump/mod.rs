@@ -9,7 +9,8 @@
 //! | `ALLOC_TRACK_KEEP=N` | keep only the newest `N` numbered dumps, deleting older ones |
 //!
 //! `{pid}` in `PATH` is replaced by the process id, so that several
-//! processes started with the same environment write different files.
+//! processes started with the same environment write different files, and
+//! so that a forked child has an exit dump of its own (see below).
 //!
 //! # How it starts without a call
 //!
@@ -43,15 +44,36 @@
 //! written to a temporary file and renamed, so a crash mid-write never
 //! leaves a partial file under the real name. A dump that cannot be
 //! written costs one line on standard error, never a panic.
+//!
+//! # In a forked child
+//!
+//! `fork` copies only the thread that calls it: the child has no
+//! background thread, whatever the parent had. What the child does:
+//!
+//! - [`dump`] works as in any process, even if another thread of the
+//!   parent was writing a dump at the fork (the lock that serialises
+//!   dumps is a fork-safe one that the child takes over, see
+//!   `fork_safe_mutex.rs`).
+//! - No periodic dumps and no dumps on signal: they belong to the parent's
+//!   numbered series, which a child must not overwrite or extend under
+//!   the same names. A dump signal sent to the child is ignored (it
+//!   neither kills the child nor wakes the parent's thread, whose pipe the
+//!   child would otherwise share).
+//! - At exit, a dump only if `ALLOC_TRACK_DUMP` contains `{pid}`: then it
+//!   goes to the path with the child's own process id. Without `{pid}` the
+//!   path is the parent's, so the child writes none (it would overwrite
+//!   the parent's). A child that leaves with `_exit`, or through `exec`,
+//!   runs no exit hook at all.
 
 use std::ffi::OsString;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::dump::DumpError;
+use crate::fork_safe_mutex::ForkSafeMutex;
 use crate::hot::thread::untracked;
 
 /// Writes a dump of the live heap to `path` now, atomically (a temporary
@@ -72,7 +94,14 @@ use crate::hot::thread::untracked;
 ///
 /// If the file cannot be written, or if the [`Tracker`](crate::Tracker)
 /// is not the program's global allocator (the dump would be empty). Never
-/// panics, so that a failed dump cannot take a service down.
+/// panics, so that a failed dump cannot take a service down. How `path`
+/// is treated (symbolic links followed, anything but a regular file
+/// refused, concurrent saves) is described at
+/// [`Dump::save`](crate::dump::Dump::save).
+///
+/// Safe to call in a child made by `fork`, even while another thread of
+/// the parent was writing a dump at the fork: see the module's
+/// "In a forked child".
 pub fn dump(path: impl AsRef<Path>) -> Result<(), DumpError> {
     let path = path.as_ref();
     if !crate::is_installed() {
@@ -87,7 +116,7 @@ pub fn dump(path: impl AsRef<Path>) -> Result<(), DumpError> {
     // One dump at a time: the periodic thread, a signal and the exit hook
     // may all want one at once, and two full walks of the heap in parallel
     // only double the pause.
-    let _writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    let _writing = WRITING.lock();
     crate::Snapshot::take().save(path)
 }
 
@@ -138,8 +167,12 @@ static START: OnceLock<()> = OnceLock::new();
 /// What the environment asked for.
 #[derive(Clone, Debug, PartialEq)]
 struct Config {
-    /// The exit dump; numbered dumps go beside it.
+    /// The exit dump; numbered dumps go beside it. `{pid}` already
+    /// replaced by the process id of the process that read the variables.
     path: PathBuf,
+    /// `ALLOC_TRACK_DUMP` as given, when it contains `{pid}`: a forked
+    /// child's exit dump goes there, with the child's id.
+    per_process: Option<String>,
     interval: Option<Duration>,
     /// The signal number, Unix only.
     signal: Option<i32>,
@@ -198,17 +231,35 @@ impl Config {
             }
             return (None, warnings);
         };
-        let path = PathBuf::from(
-            path.to_string_lossy()
-                .replace("{pid}", &std::process::id().to_string()),
-        );
+        let template = path.to_string_lossy().into_owned();
         let config = Config {
-            path,
+            path: with_pid(&template, std::process::id()),
+            per_process: template.contains("{pid}").then_some(template),
             interval,
             signal,
             keep,
         };
         (Some(config), warnings)
+    }
+}
+
+/// `template` with every `{pid}` replaced by `pid`.
+fn with_pid(template: &str, pid: u32) -> PathBuf {
+    PathBuf::from(template.replace("{pid}", &pid.to_string()))
+}
+
+impl Config {
+    /// Where this process writes its exit dump: the configured path in
+    /// the process that read the variables; in a forked child, its own
+    /// path if the template has `{pid}`, else none (see the module's
+    /// "In a forked child").
+    fn exit_path(&self, owner: u32, me: u32) -> Option<PathBuf> {
+        if me == owner {
+            return Some(self.path.clone());
+        }
+        self.per_process
+            .as_deref()
+            .map(|template| with_pid(template, me))
     }
 }
 
@@ -227,8 +278,9 @@ fn signal_number(_name: &str) -> Option<i32> {
     None
 }
 
-/// Serialises dump writing (see [`dump`]).
-static WRITING: Mutex<()> = Mutex::new(());
+/// Serialises dump writing (see [`dump`]). Fork-safe: a child forked
+/// while a parent thread writes a dump must still be able to dump.
+static WRITING: ForkSafeMutex<()> = ForkSafeMutex::new((), || ());
 
 /// The configuration, once started: the exit hook reads it.
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -236,14 +288,14 @@ static CONFIG: OnceLock<Config> = OnceLock::new();
 /// The process that read the configuration. A child made by `fork`
 /// inherits the exit hook but not the background thread; it must not
 /// overwrite its parent's exit dump, so the hook checks this.
-static OWNER_PID: AtomicU64 = AtomicU64::new(0);
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
 
 /// The number of the last numbered dump written.
 static NUMBERED: AtomicU64 = AtomicU64::new(0);
 
 fn start(config: Config) {
     let config = CONFIG.get_or_init(|| config);
-    OWNER_PID.store(u64::from(std::process::id()), Ordering::Relaxed);
+    OWNER_PID.store(std::process::id(), Ordering::Relaxed);
     register_exit_hook();
     let wake = match config.signal {
         Some(signal) => match signal::install(signal) {
@@ -320,9 +372,29 @@ fn write_numbered(config: &Config) {
 }
 
 /// One line on standard error. Never panics (unlike `eprintln!`) even if
-/// standard error is closed.
+/// standard error is closed, and never waits for the standard library's
+/// stderr lock, which a forked child may have inherited held.
 fn warn(message: &str) {
-    let _ = writeln!(io::stderr(), "alloc-track: {message}");
+    let line = format!("alloc-track: {message}\n");
+    #[cfg(unix)]
+    {
+        let mut rest = line.as_bytes();
+        while !rest.is_empty() {
+            // SAFETY: `rest` is valid for `rest.len()` bytes; fd 2 is only
+            // written to, and a closed one makes `write` fail, nothing more.
+            let written = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+            match usize::try_from(written) {
+                Ok(n) if n > 0 => rest = &rest[n.min(rest.len())..],
+                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Write as _;
+        let _ = io::stderr().write_all(line.as_bytes());
+    }
 }
 
 #[cfg(unix)]
@@ -347,10 +419,11 @@ fn write_exit_dump() {
     let Some(config) = CONFIG.get() else {
         return;
     };
-    if OWNER_PID.load(Ordering::Relaxed) != u64::from(std::process::id()) {
-        return; // a forked child: the dump is its parent's
-    }
-    if let Err(error) = dump(&config.path) {
+    let owner = OWNER_PID.load(Ordering::Relaxed);
+    let Some(path) = config.exit_path(owner, std::process::id()) else {
+        return; // a forked child, and the path is its parent's
+    };
+    if let Err(error) = dump(&path) {
         warn(&format!("dump at exit failed: {error}"));
     }
 }
@@ -481,6 +554,29 @@ mod tests {
             ]);
             assert_eq!(warnings.len(), 1, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_forked_child_has_an_exit_dump_only_with_pid_in_the_path() {
+        let (shared, _) = parse(&[("ALLOC_TRACK_DUMP", "heap.json")]);
+        let shared = shared.expect("configured");
+        let owner = std::process::id();
+        assert_eq!(
+            shared.exit_path(owner, owner),
+            Some(PathBuf::from("heap.json"))
+        );
+        assert_eq!(shared.exit_path(owner, owner + 1), None);
+
+        let (own, _) = parse(&[("ALLOC_TRACK_DUMP", "out/heap.{pid}.json")]);
+        let own = own.expect("configured");
+        assert_eq!(
+            own.exit_path(owner, owner),
+            Some(PathBuf::from(format!("out/heap.{owner}.json")))
+        );
+        assert_eq!(
+            own.exit_path(owner, 4242),
+            Some(PathBuf::from("out/heap.4242.json"))
+        );
     }
 
     #[test]

@@ -1,13 +1,24 @@
 //! Dumps on a signal: the handler writes one byte to a pipe, the
 //! background thread waits on the other end.
+//!
+//! A forked child inherits the handler and both ends of the pipe, but not
+//! the thread: a signal sent to the child would wake the parent's thread
+//! and make the *parent* dump. So a fork handler closes the child's copies
+//! and the child's handler then does nothing (see "In a forked child" in
+//! the parent module).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-/// The pipe's write end, for the handler; -1 until installed.
+/// The pipe's write end, for the handler; -1 until installed, and in a
+/// forked child.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The pipe's read end, for the fork handler to close in the child (the
+/// [`Wake`] that owns it belongs to a thread the child does not have).
+static READ_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// The pipe's read end, owned by the background thread.
 pub(super) struct Wake {
@@ -81,6 +92,15 @@ pub(super) fn install(signal: libc::c_int) -> io::Result<Wake> {
     for fd in [&read, &write] {
         set_flags(fd.as_raw_fd())?;
     }
+    // SAFETY: `forget_pipe_in_child` is an `extern "C" fn()` that never
+    // unwinds; no prepare or parent handler is needed.
+    let registered = unsafe { libc::pthread_atfork(None, None, Some(forget_pipe_in_child)) };
+    if registered != 0 {
+        // Without it a child would share the parent's pipe: refuse rather
+        // than let a signal to a child make the parent dump.
+        return Err(io::Error::from_raw_os_error(registered));
+    }
+    READ_FD.store(read.as_raw_fd(), Ordering::Relaxed);
     // The write end stays open for the life of the process: the
     // handler may run at any moment.
     WAKE_FD.store(
@@ -104,6 +124,23 @@ pub(super) fn install(signal: libc::c_int) -> io::Result<Wake> {
         return Err(io::Error::last_os_error());
     }
     Ok(Wake { read })
+}
+
+/// Runs in a forked child before any of its code: the pipe is the
+/// parent's, and no thread of the child reads it.
+extern "C" fn forget_pipe_in_child() {
+    for fd in [
+        WAKE_FD.swap(-1, Ordering::Relaxed),
+        READ_FD.swap(-1, Ordering::Relaxed),
+    ] {
+        if fd >= 0 {
+            // SAFETY: the child's copies of the pipe's two ends, which
+            // nothing else in the child uses: the handler reads `WAKE_FD`,
+            // now -1, and the `Wake` is on the stack of a thread the
+            // child does not have. `close` is async-signal-safe.
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// Non-blocking (the handler must never block on a full pipe, and the

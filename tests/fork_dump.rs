@@ -342,3 +342,71 @@ fn a_forked_child_writes_its_own_exit_dump_and_never_the_parents_dumps() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Forks while another thread registers scope names as fast as it can: the
+/// scope registry's lock is held at many of the forks, and each child names
+/// a scope of its own and writes a dump (which reads the names).
+#[test]
+fn scenario_fork_while_scopes_are_named() {
+    if !playing("scenario_fork_while_scopes_are_named") {
+        return;
+    }
+    const SCOPE_FORKS: usize = 100;
+    let dir = scenario_dir();
+    // Resolves the program's symbols once, here, so that each child's dump
+    // finds them cached instead of resolving them all again.
+    alloc_track::dump(dir.join("warm-up.json")).expect("the parent's dump");
+    let stop = Arc::new(AtomicBool::new(false));
+    let namer = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // A few hundred names at most (the registry is bounded),
+                // then the same names again: each call takes the lock.
+                let _scope = alloc_track::scope(&format!("namer-{}", n % 200));
+                n += 1;
+            }
+        })
+    };
+    let mut failures = Vec::new();
+    for attempt in 0..SCOPE_FORKS {
+        let path = dir.join(format!("scoped-{attempt}.json"));
+        // SAFETY: the child names a scope and dumps (both fork-safe) and
+        // leaves through `_exit`, running nothing of the parent's.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let _scope = alloc_track::scope("child");
+            let code = match alloc_track::dump(&path) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child without unwinding into the harness.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        match wait_with_deadline(pid) {
+            None => {
+                failures.push(format!("fork {attempt}: the child hung (killed)"));
+                break;
+            }
+            Some(status) if exited_cleanly(status) => {}
+            Some(status) => failures.push(format!("fork {attempt}: child status {status:#x}")),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    namer.join().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    println!("{SCOPE_FORKS} children named a scope and dumped");
+}
+
+#[test]
+fn a_child_forked_while_scopes_are_named_can_name_one_and_dump() {
+    let dir = temp_dir("scopes");
+    let output = run_scenario("scenario_fork_while_scopes_are_named", &dir, &[]);
+    assert!(
+        output.contains("100 children named a scope and dumped"),
+        "{output}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

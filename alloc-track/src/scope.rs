@@ -6,10 +6,9 @@ use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
-use parking_lot::Mutex;
-
 use crate::hot::measuring::MAX_NESTING;
 use crate::hot::scopes::MAX_SCOPES;
+use crate::hot::spin::SpinLock;
 use crate::hot::thread::{self, untracked};
 use crate::human::{Bytes, Count, SignedBytes, SignedCount};
 use crate::measure::OpenFrame;
@@ -20,14 +19,64 @@ struct Registry {
     ids: HashMap<String, u16>,
 }
 
-fn registry() -> &'static Mutex<Registry> {
-    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+/// A spin lock, not a parking one: across `fork` (below) a parking lock
+/// may hand itself to a waiter that the child does not have. Scopes are
+/// named rarely and the lock is held for one map probe.
+static REGISTRY: OnceLock<SpinLock<Registry>> = OnceLock::new();
+
+fn registry() -> &'static SpinLock<Registry> {
     REGISTRY.get_or_init(|| {
-        Mutex::new(Registry {
+        #[cfg(unix)]
+        fork::register();
+        SpinLock::new(Registry {
             names: vec![String::new()],
             ids: HashMap::new(),
         })
     })
+}
+
+/// The registry across `fork`: a child forked while another thread held
+/// its lock (registering a scope, or a dump reading names) would find it
+/// held forever. Resetting it in the child is not an option, since the
+/// scope ids in the live records would then name other scopes; so the
+/// forking thread takes the lock before the fork and both processes
+/// release it after, the way `hot/fork.rs` treats the hot path's locks.
+/// Handlers registered later run their prepare step earlier, so this lock
+/// is taken before the hot path's: a holder that allocates can finish.
+#[cfg(unix)]
+mod fork {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::REGISTRY;
+
+    /// Set while the forking thread holds the lock, between `prepare` and
+    /// `release`: the registry may come into being between the two.
+    static HELD_FOR_FORK: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn register() {
+        // SAFETY: the handlers are `extern "C"` functions without arguments
+        // that never unwind, as `pthread_atfork` requires. A failure (no
+        // memory for the handler list) leaves fork as it was.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    }
+
+    extern "C" fn prepare() {
+        if let Some(registry) = REGISTRY.get() {
+            std::mem::forget(registry.lock());
+            HELD_FOR_FORK.store(true, Ordering::Relaxed);
+        }
+    }
+
+    extern "C" fn release() {
+        if HELD_FOR_FORK.swap(false, Ordering::Relaxed) {
+            if let Some(registry) = REGISTRY.get() {
+                // SAFETY: `prepare` took the lock on this thread (in a
+                // child, on the thread it was copied from) and forgot its
+                // guard, so it is held with no guard alive.
+                unsafe { registry.force_unlock() };
+            }
+        }
+    }
 }
 
 /// The name every scope past the table's capacity shares.

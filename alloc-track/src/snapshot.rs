@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -367,9 +368,23 @@ impl Snapshot {
 
     /// Saves the snapshot as a JSON dump (see [`crate::dump`]) at `path`,
     /// atomically: a crash mid-write never leaves a partial file there.
+    ///
+    /// The dump is written as it is built, site by site, so writing it
+    /// takes little memory beyond the snapshot itself (see
+    /// [`write_to`](Snapshot::write_to)).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), DumpError> {
-        let dump = self.to_dump();
-        untracked(|| dump.save(path))
+        untracked(|| Dump::save_with(path.as_ref(), |file| self.write_to(file)))
+    }
+
+    /// Writes the snapshot as a JSON dump (see [`crate::dump`]) to `out`,
+    /// the same bytes as [`to_dump`](Snapshot::to_dump) then
+    /// [`Dump::write_to`] but streamed: besides the snapshot and the symbol
+    /// cache (one entry per distinct code address), writing keeps about
+    /// 10 bytes per site and one entry per distinct location, where a whole
+    /// [`Dump`] takes a few kilobytes per site. Buffered; flushed at the
+    /// end.
+    pub fn write_to(&self, mut out: impl Write) -> Result<(), DumpError> {
+        untracked(|| crate::dump_build::write_json(self, &mut out))
     }
 }
 

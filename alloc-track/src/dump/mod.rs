@@ -16,6 +16,7 @@
 mod error;
 mod frame;
 mod read;
+pub(crate) mod stream;
 
 use serde::{Deserialize, Serialize};
 

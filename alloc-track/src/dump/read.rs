@@ -90,7 +90,15 @@ impl Dump {
     /// that is renamed over `path` once complete, so that a crash mid-write
     /// never leaves a half-written dump under the real name.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), DumpError> {
-        let path = path.as_ref();
+        Dump::save_with(path.as_ref(), |file| self.write_to(file))
+    }
+
+    /// Writes the file at `path` as [`Dump::save`] does, its contents
+    /// written by `write_contents`.
+    pub(crate) fn save_with(
+        path: &Path,
+        write_contents: impl FnOnce(&mut File) -> Result<(), DumpError>,
+    ) -> Result<(), DumpError> {
         let io_error = |source| DumpError::Io {
             path: Some(path.to_path_buf()),
             source,
@@ -107,7 +115,7 @@ impl Dump {
         let temp = path.with_file_name(temp_name);
         let result = File::create(&temp)
             .map_err(io_error)
-            .and_then(|file| self.write_to(file).map_err(|e| e.with_path(path)))
+            .and_then(|mut file| write_contents(&mut file).map_err(|e| e.with_path(path)))
             .and_then(|()| fs::rename(&temp, path).map_err(io_error));
         if result.is_err() {
             let _ = fs::remove_file(&temp);

@@ -28,11 +28,16 @@ static GLOBAL: Tracker<System> = Tracker::new(System);
 /// How long a child may take before the test calls it hung. A healthy
 /// child needs well under a second, even in a debug build.
 const CHILD_DEADLINE: Duration = Duration::from_secs(20);
-const FORKS: usize = 40;
+/// Children forked in quick succession while the parent's first
+/// symbolization (loading debug info, the longest time `backtrace` holds
+/// its lock) is under way, then one at a time once it has settled.
+const EARLY_FORKS: usize = 10;
+const FORKS: usize = 30;
 
 /// Resolves symbols in a loop: every site's frames (the symbol cache's
 /// lock, once per address) and a whole dump.
-fn symbolize(stop: &AtomicBool, rounds: &AtomicU64, path: &Path) {
+fn symbolize(stop: &AtomicBool, started: &AtomicBool, rounds: &AtomicU64, path: &Path) {
+    started.store(true, Ordering::Relaxed);
     while !stop.load(Ordering::Relaxed) {
         let snap = snapshot();
         for site in snap.sites() {
@@ -113,11 +118,43 @@ fn a_child_forked_while_symbols_are_resolved_can_dump_and_exit() {
         std::env::temp_dir().join(format!("alloc-track-fork-symbols-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicU64::new(0));
     let symbolizer = {
-        let (stop, rounds, path) = (stop.clone(), rounds.clone(), dir.join("parent.json"));
-        thread::spawn(move || symbolize(&stop, &rounds, &path))
+        let (stop, started, rounds) = (stop.clone(), started.clone(), rounds.clone());
+        let path = dir.join("parent.json");
+        thread::spawn(move || symbolize(&stop, &started, &rounds, &path))
     };
+    while !started.load(Ordering::Relaxed) {
+        thread::yield_now();
+    }
+
+    let mut failures = Vec::new();
+    let early_paths: Vec<PathBuf> = (0..EARLY_FORKS)
+        .map(|n| dir.join(format!("early-{n}.json")))
+        .collect();
+    let mut early = Vec::new();
+    for path in &early_paths {
+        // SAFETY: as below.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = child_work(path);
+            // SAFETY: as below.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        early.push(pid);
+        thread::sleep(Duration::from_millis(10));
+    }
+    for (attempt, pid) in early.into_iter().enumerate() {
+        match wait_with_deadline(pid) {
+            None => failures.push(format!("early fork {attempt}: child hung (killed)")),
+            Some(status)
+                if libc::WIFEXITED(status)
+                    && matches!(libc::WEXITSTATUS(status), 0 | NOT_NAMED) => {}
+            Some(status) => failures.push(format!("early fork {attempt}: child status {status:#x}")),
+        }
+    }
     while rounds.load(Ordering::Relaxed) < 1 {
         thread::yield_now();
     }
@@ -125,7 +162,6 @@ fn a_child_forked_while_symbols_are_resolved_can_dump_and_exit() {
     let child_paths: Vec<PathBuf> = (0..FORKS)
         .map(|n| dir.join(format!("child-{n}.json")))
         .collect();
-    let mut failures = Vec::new();
     let mut named = 0;
     for (attempt, path) in child_paths.iter().enumerate() {
         // SAFETY: the child only runs `child_work`, and leaves through

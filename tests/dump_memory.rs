@@ -103,7 +103,11 @@ fn writing_a_dump_takes_at_most_200_bytes_per_site() {
         .ok()
         .and_then(|v| v.parse().ok())
         // A debug build resolves stacks about 15 times slower.
-        .unwrap_or(if cfg!(debug_assertions) { 16_384 } else { 100_000 });
+        .unwrap_or(if cfg!(debug_assertions) {
+            16_384
+        } else {
+            100_000
+        });
     let depth = (1..).find(|d| 4usize.pow(*d) >= wanted).unwrap();
     let mut kept = Vec::with_capacity(wanted);
     for code in 0..wanted {
@@ -128,7 +132,10 @@ fn writing_a_dump_takes_at_most_200_bytes_per_site() {
     });
     assert_eq!(streamed.0, whole.0, "the two ways write different dumps");
     drop(snap);
-    let path = std::env::temp_dir().join(format!("alloc-track-dump-memory-{}.json", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "alloc-track-dump-memory-{}.json",
+        std::process::id()
+    ));
     let snapshot_and_save = transient_per_site(sites, || alloc_track::dump(&path).unwrap());
     let _ = std::fs::remove_file(&path);
 

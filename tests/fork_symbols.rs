@@ -152,7 +152,9 @@ fn a_child_forked_while_symbols_are_resolved_can_dump_and_exit() {
             Some(status)
                 if libc::WIFEXITED(status)
                     && matches!(libc::WEXITSTATUS(status), 0 | NOT_NAMED) => {}
-            Some(status) => failures.push(format!("early fork {attempt}: child status {status:#x}")),
+            Some(status) => {
+                failures.push(format!("early fork {attempt}: child status {status:#x}"))
+            }
         }
     }
     while rounds.load(Ordering::Relaxed) < 1 {
@@ -190,5 +192,8 @@ fn a_child_forked_while_symbols_are_resolved_can_dump_and_exit() {
     assert!(failures.is_empty(), "{failures:#?}");
     // The parent resolves only addresses it has seen before, almost never
     // entering `backtrace`: most children resolve their own site fully.
-    assert!(named > FORKS / 2, "only {named} of {FORKS} children named their own site");
+    assert!(
+        named > FORKS / 2,
+        "only {named} of {FORKS} children named their own site"
+    );
 }

@@ -128,7 +128,8 @@ fn names_at_site_of(size: u64, path: &Path) -> Vec<String> {
 
 #[test]
 fn libraries_loaded_after_the_first_dump_are_named() {
-    let dir = std::env::temp_dir().join(format!("alloc-track-late-libraries-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("alloc-track-late-libraries-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let Some(first) = compile(&dir, "alloc_track_late_first") else {
         println!("skipped: no `cc` on this machine to build the test libraries");
@@ -142,7 +143,9 @@ fn libraries_loaded_after_the_first_dump_are_named() {
     let before = vec![0u8; 1111];
     let names = names_at_site_of(1111, &dump_path);
     assert!(
-        names.iter().any(|n| n.contains("libraries_loaded_after_the_first_dump_are_named")),
+        names
+            .iter()
+            .any(|n| n.contains("libraries_loaded_after_the_first_dump_are_named")),
         "the test's own frame is not named: {names:?}"
     );
 

@@ -227,8 +227,9 @@ fn walk(snapshot: &Snapshot, out: &mut impl Entries) -> io::Result<()> {
     // pass resolves each stack alike even if a library is loaded meanwhile.
     let generation = symbolize::current_generation();
     let groups = Groups::of(snapshot, &generation);
-    let resolve =
-        |site: usize| symbolize::resolve_stack_in(&generation, snapshot.sites[site].stack.addresses);
+    let resolve = |site: usize| {
+        symbolize::resolve_stack_in(&generation, snapshot.sites[site].stack.addresses)
+    };
 
     // Locations, in order of first use by the groups in order.
     let mut location_index: HashMap<LocationKey, u32> = HashMap::new();
@@ -264,7 +265,13 @@ fn walk(snapshot: &Snapshot, out: &mut impl Entries) -> io::Result<()> {
         .map(|(index, scope)| (scope.id, index as u32))
         .collect();
     for (stack, leader) in groups.leaders().enumerate() {
-        out.site(&site_figures(snapshot, &groups, leader, stack as u32, &scope_index))?;
+        out.site(&site_figures(
+            snapshot,
+            &groups,
+            leader,
+            stack as u32,
+            &scope_index,
+        ))?;
     }
     for (stack, leader) in groups.leaders().enumerate() {
         let mut peak = dump::PeakSite {

@@ -109,6 +109,7 @@ mod dump_build;
 mod hot;
 pub mod human;
 mod limits;
+mod live_by_site;
 mod live_dump;
 mod measure;
 mod os_memory;

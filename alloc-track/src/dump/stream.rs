@@ -59,10 +59,7 @@ impl Section {
     /// Arrays written even when empty; the others are left out then, as
     /// `skip_serializing_if = "Vec::is_empty"` does.
     fn always_written(self) -> bool {
-        matches!(
-            self,
-            Section::Locations | Section::Stacks | Section::Sites
-        )
+        matches!(self, Section::Locations | Section::Stacks | Section::Sites)
     }
 
     fn next(self) -> Section {
@@ -128,9 +125,8 @@ impl<W: Write> DumpWriter<W> {
     /// always-present arrays in between, empty.
     fn enter(&mut self, target: Section) -> io::Result<()> {
         while self.section < target {
-            let opened = self.section == Section::Header
-                || self.section.always_written()
-                || self.has_entry;
+            let opened =
+                self.section == Section::Header || self.section.always_written() || self.has_entry;
             if self.section != Section::Header && opened {
                 self.out.write_all(b"]")?;
             }
@@ -215,9 +211,7 @@ mod tests {
     fn streamed(dump: &Dump) -> Vec<u8> {
         let mut writer = DumpWriter::begin(Vec::new(), dump).unwrap();
         for location in &dump.locations {
-            writer
-                .location(location.address, &location.frames)
-                .unwrap();
+            writer.location(location.address, &location.frames).unwrap();
         }
         for stack in &dump.stacks {
             writer.stack(&stack.locations, stack.truncated).unwrap();

@@ -51,7 +51,9 @@ mod imp {
         let mut stamp = ObjectsStamp::default();
         // SAFETY: `first` only writes through `data`, which points at
         // `stamp` and outlives the call.
-        unsafe { libc::dl_iterate_phdr(Some(first), &mut stamp as *mut ObjectsStamp as *mut c_void) };
+        unsafe {
+            libc::dl_iterate_phdr(Some(first), &mut stamp as *mut ObjectsStamp as *mut c_void)
+        };
         stamp
     }
 
@@ -61,7 +63,11 @@ mod imp {
         found: Option<Object>,
     }
 
-    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
         // SAFETY: the loader passes a valid entry whose program headers
         // and name live for the call; `data` is the `Search` below.
         unsafe {

@@ -1,13 +1,14 @@
 //! Turning a [`Snapshot`] into a dump: resolve every stack, share locations
 //! between stacks, and merge sites whose stacks resolve alike.
 //!
-//! Written to be streamed: [`write_json`] writes the JSON entry by entry
-//! and keeps, besides the snapshot itself and the symbol cache (one entry
-//! per distinct return address, shared by every site), only about 10 bytes
-//! per site (the grouping below) and one entry per distinct location.
-//! Resolving a stack again is cheap (every address is cached), so the
-//! passes below resolve it again rather than keep it.
-//! [`build`] drives the same passes into a whole [`Dump`] value, for
+//! Written to be streamed: [`prepare`] resolves and groups the sites, then
+//! [`Prepared::write_json`] writes the JSON entry by entry. Besides the
+//! snapshot itself and the symbol cache (one entry per distinct return
+//! address, shared by every site), that keeps about 5 bytes per site (the
+//! grouping below), 16 more while grouping, and one entry per distinct
+//! location. Resolving a stack again is cheap (every address is cached),
+//! so the passes below resolve it again rather than keep it. [`build`]
+//! drives the same passes into a whole [`Dump`] value, for
 //! [`Snapshot::to_dump`].
 
 use std::collections::hash_map::DefaultHasher;
@@ -21,15 +22,39 @@ use crate::dump::{self, Birth, Dump, DumpError, Frame, FORMAT_NAME, FORMAT_VERSI
 use crate::symbolize::{self, Generation, ResolvedLocation};
 use crate::{Mode, Snapshot};
 
-/// Writes the dump of `snapshot` as JSON to `out`, entry by entry, through
-/// a buffer; flushes at the end. The way [`Snapshot::save`] writes.
-pub(crate) fn write_json(snapshot: &Snapshot, out: &mut dyn Write) -> Result<(), DumpError> {
-    let io_error = |source| DumpError::Io { path: None, source };
-    let mut writer = DumpWriter::begin(BufWriter::with_capacity(64 * 1024, out), &header(snapshot))
-        .map_err(io_error)?;
-    walk(snapshot, &mut writer).map_err(io_error)?;
-    writer.finish().map_err(io_error)?;
-    Ok(())
+/// A snapshot's dump with every stack resolved and grouped, ready to be
+/// written: the slow part (resolving new addresses can take a while) done
+/// before the file is opened, so that a temporary file is open only for
+/// the writing. About 5 bytes per site.
+pub(crate) struct Prepared<'a> {
+    snapshot: &'a Snapshot,
+    generation: Arc<Generation>,
+    groups: Groups,
+}
+
+pub(crate) fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
+    // One look at the list of loaded objects for the whole dump, so every
+    // pass resolves each stack alike even if a library is loaded meanwhile.
+    let generation = symbolize::current_generation();
+    let groups = Groups::of(snapshot, &generation);
+    Prepared {
+        snapshot,
+        generation,
+        groups,
+    }
+}
+
+impl Prepared<'_> {
+    /// Writes the dump as JSON to `out`, entry by entry, through a buffer;
+    /// flushes at the end. The way [`Snapshot::save`] writes.
+    pub(crate) fn write_json(&self, out: &mut dyn Write) -> Result<(), DumpError> {
+        let io_error = |source| DumpError::Io { path: None, source };
+        let buffered = BufWriter::with_capacity(64 * 1024, out);
+        let mut writer = DumpWriter::begin(buffered, &header(self.snapshot)).map_err(io_error)?;
+        self.walk(&mut writer).map_err(io_error)?;
+        writer.finish().map_err(io_error)?;
+        Ok(())
+    }
 }
 
 /// The whole dump of `snapshot` as one value.
@@ -37,7 +62,7 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
     let mut dump = header(snapshot);
     let mut collect = Collect(&mut dump);
     // Collecting into vectors cannot fail.
-    let _ = walk(snapshot, &mut collect);
+    let _ = prepare(snapshot).walk(&mut collect);
     dump
 }
 
@@ -221,81 +246,84 @@ impl Hash for LocationKey {
     }
 }
 
-/// Every part of the dump after its header, in the order of the format.
-fn walk(snapshot: &Snapshot, out: &mut impl Entries) -> io::Result<()> {
-    // One look at the list of loaded objects for the whole dump, so every
-    // pass resolves each stack alike even if a library is loaded meanwhile.
-    let generation = symbolize::current_generation();
-    let groups = Groups::of(snapshot, &generation);
-    let resolve = |site: usize| {
-        symbolize::resolve_stack_in(&generation, snapshot.sites[site].stack.addresses)
-    };
+impl Prepared<'_> {
+    /// Every part of the dump after its header, in the order of the format.
+    fn walk(&self, out: &mut impl Entries) -> io::Result<()> {
+        let Prepared {
+            snapshot,
+            generation,
+            groups,
+        } = self;
+        let resolve = |site: usize| {
+            symbolize::resolve_stack_in(generation, snapshot.sites[site].stack.addresses)
+        };
 
-    // Locations, in order of first use by the groups in order.
-    let mut location_index: HashMap<LocationKey, u32> = HashMap::new();
-    for leader in groups.leaders() {
-        for location in resolve(leader) {
-            let key = LocationKey::of(&location);
-            if !location_index.contains_key(&key) {
-                out.location(location.address as u64, &location.frames)?;
-                location_index.insert(key, location_index.len() as u32);
+        // Locations, in order of first use by the groups in order.
+        let mut location_index: HashMap<LocationKey, u32> = HashMap::new();
+        for leader in groups.leaders() {
+            for location in resolve(leader) {
+                let key = LocationKey::of(&location);
+                if !location_index.contains_key(&key) {
+                    out.location(location.address as u64, &location.frames)?;
+                    location_index.insert(key, location_index.len() as u32);
+                }
             }
         }
-    }
 
-    let mut locations = Vec::new();
-    for leader in groups.leaders() {
-        locations.clear();
-        locations.extend(
-            resolve(leader)
-                .iter()
-                .filter_map(|location| location_index.get(&LocationKey::of(location))),
-        );
-        let truncated = groups
-            .members(leader)
-            .any(|site| snapshot.sites[site].stack.truncated);
-        out.stack(&locations, truncated)?;
-    }
-    drop(location_index);
+        let mut locations = Vec::new();
+        for leader in groups.leaders() {
+            locations.clear();
+            locations.extend(
+                resolve(leader)
+                    .iter()
+                    .filter_map(|location| location_index.get(&LocationKey::of(location))),
+            );
+            let truncated = groups
+                .members(leader)
+                .any(|site| snapshot.sites[site].stack.truncated);
+            out.stack(&locations, truncated)?;
+        }
+        drop(location_index);
 
-    let scope_index: HashMap<u16, u32> = snapshot
-        .scopes
-        .iter()
-        .enumerate()
-        .map(|(index, scope)| (scope.id, index as u32))
-        .collect();
-    for (stack, leader) in groups.leaders().enumerate() {
-        out.site(&site_figures(
-            snapshot,
-            &groups,
-            leader,
-            stack as u32,
-            &scope_index,
-        ))?;
-    }
-    for (stack, leader) in groups.leaders().enumerate() {
-        let mut peak = dump::PeakSite {
-            stack: stack as u32,
-            ..dump::PeakSite::default()
-        };
-        for site in groups.members(leader) {
-            peak.bytes += snapshot.sites[site].peak_bytes;
-            peak.blocks += snapshot.sites[site].peak_blocks;
+        let scope_index: HashMap<u16, u32> = snapshot
+            .scopes
+            .iter()
+            .enumerate()
+            .map(|(index, scope)| (scope.id, index as u32))
+            .collect();
+        for (stack, leader) in groups.leaders().enumerate() {
+            out.site(&site_figures(
+                snapshot,
+                &groups,
+                leader,
+                stack as u32,
+                &scope_index,
+            ))?;
         }
-        if peak.blocks > 0 {
-            out.peak_site(&peak)?;
+        for (stack, leader) in groups.leaders().enumerate() {
+            let mut peak = dump::PeakSite {
+                stack: stack as u32,
+                ..dump::PeakSite::default()
+            };
+            for site in groups.members(leader) {
+                peak.bytes += snapshot.sites[site].peak_bytes;
+                peak.blocks += snapshot.sites[site].peak_blocks;
+            }
+            if peak.blocks > 0 {
+                out.peak_site(&peak)?;
+            }
         }
+        for scope in &snapshot.scopes {
+            out.scope(&dump::Scope {
+                name: scope.name.clone(),
+                live_bytes: scope.live_bytes,
+                live_blocks: scope.live_blocks,
+                total_bytes: scope.total_bytes,
+                total_blocks: scope.total_blocks,
+            })?;
+        }
+        Ok(())
     }
-    for scope in &snapshot.scopes {
-        out.scope(&dump::Scope {
-            name: scope.name.clone(),
-            live_bytes: scope.live_bytes,
-            live_blocks: scope.live_blocks,
-            total_bytes: scope.total_bytes,
-            total_blocks: scope.total_blocks,
-        })?;
-    }
-    Ok(())
 }
 
 /// The figures of one group, summed over its members.

@@ -229,3 +229,54 @@ fn warn_raw(message: &str) {
         let _ = std::io::stderr().write_all(message.as_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(function: &str) -> Arc<[Frame]> {
+        vec![Frame {
+            function: function.into(),
+            ..Frame::default()
+        }]
+        .into()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the loaded objects through the C library")]
+    fn a_child_instance_never_waits_for_its_parents_locks() {
+        let parent = Symbols::new(1, None);
+        let generation = parent.current.lock().clone();
+        generation.frames.lock().insert(0x10, frames("f"));
+
+        // The parent's locks free at the fork: the child keeps its names
+        // and may use `backtrace`.
+        let child = Symbols::new(2, Some(&parent));
+        assert!(child.backtrace_usable);
+        assert_eq!(child.current.lock().frames.lock().len(), 1);
+
+        // A lock held at the fork (by a thread the child does not have):
+        // the child starts empty instead of waiting.
+        {
+            let _held = generation.frames.lock();
+            let child = Symbols::new(2, Some(&parent));
+            assert!(child.current.lock().frames.lock().is_empty());
+            assert!(child.backtrace_usable);
+        }
+        {
+            let _held = parent.backtrace_objects.lock();
+            assert!(!Symbols::new(2, Some(&parent)).backtrace_usable);
+        }
+
+        // A thread inside `backtrace` at the fork: never again in the
+        // child, nor in its own children.
+        parent.in_backtrace.fetch_add(1, Ordering::AcqRel);
+        let child = Symbols::new(2, Some(&parent));
+        assert!(!child.backtrace_usable);
+        parent.in_backtrace.fetch_sub(1, Ordering::AcqRel);
+        assert!(!Symbols::new(3, Some(&child)).backtrace_usable);
+        // It still names every address, by address at worst.
+        let address = a_child_instance_never_waits_for_its_parents_locks as usize + 1;
+        assert!(!child.resolve_uncached(address).is_empty());
+    }
+}

@@ -139,16 +139,43 @@ mod imp {
 
 pub(crate) use imp::{containing, loaded, stamp};
 
-/// The name of the exported (dynamic) symbol at or before `address`, from
-/// the dynamic loader's own tables: always current, but without file and
-/// line, and only for symbols the object exports.
-#[cfg(unix)]
+/// The name of the exported (dynamic) symbol whose code holds `address`,
+/// from the dynamic loader's own tables: always current, but without file
+/// and line, and only for functions the object exports. The symbol's size
+/// is checked (glibc's `dladdr` checks it too, not every `dladdr` does):
+/// the nearest exported symbol below a private function's address is
+/// another function, and would be a wrong name.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) fn exported_symbol(address: usize) -> Option<String> {
+    #[cfg(target_pointer_width = "64")]
+    type Symbol = libc::Elf64_Sym;
+    #[cfg(target_pointer_width = "32")]
+    type Symbol = libc::Elf32_Sym;
+    /// `dladdr1`'s request for the symbol table entry (`<dlfcn.h>`).
+    const RTLD_DL_SYMENT: libc::c_int = 1;
+
     // SAFETY: an all-zero `Dl_info` is valid (null pointers).
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: `dladdr` only reads the address and fills `info`.
-    let found = unsafe { libc::dladdr(address as *const libc::c_void, &mut info) };
-    if found == 0 || info.dli_sname.is_null() {
+    let mut entry: *mut libc::c_void = std::ptr::null_mut();
+    // SAFETY: `dladdr1` only reads the address and fills `info` and
+    // `entry` (a pointer to the symbol's entry in the object's table).
+    let found = unsafe {
+        libc::dladdr1(
+            address as *const libc::c_void,
+            &mut info,
+            &mut entry,
+            RTLD_DL_SYMENT,
+        )
+    };
+    if found == 0 || info.dli_sname.is_null() || entry.is_null() {
+        return None;
+    }
+    // SAFETY: with RTLD_DL_SYMENT, a non-null `entry` points at the
+    // symbol's entry in the object's dynamic symbol table, mapped while the
+    // object is loaded.
+    let size = unsafe { (*(entry as *const Symbol)).st_size } as usize;
+    let start = info.dli_saddr as usize;
+    if address < start || address - start >= size {
         return None;
     }
     // SAFETY: `dli_sname` points at a NUL-terminated name in the object's
@@ -158,7 +185,7 @@ pub(crate) fn exported_symbol(address: usize) -> Option<String> {
     Some(format!("{:#}", backtrace::SymbolName::new(raw)))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn exported_symbol(_address: usize) -> Option<String> {
     None
 }

@@ -47,7 +47,7 @@
 use std::ffi::OsString;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -229,6 +229,9 @@ fn signal_number(_name: &str) -> Option<i32> {
 /// Serialises dump writing (see [`dump`]).
 static WRITING: Mutex<()> = Mutex::new(());
 
+/// Set when the exit dump begins: the periodic thread writes no more.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
 /// The configuration, once started: the exit hook reads it.
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
@@ -303,6 +306,9 @@ fn background(config: &Config, wake: Option<signal::Wake>) {
 }
 
 fn write_numbered(config: &Config) {
+    if EXITING.load(Ordering::Acquire) {
+        return;
+    }
     let n = NUMBERED.fetch_add(1, Ordering::Relaxed) + 1;
     let path = numbered_path(&config.path, n);
     if let Err(error) = dump(&path) {
@@ -349,6 +355,9 @@ fn write_exit_dump() {
     if OWNER_PID.load(Ordering::Relaxed) != u64::from(std::process::id()) {
         return; // a forked child: the dump is its parent's
     }
+    // No numbered dump after this one: the exit would cut it short and
+    // leave its temporary file behind.
+    EXITING.store(true, Ordering::Release);
     if let Err(error) = dump(&config.path) {
         warn(&format!("dump at exit failed: {error}"));
     }

@@ -294,7 +294,7 @@ impl Prepared<'_> {
         for (stack, leader) in groups.leaders().enumerate() {
             out.site(&site_figures(
                 snapshot,
-                &groups,
+                groups,
                 leader,
                 stack as u32,
                 &scope_index,

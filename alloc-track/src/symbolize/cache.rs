@@ -276,7 +276,7 @@ mod tests {
         parent.in_backtrace.fetch_sub(1, Ordering::AcqRel);
         assert!(!Symbols::new(3, Some(&child)).backtrace_usable);
         // It still names every address, by address at worst.
-        let address = a_child_instance_never_waits_for_its_parents_locks as usize + 1;
+        let address = a_child_instance_never_waits_for_its_parents_locks as *const () as usize + 1;
         assert!(!child.resolve_uncached(address).is_empty());
     }
 }

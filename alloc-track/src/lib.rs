@@ -110,6 +110,7 @@ mod fork_safe_mutex;
 mod hot;
 pub mod human;
 mod limits;
+mod live_by_site;
 mod live_dump;
 mod measure;
 mod os_memory;

@@ -17,6 +17,7 @@ mod atomic_file;
 mod error;
 mod frame;
 mod read;
+pub(crate) mod stream;
 
 use serde::{Deserialize, Serialize};
 

@@ -104,7 +104,16 @@ impl Dump {
     ///   no longer exists (killed mid-dump) are removed; those of live
     ///   processes are left alone.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), DumpError> {
-        atomic_file::write_atomically(path.as_ref(), |out| self.write_to(out))
+        Dump::save_with(path.as_ref(), |out| self.write_to(out))
+    }
+
+    /// Writes the file at `path` as [`Dump::save`] does, its contents
+    /// written by `write_contents`.
+    pub(crate) fn save_with(
+        path: &Path,
+        write_contents: impl FnOnce(&mut dyn Write) -> Result<(), DumpError>,
+    ) -> Result<(), DumpError> {
+        atomic_file::write_atomically(path, write_contents)
     }
 
     /// Checks that the dump agrees with itself: every index in range, every

@@ -68,7 +68,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -282,6 +282,9 @@ fn signal_number(_name: &str) -> Option<i32> {
 /// while a parent thread writes a dump must still be able to dump.
 static WRITING: ForkSafeMutex<()> = ForkSafeMutex::new((), || ());
 
+/// Set when the exit dump begins: the periodic thread writes no more.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
 /// The configuration, once started: the exit hook reads it.
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
@@ -356,6 +359,9 @@ fn background(config: &Config, wake: Option<signal::Wake>) {
 }
 
 fn write_numbered(config: &Config) {
+    if EXITING.load(Ordering::Acquire) {
+        return;
+    }
     let n = NUMBERED.fetch_add(1, Ordering::Relaxed) + 1;
     let path = numbered_path(&config.path, n);
     if let Err(error) = dump(&path) {
@@ -423,6 +429,9 @@ fn write_exit_dump() {
     let Some(path) = config.exit_path(owner, std::process::id()) else {
         return; // a forked child, and the path is its parent's
     };
+    // No numbered dump after this one: the exit would cut it short and
+    // leave its temporary file behind.
+    EXITING.store(true, Ordering::Release);
     if let Err(error) = dump(&path) {
         warn(&format!("dump at exit failed: {error}"));
     }

@@ -3,15 +3,17 @@
 //! to the program.
 //!
 //! Cold path only: resolution reads debug info, allocates freely and takes
-//! the `backtrace` crate's lock. Results are cached per address for the
-//! life of the process, so displaying or saving a second snapshot costs
-//! only its new addresses.
+//! the `backtrace` crate's lock. Results are cached per address (see
+//! [`cache`]: until a library is loaded or unloaded, and safe across
+//! `fork`), so displaying or saving a second snapshot costs only its new
+//! addresses.
 
-use std::collections::HashMap;
-use std::ffi::c_void;
-use std::sync::{Arc, OnceLock};
+mod cache;
+mod objects;
 
-use parking_lot::Mutex;
+use std::sync::Arc;
+
+pub(crate) use cache::{current_generation, Generation};
 
 use crate::dump::Frame;
 
@@ -21,45 +23,6 @@ use crate::dump::Frame;
 pub(crate) struct ResolvedLocation {
     pub(crate) address: usize,
     pub(crate) frames: Arc<[Frame]>,
-}
-
-fn cache() -> &'static Mutex<HashMap<usize, Arc<[Frame]>>> {
-    static CACHE: OnceLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-/// The frames at one return address, innermost (inlined) first.
-fn resolve_address(address: usize) -> Arc<[Frame]> {
-    if let Some(frames) = cache().lock().get(&address) {
-        return frames.clone();
-    }
-    let mut frames = Vec::new();
-    // `resolve` looks up `address - 1` itself: a return address points
-    // after the call, possibly at the next line's code.
-    backtrace::resolve(address as *mut c_void, |symbol| {
-        let function = match symbol.name() {
-            // `{:#}` drops the `::h0123abcd` hash suffix.
-            Some(name) => format!("{name:#}"),
-            None => return,
-        };
-        frames.push(Frame {
-            function,
-            file: symbol.filename().map(|p| p.display().to_string()),
-            line: symbol.lineno(),
-            column: symbol.colno(),
-        });
-    });
-    if frames.is_empty() {
-        // No symbol (a stripped library, JIT code): name it by address, as
-        // other profilers do, so the stack keeps its shape.
-        frames.push(Frame {
-            function: format!("{address:#x}"),
-            ..Frame::default()
-        });
-    }
-    let frames: Arc<[Frame]> = frames.into();
-    cache().lock().insert(address, frames.clone());
-    frames
 }
 
 /// Functions of the allocation machinery itself: the tracker, the
@@ -111,8 +74,14 @@ const RUNTIME_GLUE: &[&str] = &[
 /// and so do the runtime's frames outside the program's `main` or thread
 /// closure.
 pub(crate) fn resolve_stack(ips: &[usize]) -> Vec<ResolvedLocation> {
+    resolve_stack_in(&current_generation(), ips)
+}
+
+/// [`resolve_stack`] against one generation of the cache, so that every
+/// stack of a dump resolves against the same list of objects.
+pub(crate) fn resolve_stack_in(generation: &Generation, ips: &[usize]) -> Vec<ResolvedLocation> {
     let locations: Vec<(usize, Arc<[Frame]>)> =
-        ips.iter().map(|&ip| (ip, resolve_address(ip))).collect();
+        ips.iter().map(|&ip| (ip, generation.resolve(ip))).collect();
     // Positions in the flattened frame list, (location, frame in location).
     let flat: Vec<(usize, usize)> = locations
         .iter()

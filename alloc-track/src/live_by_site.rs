@@ -1,0 +1,89 @@
+//! The live table summed by call site, the first step of a snapshot, in
+//! as little memory as the sums allow: a periodic dump of a table of
+//! hundreds of thousands of sites must not be an OOM risk.
+//!
+//! Live figures go to a vector indexed by site id (ids are dense), 16
+//! bytes a site; births and scopes, of which most sites have one or none,
+//! to maps of their own keyed by (site, epoch) and (site, scope). A map of
+//! per-site maps, the obvious shape, took about 300 bytes a site.
+
+use std::collections::HashMap;
+
+use crate::hot::config::Mode;
+use crate::hot::live;
+use crate::hot::sampler;
+use crate::hot::stacks::SiteId;
+
+/// A site's live figures. Blocks are summed in 1/1024ths (a sample's
+/// weight is rarely whole) and rounded to whole blocks once, at the end.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LiveTally {
+    pub(crate) bytes: u64,
+    pub(crate) blocks: u64,
+}
+
+/// The live table summed by site; blocks in 1/1024ths throughout.
+pub(crate) struct LiveBySite {
+    /// Indexed by site id; sites with no live block have zero blocks.
+    pub(crate) tallies: Vec<LiveTally>,
+    /// (bytes, blocks) by (site, birth epoch).
+    pub(crate) births: HashMap<(SiteId, u32), (u64, u64)>,
+    /// (bytes, blocks) by (site, scope id), for blocks allocated in a scope.
+    pub(crate) scoped: HashMap<(SiteId, u16), (u64, u64)>,
+}
+
+/// Walks the live table once and sums it by site.
+pub(crate) fn sum(mode: Mode) -> LiveBySite {
+    let mut sums = LiveBySite {
+        tallies: Vec::new(),
+        births: HashMap::new(),
+        scoped: HashMap::new(),
+    };
+    live::for_each(|_, block| {
+        // Weight 0: the tracker's own blocks and blocks recorded only for
+        // a `measure` in the partial modes.
+        let weight = sampler::weight_of(block, mode);
+        if weight == 0 {
+            return;
+        }
+        let bytes = sampler::weighted_bytes(block.size() as u64, weight);
+        let site = block.site();
+        if site as usize >= sums.tallies.len() {
+            sums.tallies.resize(site as usize + 1, LiveTally::default());
+        }
+        let tally = &mut sums.tallies[site as usize];
+        tally.bytes += bytes;
+        tally.blocks += weight;
+        let birth = sums.births.entry((site, block.birth)).or_default();
+        birth.0 += bytes;
+        birth.1 += weight;
+        if block.scope() != 0 {
+            let scope = sums.scoped.entry((site, block.scope())).or_default();
+            scope.0 += bytes;
+            scope.1 += weight;
+        }
+    });
+    sums
+}
+
+/// No row in the snapshot's sites for this site id.
+pub(crate) const NO_ROW: u32 = u32::MAX;
+
+/// The entries of a map by (site, key) as (row, key, bytes, blocks),
+/// sorted by row then key, the map freed: each row's entries are one run,
+/// to be collected into a list of exactly their number. `row_of` gives
+/// each site id's row.
+pub(crate) fn by_row<K: Ord + Copy>(
+    map: HashMap<(SiteId, K), (u64, u64)>,
+    row_of: &[u32],
+) -> Vec<(u32, K, u64, u64)> {
+    let mut entries = Vec::with_capacity(map.len());
+    for ((site, key), (bytes, blocks)) in map {
+        match row_of.get(site as usize) {
+            Some(&row) if row != NO_ROW => entries.push((row, key, bytes, blocks)),
+            _ => {}
+        }
+    }
+    entries.sort_unstable_by_key(|&(row, key, ..)| (row, key));
+    entries
+}

@@ -410,6 +410,7 @@ fn header(snapshot: &Snapshot) -> Dump {
         epoch: snapshot.epoch,
         totals: snapshot.totals,
         os: snapshot.os,
+        allocator: snapshot.allocator,
         tracker: snapshot.health,
         locations: Vec::new(),
         stacks: Vec::new(),

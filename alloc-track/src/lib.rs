@@ -47,8 +47,19 @@
 //! [`live_blocks`](Snapshot::live_blocks), [`total_bytes`](Snapshot::total_bytes),
 //! [`total_blocks`](Snapshot::total_blocks), [`peak_bytes`](Snapshot::peak_bytes)),
 //! what the OS says of the process ([`os`](Snapshot::os): RSS, its anonymous
-//! and file-backed parts, virtual size, peak RSS) and every call site
-//! ([`sites`](Snapshot::sites)). Printing it shows the top sites.
+//! and file-backed parts, virtual size, peak RSS), what the allocator says
+//! of its own memory ([`allocator`](Snapshot::allocator): free chunks,
+//! arenas, what trimming would return; glibc's malloc only) and every call
+//! site ([`sites`](Snapshot::sites)). Printing it shows the top sites.
+//!
+//! ## Heap vs RSS
+//!
+//! [`Snapshot::memory_breakdown`] takes the RSS apart: live heap, the
+//! allocator's free memory and overhead, the tracker's own tables,
+//! file-backed pages, and the remainder, with advice stated from the
+//! figures (what [`trim`] would return, fragmentation, glibc arenas).
+//! [`trim`] gives the allocator's free pages back to the OS and reports
+//! what the RSS did.
 //!
 //! A [`Diff`] shows both the net change per site and the *retained* set,
 //! the blocks allocated after the first snapshot that are still alive: net
@@ -103,6 +114,7 @@
 //! come from the global allocator (direct `mmap`, C libraries' `malloc`) is
 //! not seen; the OS figures in every snapshot show how much that is.
 
+mod allocator_stats;
 mod diff;
 pub mod dump;
 mod dump_build;
@@ -113,6 +125,7 @@ mod limits;
 mod live_by_site;
 mod live_dump;
 mod measure;
+mod memory_breakdown;
 mod os_memory;
 mod scope;
 mod settings;
@@ -124,6 +137,7 @@ mod tracker;
 
 use std::sync::atomic::Ordering;
 
+pub use allocator_stats::{trim, Trimmed};
 pub use diff::{Diff, SiteDiff};
 pub use dump::Frame;
 pub use hot::capture::Walker;
@@ -131,6 +145,7 @@ pub use hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
 pub use limits::{limits, Exceeded, Limits};
 pub use live_dump::{dump, numbered_path, start_live_dumps};
 pub use measure::{measure, Approximation};
+pub use memory_breakdown::{MemoryBreakdown, MemoryKind, MemoryPart};
 pub use scope::{scope, LoggedScope, ScopeGuard};
 pub use site::Stack;
 pub use snapshot::{ScopeStats, Site, Snapshot};

@@ -24,6 +24,10 @@ fn parse_proc_status(status: &str, os: &mut OsMemory) {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
+        if key == "Threads" {
+            os.threads = value.trim().parse().ok();
+            continue;
+        }
         let kib = value
             .trim()
             .strip_suffix("kB")
@@ -84,6 +88,7 @@ mod tests {
         assert_eq!(os.rss_shmem_bytes, Some(24 * 1024));
         assert_eq!(os.virtual_bytes, Some(8192 * 1024));
         assert_eq!(os.peak_rss_bytes, Some(4096 * 1024));
+        assert_eq!(os.threads, Some(1));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::dump::{self, Birth, Dump, DumpError, OsMemory, Totals, TrackerHealth};
+use crate::dump::{self, AllocatorStats, Birth, Dump, DumpError, OsMemory, Totals, TrackerHealth};
 use crate::hot::config::Mode;
 use crate::hot::counters::{COUNTERS, EPOCH, UNRECORDED};
 use crate::hot::sampler;
@@ -38,6 +38,7 @@ pub struct Snapshot {
     pub(crate) timestamp_ms: u64,
     pub(crate) totals: Totals,
     pub(crate) os: OsMemory,
+    pub(crate) allocator: Option<AllocatorStats>,
     pub(crate) health: TrackerHealth,
     pub(crate) sites: Vec<Site>,
 }
@@ -252,6 +253,7 @@ impl Snapshot {
                     ..totals
                 },
                 os: os_memory::read(),
+                allocator: crate::allocator_stats::read(),
                 health: TrackerHealth {
                     overflowed_allocations: stacks::overflowed(),
                     unrecorded_allocations: UNRECORDED.load(Ordering::Relaxed),
@@ -293,6 +295,22 @@ impl Snapshot {
     /// What the operating system reported at the same moment.
     pub fn os(&self) -> &OsMemory {
         &self.os
+    }
+    /// What the inner allocator said of its own memory at the same moment
+    /// (glibc's malloc only; `None` when not known): see [`AllocatorStats`].
+    pub fn allocator(&self) -> Option<&AllocatorStats> {
+        self.allocator.as_ref()
+    }
+    /// The RSS taken apart into live heap, allocator free memory and
+    /// overhead, the tracker's tables, file-backed pages and a remainder;
+    /// `None` when the OS gave no RSS. See [`MemoryBreakdown`](crate::MemoryBreakdown).
+    pub fn memory_breakdown(&self) -> Option<crate::MemoryBreakdown> {
+        crate::MemoryBreakdown::new(
+            self.totals.live_bytes,
+            &self.os,
+            self.health.bookkeeping_bytes,
+            self.allocator.as_ref(),
+        )
     }
     /// Allocations the tracker could not attribute (see [`TrackerHealth`]).
     pub fn health(&self) -> &TrackerHealth {

@@ -60,7 +60,7 @@ impl<A> Tracker<A> {
     pub const fn new(inner: A) -> Self {
         Tracker {
             inner,
-            config: Config::DEFAULT,
+            config: Config::wrapping::<A>(),
         }
     }
 

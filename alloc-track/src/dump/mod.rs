@@ -13,6 +13,7 @@
 //! fails gets a [`DumpError`] that says what is wrong and where, never a
 //! panic.
 
+mod allocator;
 mod atomic_file;
 mod error;
 mod frame;
@@ -21,6 +22,7 @@ pub(crate) mod stream;
 
 use serde::{Deserialize, Serialize};
 
+pub use allocator::AllocatorStats;
 pub use error::DumpError;
 
 /// The value of the `format` field, which tells a dump from any other JSON.
@@ -66,6 +68,10 @@ pub struct Dump {
     /// moment. Each figure is absent where the OS does not tell it.
     #[serde(default)]
     pub os: OsMemory,
+    /// What the inner allocator said of its own memory at the same moment
+    /// (glibc's malloc only); absent when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<AllocatorStats>,
     /// The tracker's own health: anything it could not attribute.
     #[serde(default)]
     pub tracker: TrackerHealth,
@@ -150,6 +156,9 @@ pub struct OsMemory {
     /// The highest RSS the process has had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// The number of threads in the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u64>,
 }
 
 /// What the tracker could not attribute to a call site of its own.

@@ -241,6 +241,7 @@ mod tests {
             epoch: 2,
             totals: Default::default(),
             os: Default::default(),
+            allocator: None,
             tracker: Default::default(),
             locations: vec![],
             stacks: vec![],

@@ -22,6 +22,7 @@ fn valid() -> Dump {
             peak_bytes: 250,
         },
         os: OsMemory::default(),
+        allocator: None,
         tracker: TrackerHealth::default(),
         locations: vec![Location {
             address: 0x1000,

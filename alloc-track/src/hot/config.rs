@@ -2,7 +2,7 @@
 //! passed by reference into every hot-path call, and the mode in force,
 //! settled once per process at the first allocation.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use super::stacks::MAX_SITES;
 
@@ -136,6 +136,10 @@ pub(crate) struct Config {
     /// site's live figures, so a margin keeps the number of breakdowns
     /// logarithmic in the peak instead of one per new high.
     pub(crate) peak_margin_permille: u32,
+    /// `std::any::type_name` of the inner allocator, so that the cold path
+    /// can tell whether it is `System` (whose figures `mallinfo2` gives on
+    /// glibc) without a bound on `Tracker`'s parameter.
+    pub(crate) inner_type_name: fn() -> &'static str,
 }
 
 /// The smallest climb that triggers a new peak breakdown, so that a small
@@ -152,7 +156,24 @@ impl Config {
         mode: Mode::Full,
         max_sites: MAX_SITES,
         peak_margin_permille: 20,
+        inner_type_name: unknown_inner,
     };
+
+    /// The default settings for a tracker wrapping `A`.
+    pub(crate) const fn wrapping<A>() -> Config {
+        Config {
+            inner_type_name: std::any::type_name::<A>,
+            ..Config::DEFAULT
+        }
+    }
+
+    /// Remembers the installed tracker's inner allocator for the cold path
+    /// (`allocator_stats`): one store at the first allocation, nothing
+    /// called.
+    #[cold]
+    pub(crate) fn publish_inner_allocator(&self) {
+        INNER_TYPE_NAME.store(self.inner_type_name as *mut (), Ordering::Relaxed);
+    }
 
     /// Live bytes above which a new breakdown is due, given the live bytes
     /// at the last one.
@@ -200,6 +221,28 @@ pub(crate) fn mode_setting(value: &[u8]) -> Result<Option<Mode>, NotAMode> {
 /// An `ALLOC_TRACK_MODE` value that names no mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NotAMode;
+
+fn unknown_inner() -> &'static str {
+    ""
+}
+
+/// The installed tracker's `inner_type_name`, null until its first
+/// allocation.
+static INNER_TYPE_NAME: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The type name of the installed tracker's inner allocator, once it has
+/// allocated.
+pub(crate) fn inner_allocator_type_name() -> Option<&'static str> {
+    let pointer = INNER_TYPE_NAME.load(Ordering::Relaxed);
+    if pointer.is_null() {
+        return None;
+    }
+    // SAFETY: the only non-null value ever stored is a `fn() -> &'static
+    // str` cast to a pointer (`publish_inner_allocator`), so this casts it
+    // back to the same function type.
+    let type_name: fn() -> &'static str = unsafe { std::mem::transmute(pointer) };
+    Some(type_name())
+}
 
 /// The mode in force, if the first allocation has settled it.
 pub(crate) fn settled_mode() -> Option<Mode> {

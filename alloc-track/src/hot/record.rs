@@ -92,6 +92,7 @@ fn count_free_fast(address: Option<usize>, size: usize) -> bool {
 #[inline(never)]
 fn on_alloc_slow(address: usize, size: usize, config: &Config) {
     if !INSTALLED.load(Ordering::Relaxed) {
+        config.publish_inner_allocator();
         INSTALLED.store(true, Ordering::Relaxed);
     }
     match config.mode() {

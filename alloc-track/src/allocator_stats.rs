@@ -1,0 +1,312 @@
+//! The inner allocator's own view of its memory, beside the live heap and
+//! the OS's RSS, and [`trim`], which asks it to give free memory back.
+//!
+//! Known for glibc's malloc only: the installed [`Tracker`](crate::Tracker)
+//! wraps `System` on linux-gnu and `malloc` is glibc's own (no `LD_PRELOAD`
+//! allocator interposed). Anything else is "not known" (`None`): jemalloc's
+//! and mimalloc's statistics are not read (yet).
+
+use crate::dump::AllocatorStats;
+use crate::hot::thread::untracked;
+
+/// What [`trim`] did: the RSS before and after `malloc_trim(0)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trimmed {
+    /// The RSS just before, when the OS tells it.
+    pub rss_before: Option<u64>,
+    /// The RSS just after.
+    pub rss_after: Option<u64>,
+    /// The allocator's free bytes before (`mallinfo2`'s `fordblks`), when
+    /// known: what trimming could at best have returned.
+    pub free_bytes_before: Option<u64>,
+    /// Whether glibc says it returned any memory.
+    pub returned_memory: bool,
+}
+
+impl Trimmed {
+    /// By how much the RSS dropped, when both figures are known (0 if it
+    /// did not drop: other threads may have grown it meanwhile).
+    pub fn rss_dropped(&self) -> Option<u64> {
+        Some(self.rss_before?.saturating_sub(self.rss_after?))
+    }
+}
+
+/// Asks the allocator to return its free memory to the OS, as glibc's
+/// `malloc_trim(0)` does: every whole page inside a free chunk, in every
+/// arena, and the top of the main heap. The program's live blocks are not
+/// touched; a later allocation that reuses a returned page takes a page
+/// fault to get it back.
+///
+/// Returns what the RSS did, or `None` when the inner allocator is not
+/// known to be glibc's malloc (nothing is done then). It walks every
+/// arena's free chunks under their locks: call it between tasks, not on a
+/// latency-critical path.
+///
+/// ```no_run
+/// # use std::alloc::System;
+/// # #[global_allocator]
+/// # static GLOBAL: alloc_track::Tracker<System> = alloc_track::Tracker::new(System);
+/// # fn main() {
+/// if let Some(trimmed) = alloc_track::trim() {
+///     println!("trim returned {:?} bytes of RSS", trimmed.rss_dropped());
+/// }
+/// # }
+/// ```
+pub fn trim() -> Option<Trimmed> {
+    crate::is_installed();
+    untracked(|| {
+        let glibc = glibc::malloc()?;
+        let free_bytes_before = glibc.stats().map(|s| s.free_bytes);
+        let rss_before = crate::os_memory::read().rss_bytes;
+        let returned_memory = glibc.trim();
+        let rss_after = crate::os_memory::read().rss_bytes;
+        Some(Trimmed {
+            rss_before,
+            rss_after,
+            free_bytes_before,
+            returned_memory,
+        })
+    })
+}
+
+/// The inner allocator's figures now, `None` where not known.
+pub(crate) fn read() -> Option<AllocatorStats> {
+    glibc::malloc()?.stats()
+}
+
+/// Whole pages inside free chunks, estimated from one histogram bin of
+/// `count` chunks totalling `total` bytes, none larger than `largest`: a
+/// chunk of `s` bytes at a random offset in its first page spans about
+/// `s - page` bytes of whole pages, and none if `s < page`.
+fn whole_pages_in(largest: u64, total: u64, count: u64, page: u64) -> u64 {
+    if largest < page {
+        return 0;
+    }
+    total.saturating_sub(count.saturating_mul(page))
+}
+
+/// What `malloc_info`'s XML says: the arenas and the free-chunk histogram.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MallocInfo {
+    arenas: u64,
+    /// Estimated whole pages inside free chunks (the tops excluded).
+    whole_free_pages_bytes: u64,
+}
+
+/// Reads `malloc_info(0, …)`'s report: `<heap nr="…">` per arena, and per
+/// bin `<size from="…" to="…" total="…" count="…"/>` (or `<unsorted …/>`).
+fn parse_malloc_info(xml: &str, page: u64) -> MallocInfo {
+    let mut info = MallocInfo::default();
+    for element in xml.split('<').map(str::trim) {
+        if element.starts_with("heap ") {
+            info.arenas += 1;
+        } else if element.starts_with("size ") || element.starts_with("unsorted ") {
+            let field = |name: &str| attribute(element, name).unwrap_or(0);
+            info.whole_free_pages_bytes += whole_pages_in(
+                field("to"),
+                field("total"),
+                field("count"),
+                page,
+            );
+        }
+    }
+    info
+}
+
+/// The value of `name="123"` in an XML element's text.
+fn attribute(element: &str, name: &str) -> Option<u64> {
+    let mut rest = element;
+    while let Some(at) = rest.find(name) {
+        let after = &rest[at + name.len()..];
+        let preceded_by_space = rest[..at].ends_with(' ');
+        if let (true, Some(value)) = (preceded_by_space, after.strip_prefix("=\"")) {
+            return value.split('"').next()?.parse().ok();
+        }
+        rest = after;
+    }
+    None
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    use std::ffi::{c_char, c_int, c_void};
+    use std::sync::OnceLock;
+
+    use super::{parse_malloc_info, AllocatorStats};
+
+    type Mallinfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
+
+    /// glibc's malloc, when it is the inner allocator.
+    #[derive(Clone, Copy)]
+    pub(super) struct Glibc {
+        /// Looked up rather than linked: glibc before 2.33 lacks it.
+        mallinfo2: Option<Mallinfo2>,
+    }
+
+    static GLIBC: OnceLock<Option<Glibc>> = OnceLock::new();
+
+    /// glibc's malloc if the installed tracker wraps `System` and `malloc`
+    /// is glibc's own; `None` when unsure.
+    pub(super) fn malloc() -> Option<Glibc> {
+        let inner = crate::hot::config::inner_allocator_type_name()?;
+        if inner != std::any::type_name::<std::alloc::System>() {
+            return None;
+        }
+        *GLIBC.get_or_init(detect)
+    }
+
+    fn detect() -> Option<Glibc> {
+        // SAFETY: `dlopen` with RTLD_NOLOAD only returns a handle to
+        // libc.so.6 if it is already loaded (it is: this process links it);
+        // `dlsym` is given that handle or RTLD_DEFAULT and NUL-terminated
+        // names; the handle is closed once, after its last use.
+        unsafe {
+            let libc_handle = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+            if libc_handle.is_null() {
+                return None;
+            }
+            let glibc_malloc = libc::dlsym(libc_handle, c"malloc".as_ptr());
+            let mallinfo2 = libc::dlsym(libc_handle, c"mallinfo2".as_ptr());
+            libc::dlclose(libc_handle);
+            // An allocator preloaded or linked in ahead of glibc (jemalloc,
+            // tcmalloc through LD_PRELOAD) defines `malloc` first: then
+            // glibc's figures describe an allocator nobody uses.
+            let used_malloc = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
+            if glibc_malloc.is_null() || glibc_malloc != used_malloc {
+                return None;
+            }
+            let mallinfo2 = (!mallinfo2.is_null()).then(|| {
+                // SAFETY: glibc's `mallinfo2` has this signature.
+                std::mem::transmute::<*mut c_void, Mallinfo2>(mallinfo2)
+            });
+            Some(Glibc { mallinfo2 })
+        }
+    }
+
+    impl Glibc {
+        pub(super) fn stats(self) -> Option<AllocatorStats> {
+            // SAFETY: a glibc function without arguments, callable at any
+            // time; it takes each arena's lock in turn.
+            let info = unsafe { (self.mallinfo2?)() };
+            let page = page_size();
+            let histogram = malloc_info().map(|xml| parse_malloc_info(&xml, page));
+            let releasable_top_bytes = info.keepcost as u64;
+            Some(AllocatorStats {
+                arena_bytes: info.arena as u64,
+                mmapped_bytes: info.hblkhd as u64,
+                in_use_bytes: info.uordblks as u64,
+                free_bytes: info.fordblks as u64,
+                fastbin_free_bytes: info.fsmblks as u64,
+                releasable_top_bytes,
+                free_chunks: info.ordblks as u64,
+                arenas: histogram.as_ref().map(|h| h.arenas),
+                // The top of the main heap goes back but for a page.
+                trimmable_estimate_bytes: histogram.map(|h| {
+                    let top = releasable_top_bytes.saturating_sub(page) / page * page;
+                    (h.whole_free_pages_bytes + top).min(info.fordblks as u64)
+                }),
+            })
+        }
+
+        /// `malloc_trim(0)`: true if glibc returned any memory.
+        pub(super) fn trim(self) -> bool {
+            // SAFETY: callable at any time; it takes each arena's lock.
+            unsafe { libc::malloc_trim(0) == 1 }
+        }
+    }
+
+    fn page_size() -> u64 {
+        // SAFETY: `sysconf` has no preconditions.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+    }
+
+    /// `malloc_info(0, …)`'s XML, written into a memory stream. The stream's
+    /// buffer comes from glibc's malloc directly, never through the Rust
+    /// global allocator.
+    fn malloc_info() -> Option<String> {
+        let mut buffer: *mut c_char = std::ptr::null_mut();
+        let mut length: usize = 0;
+        // SAFETY: `buffer` and `length` outlive the stream, which is closed
+        // before they are read; after `fclose` the buffer holds `length`
+        // bytes and belongs to us, freed with `free` once copied.
+        unsafe {
+            let stream = libc::open_memstream(&mut buffer, &mut length);
+            if stream.is_null() {
+                return None;
+            }
+            let status: c_int = libc::malloc_info(0, stream);
+            libc::fclose(stream);
+            if buffer.is_null() {
+                return None;
+            }
+            let text = (status == 0).then(|| {
+                String::from_utf8_lossy(std::slice::from_raw_parts(buffer.cast::<u8>(), length))
+                    .into_owned()
+            });
+            libc::free(buffer.cast());
+            text
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod glibc {
+    use super::AllocatorStats;
+
+    #[derive(Clone, Copy)]
+    pub(super) enum Glibc {}
+
+    pub(super) fn malloc() -> Option<Glibc> {
+        None
+    }
+
+    impl Glibc {
+        pub(super) fn stats(self) -> Option<AllocatorStats> {
+            match self {}
+        }
+        pub(super) fn trim(self) -> bool {
+            match self {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT: &str = r#"<malloc version="1">
+<heap nr="0">
+<sizes>
+<size from="33" to="48" total="480" count="10"/>
+<size from="8193" to="12288" total="40960" count="4"/>
+<unsorted from="20001" to="20001" total="20001" count="1"/>
+</sizes>
+<total type="fast" count="10" size="480"/>
+<total type="rest" count="5" size="60961"/>
+</heap>
+<heap nr="1">
+<sizes>
+</sizes>
+</heap>
+<total type="mmap" count="0" size="0"/>
+</malloc>
+"#;
+
+    #[test]
+    fn counts_arenas_and_whole_free_pages() {
+        let info = parse_malloc_info(REPORT, 4096);
+        assert_eq!(info.arenas, 2);
+        // Small chunks hold no page; 4 chunks of 10 KiB hold about 6 KiB
+        // each; the unsorted 20,001 bytes about 15,905.
+        assert_eq!(info.whole_free_pages_bytes, (40960 - 4 * 4096) + (20001 - 4096));
+    }
+
+    #[test]
+    fn attributes_are_found_by_whole_name() {
+        let element = r#"size from="1" to="2" total="3" count="4"/>"#;
+        assert_eq!(attribute(element, "to"), Some(2));
+        assert_eq!(attribute(element, "total"), Some(3));
+        assert_eq!(attribute(element, "missing"), None);
+    }
+}

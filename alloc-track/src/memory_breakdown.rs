@@ -51,7 +51,8 @@ pub enum MemoryKind {
     LiveHeap,
     /// Chunks the allocator counts in use beyond the live heap: chunk
     /// headers and rounding, and blocks that did not pass through the
-    /// tracker (C libraries' `malloc`, the tracker's own snapshots).
+    /// tracker (C libraries' `malloc`; the tracker's own snapshots and
+    /// symbol caches, which resolving a dump's stacks fills).
     AllocatorInUseBeyondHeap,
     /// Free chunks the allocator keeps (virtual bytes: some pages may not
     /// be resident).

@@ -137,4 +137,9 @@ fn a_logged_scope_prints_one_line_per_task() {
         "{}",
         lines[1]
     );
+    if cfg!(target_os = "linux") {
+        // The process's RSS before -> after beside the heap figures.
+        assert!(lines[0].contains("; RSS "), "{}", lines[0]);
+        assert!(lines[0].contains(" -> "), "{}", lines[0]);
+    }
 }

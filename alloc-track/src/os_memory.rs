@@ -16,6 +16,21 @@ pub(crate) fn read() -> OsMemory {
     os
 }
 
+/// The RSS alone, cheaply (one short read of `/proc/self/statm`), for a
+/// logged scope's before and after; `None` where not known.
+pub(crate) fn rss_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: `sysconf` has no preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        resident_pages.checked_mul(page)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
 /// Parses the `Vm*`/`Rss*` lines of Linux's `/proc/self/status`, whose
 /// sizes are in kB (KiB).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -99,6 +114,7 @@ mod tests {
             assert!(rss > 0);
             assert!(os.virtual_bytes.expect("Linux reports VmSize") >= rss);
             assert!(os.peak_rss_bytes.expect("Linux reports VmHWM") >= rss);
+            assert!(rss_bytes().expect("Linux reports statm") > 0);
         }
     }
 }

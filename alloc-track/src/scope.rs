@@ -160,8 +160,16 @@ impl ScopeGuard {
     /// worker's loop is `let _task = alloc_track::scope("task").log();`.
     ///
     /// ```text
-    /// alloc-track: scope "task": +2.0 KiB live in +1 blocks, 14.5 KiB allocated in 23 blocks, peak +8.0 KiB
+    /// alloc-track: scope "task": +2.0 KiB live in +1 blocks, 14.5 KiB allocated in 23 blocks, peak +8.0 KiB; RSS 48.2 MiB -> 52.1 MiB (+3.9 MiB), the live heap explains +2.0 KiB of it (0%)
     /// ```
+    ///
+    /// The RSS is the process's (read from `/proc/self/statm` when the
+    /// scope opens and when it ends; absent where the OS does not tell it),
+    /// so other threads' work shows in it too; the heap figures are the
+    /// thread's own. When the RSS rose, the line says how much of the rise
+    /// the thread's live heap explains: a small share points at the
+    /// allocator keeping freed memory, or at memory from outside it (see
+    /// [`Snapshot::memory_breakdown`](crate::Snapshot::memory_breakdown)).
     ///
     /// Every figure on the line is the thread's own flow, so it stays
     /// exact however many threads log at once (past 1,023 only retained
@@ -170,7 +178,9 @@ impl ScopeGuard {
     /// `measure` and other logged scopes, the scope is still named but not
     /// measured, and its line says so instead of panicking.
     pub fn log(self) -> LoggedScope {
+        let rss_before = untracked(crate::os_memory::rss_bytes);
         LoggedScope {
+            rss_before,
             frame: OpenFrame::open(),
             scope: self,
         }
@@ -187,6 +197,7 @@ impl Drop for ScopeGuard {
 /// [`ScopeGuard::log`].
 #[must_use = "the scope ends (and logs) when the guard drops"]
 pub struct LoggedScope {
+    rss_before: Option<u64>,
     frame: Option<OpenFrame>,
     scope: ScopeGuard,
 }
@@ -197,8 +208,9 @@ impl Drop for LoggedScope {
             Some(frame) => {
                 let diff = frame.close();
                 untracked(|| {
+                    let rss = rss_change(self.rss_before, crate::os_memory::rss_bytes(), diff.live_bytes());
                     format!(
-                        "alloc-track: scope {:?}: {} live in {} blocks, {} allocated in {} blocks, peak +{}",
+                        "alloc-track: scope {:?}: {} live in {} blocks, {} allocated in {} blocks, peak +{}{rss}",
                         name(self.scope.id),
                         SignedBytes(diff.live_bytes()),
                         SignedCount(diff.live_blocks()),
@@ -220,5 +232,48 @@ impl Drop for LoggedScope {
             // No panic if standard error is closed (`eprintln!` would).
             let _ = writeln!(std::io::stderr(), "{line}");
         });
+    }
+}
+
+/// "; RSS 48.2 MiB -> 52.1 MiB (+3.9 MiB), the live heap explains +2.0 KiB
+/// of it (0%)", or nothing when the RSS is not known.
+fn rss_change(before: Option<u64>, after: Option<u64>, live_change: i64) -> String {
+    let (Some(before), Some(after)) = (before, after) else {
+        return String::new();
+    };
+    let change = i64::try_from(after).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+    let mut text = format!(
+        "; RSS {} -> {} ({})",
+        Bytes(before),
+        Bytes(after),
+        SignedBytes(change)
+    );
+    if change > 0 {
+        let explained = live_change.clamp(0, change);
+        text.push_str(&format!(
+            ", the live heap explains {} of it ({:.0}%)",
+            SignedBytes(live_change),
+            crate::human::percent(explained as f64, change as f64)
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rss_change;
+
+    #[test]
+    fn an_rss_rise_says_how_much_the_live_heap_explains() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(
+            rss_change(Some(48 * MIB), Some(52 * MIB), MIB as i64),
+            "; RSS 48.0 MiB -> 52.0 MiB (+4.0 MiB), the live heap explains +1.0 MiB of it (25%)"
+        );
+        assert_eq!(
+            rss_change(Some(52 * MIB), Some(48 * MIB), -(MIB as i64)),
+            "; RSS 52.0 MiB -> 48.0 MiB (-4.0 MiB)"
+        );
+        assert_eq!(rss_change(None, Some(MIB), 0), "");
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod flamegraph;
 pub mod matching;
+pub mod memory;
 pub mod output;
 pub mod report;
 pub mod scopes;

@@ -206,6 +206,7 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
             )?;
         }
     }
+    crate::memory::write_report_section(out, dump)?;
     writeln!(
         out,
         "sites        {} call sites ({} stacks, {} code locations)",
@@ -233,13 +234,12 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
     Ok(())
 }
 
-/// One honest line on the gap between the live heap and the RSS.
+/// One honest line on the gap between the live heap and the RSS; the
+/// breakdown that follows it (`memory.rs`) says what the gap is made of.
 fn heap_vs_rss(live: u64, rss: u64) -> String {
     if rss >= live {
         format!(
-            "RSS exceeds the live heap by {} ({:.0}% of RSS is live heap): allocator free \
-             lists and fragmentation, memory not from the global allocator (mmap, C \
-             libraries), thread stacks and code",
+            "RSS exceeds the live heap by {} ({:.0}% of RSS is live heap), taken apart below",
             Bytes(rss - live),
             percent(live as f64, rss as f64)
         )
@@ -464,6 +464,7 @@ mod tests {
                 peak_bytes: 700,
             },
             os: Default::default(),
+            allocator: None,
             tracker: Default::default(),
             // Two callers of `load` (stacks 0 and 1) and one of `other`.
             locations: vec![

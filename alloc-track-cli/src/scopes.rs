@@ -123,6 +123,7 @@ mod tests {
                 peak_bytes: 2000,
             },
             os: Default::default(),
+            allocator: None,
             tracker: Default::default(),
             locations: vec![Location::default(), Location::default()],
             stacks: vec![

@@ -101,6 +101,7 @@ fn generated_dump(sites: usize, pool: usize) -> Dump {
         epoch: 1,
         totals,
         os: Default::default(),
+        allocator: None,
         tracker: Default::default(),
         locations,
         stacks,

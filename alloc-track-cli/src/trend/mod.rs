@@ -450,6 +450,8 @@ fn write_text(
             signed_bytes(change(x, y))
         )?;
     }
+    let all: Vec<&Dump> = dumps.iter().map(|(_, dump)| dump).collect();
+    crate::memory::write_trend_section(out, &all)?;
     let count = |shape: Shape| series.iter().filter(|s| s.shape == shape).count() as u64;
     writeln!(
         out,

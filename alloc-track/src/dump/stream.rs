@@ -113,6 +113,9 @@ impl<W: Write> DumpWriter<W> {
         field(&mut out, "epoch", &header.epoch)?;
         field(&mut out, "totals", &header.totals)?;
         field(&mut out, "os", &header.os)?;
+        if let Some(allocator) = &header.allocator {
+            field(&mut out, "allocator", allocator)?;
+        }
         field(&mut out, "tracker", &header.tracker)?;
         Ok(DumpWriter {
             out,
@@ -241,7 +244,11 @@ mod tests {
             epoch: 2,
             totals: Default::default(),
             os: Default::default(),
-            allocator: None,
+            allocator: Some(super::super::AllocatorStats {
+                free_bytes: 5,
+                arenas: Some(2),
+                ..Default::default()
+            }),
             tracker: Default::default(),
             locations: vec![],
             stacks: vec![],
@@ -257,6 +264,7 @@ mod tests {
         assert_eq!(streamed(&dump), serde_json::to_vec(&dump).unwrap());
         dump.sample_mean_bytes = None;
         dump.stack_walker = None;
+        dump.allocator = None;
         assert_eq!(streamed(&dump), serde_json::to_vec(&dump).unwrap());
     }
 

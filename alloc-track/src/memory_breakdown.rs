@@ -204,11 +204,11 @@ impl MemoryBreakdown {
                 Bytes(trimmable)
             ));
             let stuck = free.saturating_sub(trimmable);
-            if stuck >= MIB && stuck * 2 >= free && free > live {
+            if stuck >= MIB && stuck * 4 >= free && free > live {
                 advice.push(line.clone());
                 line = format!(
-                    "{} of it ({:.0}%) lies in free chunks of less than a page between live blocks: \
-                     fragmentation that trimming cannot return. For a long-running process, an \
+                    "{} of it ({:.0}%) lies in pieces of free chunks that fill no whole page, between \
+                     live blocks: fragmentation that trimming cannot return. For a long-running process, an \
                      allocator that keeps blocks of one size together (jemalloc, mimalloc as the \
                      Tracker's inner allocator) holds less of it.",
                     Bytes(stuck),

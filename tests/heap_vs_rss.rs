@@ -15,14 +15,25 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// The first "… N MiB" after `marker` in `text`, in MiB.
 fn mib_after(text: &str, marker: &str) -> f64 {
-    let rest = &text[text.find(marker).unwrap_or_else(|| panic!("{marker:?} in {text}")) + marker.len()..];
+    let rest = &text[text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in {text}"))
+        + marker.len()..];
     let number = rest.split_whitespace().next().unwrap();
-    assert!(rest.trim_start()[number.len()..].trim_start().starts_with("MiB"), "{text}");
+    assert!(
+        rest.trim_start()[number.len()..]
+            .trim_start()
+            .starts_with("MiB"),
+        "{text}"
+    );
     number.parse().unwrap()
 }
 
 #[test]
-#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), ignore = "glibc only")]
+#[cfg_attr(
+    not(all(target_os = "linux", target_env = "gnu")),
+    ignore = "glibc only"
+)]
 fn the_allocator_keeps_the_freed_memory_and_trim_returns_it() {
     let mut kept = Vec::with_capacity(BLOCKS / KEEP_EVERY);
     let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(BLOCKS);

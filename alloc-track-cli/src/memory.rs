@@ -244,13 +244,17 @@ mod tests {
             trimmable = 60 * MIB,
         );
         let text = report_lines(&fragmented(&allocator));
-        assert!(text.contains("glibc malloc, 1 arena: 96.0 MiB free in 9,000 chunks"), "{text}");
+        assert!(
+            text.contains("glibc malloc, 1 arena: 96.0 MiB free in 9,000 chunks"),
+            "{text}"
+        );
         assert!(text.contains("allocator free memory"), "{text}");
         assert!(text.contains("keeps 96.0 MiB of freed memory"), "{text}");
         assert!(text.contains("would return up to 60.0 MiB"), "{text}");
         // 130 = 1 live + 1 overhead + 96 free + 8 tables + 16 file + 8 rest.
         assert!(
-            text.lines().any(|l| l.starts_with("  remainder") && l.contains("8.0 MiB")),
+            text.lines()
+                .any(|l| l.starts_with("  remainder") && l.contains("8.0 MiB")),
             "{text}"
         );
     }
@@ -262,7 +266,8 @@ mod tests {
         assert!(!text.contains("advice"), "{text}");
         // 130 - 1 live - 8 tables - 16 file.
         assert!(
-            text.lines().any(|l| l.starts_with("  remainder") && l.contains("105.0 MiB")),
+            text.lines()
+                .any(|l| l.starts_with("  remainder") && l.contains("105.0 MiB")),
             "{text}"
         );
     }

@@ -102,12 +102,8 @@ fn parse_malloc_info(xml: &str, page: u64) -> MallocInfo {
             info.arenas += 1;
         } else if element.starts_with("size ") || element.starts_with("unsorted ") {
             let field = |name: &str| attribute(element, name).unwrap_or(0);
-            info.whole_free_pages_bytes += whole_pages_in(
-                field("to"),
-                field("total"),
-                field("count"),
-                page,
-            );
+            info.whole_free_pages_bytes +=
+                whole_pages_in(field("to"), field("total"), field("count"), page);
         }
     }
     info
@@ -161,7 +157,8 @@ mod glibc {
         // `dlsym` is given that handle or RTLD_DEFAULT and NUL-terminated
         // names; the handle is closed once, after its last use.
         unsafe {
-            let libc_handle = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+            let libc_handle =
+                libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
             if libc_handle.is_null() {
                 return None;
             }
@@ -299,7 +296,10 @@ mod tests {
         assert_eq!(info.arenas, 2);
         // Small chunks hold no page; 4 chunks of 10 KiB hold about 6 KiB
         // each; the unsorted 20,001 bytes about 15,905.
-        assert_eq!(info.whole_free_pages_bytes, (40960 - 4 * 4096) + (20001 - 4096));
+        assert_eq!(
+            info.whole_free_pages_bytes,
+            (40960 - 4 * 4096) + (20001 - 4096)
+        );
     }
 
     #[test]

@@ -208,7 +208,11 @@ impl Drop for LoggedScope {
             Some(frame) => {
                 let diff = frame.close();
                 untracked(|| {
-                    let rss = rss_change(self.rss_before, crate::os_memory::rss_bytes(), diff.live_bytes());
+                    let rss = rss_change(
+                        self.rss_before,
+                        crate::os_memory::rss_bytes(),
+                        diff.live_bytes(),
+                    );
                     format!(
                         "alloc-track: scope {:?}: {} live in {} blocks, {} allocated in {} blocks, peak +{}{rss}",
                         name(self.scope.id),
@@ -241,7 +245,8 @@ fn rss_change(before: Option<u64>, after: Option<u64>, live_change: i64) -> Stri
     let (Some(before), Some(after)) = (before, after) else {
         return String::new();
     };
-    let change = i64::try_from(after).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+    let change =
+        i64::try_from(after).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
     let mut text = format!(
         "; RSS {} -> {} ({})",
         Bytes(before),

@@ -292,6 +292,21 @@ mod tests {
     }
 
     #[test]
+    fn many_arenas_name_malloc_arena_max_with_the_figures() {
+        let stats = AllocatorStats {
+            arenas: Some(16),
+            ..glibc(100 * MIB, 90 * MIB)
+        };
+        let breakdown = MemoryBreakdown::new(MIB, &os(130 * MIB), 0, Some(&stats)).unwrap();
+        let advice = breakdown.advice();
+        assert!(advice[0].contains("across 16 arenas"), "{advice:?}");
+        let arenas = advice.last().unwrap();
+        assert!(arenas.contains("16 arenas for 2 threads"), "{advice:?}");
+        assert!(arenas.contains("MALLOC_ARENA_MAX=2"), "{advice:?}");
+        assert!(arenas.contains("100.0 MiB in all"), "{advice:?}");
+    }
+
+    #[test]
     fn without_the_allocator_figures_there_is_no_advice() {
         let breakdown = MemoryBreakdown::new(MIB, &os(130 * MIB), 0, None).unwrap();
         assert!(breakdown.advice().is_empty());

@@ -39,8 +39,8 @@ use std::cell::Cell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
+use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
+use framehop::{FrameAddress, MustNotAllocateDuringUnwind};
 
 use super::trust::{self, Forced, Gate, Trust};
 use super::{stack_bounds, unwind, CapturedStack};
@@ -338,41 +338,31 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
         // mapped part of this thread's stack above the capturing frame.
         Ok(unsafe { (address as *const u64).read_unaligned() })
     };
-    // The first frame is `start.ip` itself, inside the capturing function,
-    // whose rules framehop applies (they differ for a first frame); like
-    // the frame-pointer walk, the stack starts at its return address.
-    let mut registers = UnwindRegsX86_64::new(start.ip, start.sp, start.bp);
-    let first = FrameAddress::from_instruction_pointer(start.ip);
-    let mut return_address = match modules.tables.unwind_frame(
-        first,
-        &mut registers,
-        &mut cache.framehop,
-        &mut read_stack,
-    ) {
-        Ok(Some(address)) => address,
-        // The root: a frame whose tables say it has no caller.
-        Ok(None) => return Some(()),
-        Err(_) => return None,
-    };
-    let (mut sp, mut bp) = (registers.sp(), registers.bp());
+    // The first frame is `start.ip` itself, inside the capturing function:
+    // like the frame-pointer walk, the stack starts at its return address.
+    // Its rule is cached like any other (framehop derives it with the rules
+    // of a first frame; its address, an instruction's start, is never a
+    // return address's lookup address, the last byte of a call).
+    let (mut sp, mut bp) = (start.sp, start.bp);
+    let mut frame = FrameAddress::from_instruction_pointer(start.ip);
     stack.push_with(|stack| loop {
-        let frame = FrameAddress::from_return_address(return_address)?;
-        if !stack.push(return_address as usize) {
-            return Some(());
-        }
         let lookup = frame.address_for_lookup();
         let rule = match cache.rules.get(lookup, modules.generation) {
             Some(rule) => rule,
             None => new_rule(frame, modules, cache)?,
         };
-        match rule.apply(&mut sp, &mut bp, &mut read_stack).ok()? {
-            Step::Caller(address) => return_address = address,
+        let return_address = match rule.apply(&mut sp, &mut bp, &mut read_stack).ok()? {
+            Step::Caller(address) => address,
             Step::Root => return Some(()),
+        };
+        frame = FrameAddress::from_return_address(return_address)?;
+        if !stack.push(return_address as usize) {
+            return Some(());
         }
     })
 }
 
-/// The rule of a return address not in the cache yet, derived and cached.
+/// The rule of a frame not in the cache yet, derived and cached.
 /// `None` for an address in no known module (the unwinder, which knows
 /// every loaded object, does better than framehop's guess there) or whose
 /// rule is not a compact one.

@@ -345,9 +345,10 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     // return address's lookup address, the last byte of a call).
     let (mut sp, mut bp) = (start.sp, start.bp);
     let mut frame = FrameAddress::from_instruction_pointer(start.ip);
+    let rules = cache.rules.reader(modules.generation);
     stack.push_with(|stack| loop {
         let lookup = frame.address_for_lookup();
-        let rule = match cache.rules.get(lookup, modules.generation) {
+        let rule = match rules.get(lookup) {
             Some(rule) => rule,
             None => new_rule(frame, modules, cache)?,
         };

@@ -223,6 +223,28 @@ pub(super) struct RuleCache {
     entries: Box<[Entry]>,
 }
 
+/// See [`RuleCache::reader`]. Valid while its cache is: inserting changes
+/// entries, never the table.
+#[derive(Clone, Copy)]
+pub(super) struct RuleReader {
+    entries: *const Entry,
+    mask: usize,
+    generation_bits: u64,
+}
+
+impl RuleReader {
+    #[inline(always)]
+    pub(super) fn get(self, address: u64) -> Option<Rule> {
+        let slot = (address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & self.mask;
+        // SAFETY: `slot` is masked to the table's length (a power of two),
+        // and the table, owned by the cache this reader came from, lives
+        // as long as the walk that uses the reader.
+        let entry = unsafe { self.entries.add(slot).read() };
+        let tag = (address & ((1 << 48) - 1)) | self.generation_bits;
+        (entry.tag == tag).then_some(entry.rule)
+    }
+}
+
 /// 16 bytes: the tag, then the rule.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -253,18 +275,25 @@ impl RuleCache {
         }
     }
 
+    /// Return addresses differ in their low bits; a multiply spreads
+    /// nearby ones over the table. [`RuleReader::get`] computes the same.
     #[inline(always)]
     fn slot(&self, address: u64) -> usize {
-        // Return addresses differ in their low bits; a multiply spreads
-        // nearby ones over the table.
         let hash = address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
         hash as usize & (self.entries.len() - 1)
     }
 
+    /// A reader of the cache for one walk: the table's address, size and
+    /// the generation's tag bits in locals, so that the walk's loop does
+    /// not reload them through the cache (which inserting may change, as
+    /// far as the compiler can tell) at every frame.
     #[inline(always)]
-    pub(super) fn get(&self, address: u64, generation: u16) -> Option<Rule> {
-        let entry = self.entries.get(self.slot(address))?;
-        (entry.tag == tag(address, generation)).then_some(entry.rule)
+    pub(super) fn reader(&self, generation: u16) -> RuleReader {
+        RuleReader {
+            entries: self.entries.as_ptr(),
+            mask: self.entries.len() - 1,
+            generation_bits: u64::from(generation) << 48,
+        }
     }
 
     pub(super) fn insert(&mut self, address: u64, generation: u16, rule: Rule) {
@@ -365,8 +394,8 @@ mod tests {
         let mut cache = RuleCache::new(64);
         let rule = Rule::caller((Base::StackPointer, 8), None).unwrap();
         cache.insert(0x4000_1234, 1, rule);
-        assert_eq!(cache.get(0x4000_1234, 1), Some(rule));
-        assert_eq!(cache.get(0x4000_1234, 2), None);
-        assert_eq!(cache.get(0x4000_1235, 1), None);
+        assert_eq!(cache.reader(1).get(0x4000_1234), Some(rule));
+        assert_eq!(cache.reader(2).get(0x4000_1234), None);
+        assert_eq!(cache.reader(1).get(0x4000_1235), None);
     }
 }

@@ -315,12 +315,20 @@ fn instructions_per_frame(out: &mut String, counts: &Counts, options: &Options) 
     if let (true, Some(deep_extra), Some(shallow_extra)) =
         (deep > shallow, extra(deep), extra(shallow))
     {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "\nDepth series: full mode's extra instructions per allocation grow by {:.1} per frame \
-             from depth {shallow} to depth {deep}.",
+             from depth {shallow} to depth {deep}; step by step:",
             (deep_extra - shallow_extra) / f64::from(deep - shallow)
         );
+        // Step by step, where stacks cut at the capture limit show flat.
+        for pair in depths.windows(2) {
+            if let (Some(high), Some(low)) = (extra(pair[1]), extra(pair[0])) {
+                let per_frame = (high - low) / f64::from(pair[1] - pair[0]);
+                let _ = write!(out, " {}-{}: {per_frame:.1}", pair[0], pair[1]);
+            }
+        }
+        let _ = writeln!(out, ".");
     }
 }
 

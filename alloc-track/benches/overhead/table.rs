@@ -325,7 +325,8 @@ fn instructions_per_frame(out: &mut String, counts: &Counts, options: &Options) 
         for pair in depths.windows(2) {
             if let (Some(high), Some(low)) = (extra(pair[1]), extra(pair[0])) {
                 let per_frame = (high - low) / f64::from(pair[1] - pair[0]);
-                let _ = write!(out, " {}-{}: {per_frame:.1}", pair[0], pair[1]);
+                let separator = if pair[0] == shallow { "" } else { "," };
+                let _ = write!(out, "{separator} {}-{}: {per_frame:.1}", pair[0], pair[1]);
             }
         }
         let _ = writeln!(out, ".");

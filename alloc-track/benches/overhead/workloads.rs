@@ -107,7 +107,7 @@ impl Size {
         build_pushes: 4_000_000,
         json_orders: 64,
         json_round_trips: 1000,
-        depth_steps: 400_000,
+        depth_steps: 1_000_000,
         crates: crates::CratesSize::FULL,
     };
 

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::diff::DiffOptions;
 use crate::export::{ExportFormat, ExportOptions};
 use crate::flamegraph::{FlamegraphOptions, GraphOptions};
+use crate::input::is_stdin;
 use crate::output::{beside, Output};
 use crate::report::ReportOptions;
 use crate::trend::TrendOptions;
@@ -41,7 +42,7 @@ pub enum Command {
 /// `alloc-track report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The dump (JSON) to report on.
+    /// The dump (JSON) to report on; - reads standard input.
     pub dump: PathBuf,
     /// What to rank sites by and what the flamegraph weighs.
     #[arg(long, value_enum, default_value_t = Measure::Live)]
@@ -49,8 +50,11 @@ pub struct ReportArgs {
     /// How many sites the table shows.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub top: usize,
-    /// Where to write the flamegraph SVG [default: beside the dump, DUMP
-    /// with .svg for live bytes, .<by>.svg otherwise].
+    /// Where to write the flamegraph SVG; - writes it to standard output
+    /// and the report to standard error [default: beside the dump, DUMP
+    /// with .svg for live bytes, .<by>.svg otherwise; none for a dump read
+    /// from standard input]. A graph that cannot be written is a warning:
+    /// the report is printed anyway.
     #[arg(short = 'o', long = "output", value_name = "SVG")]
     pub output: Option<PathBuf>,
     /// Do not write a flamegraph.
@@ -67,8 +71,9 @@ impl ReportArgs {
     pub fn into_options(self, cwd: Option<PathBuf>) -> ReportOptions {
         let flamegraph = match (self.no_flamegraph, self.output) {
             (true, _) => None,
-            (false, Some(path)) => Some(path),
-            (false, None) => Some(default_svg(&self.dump, self.by, "")),
+            (false, Some(path)) => Some(Output::from_arg(&path)),
+            (false, None) if is_stdin(&self.dump) => None,
+            (false, None) => Some(Output::File(default_svg(&self.dump, self.by, ""))),
         };
         let mut options = ReportOptions::new(self.dump);
         options.measure = self.by;
@@ -83,11 +88,12 @@ impl ReportArgs {
 /// `alloc-track flamegraph`.
 #[derive(Debug, Args)]
 pub struct FlamegraphArgs {
-    /// The dump (JSON) to draw.
+    /// The dump (JSON) to draw; - reads standard input.
     pub dump: PathBuf,
-    /// The SVG file to write [default: beside the dump, DUMP with .svg,
-    /// .by-site.svg with --site-at-root, and .<by> before .svg for
-    /// measures other than live].
+    /// The SVG file to write, - for standard output [default: beside the
+    /// dump, DUMP with .svg, .by-site.svg with --site-at-root, and .<by>
+    /// before .svg for measures other than live; standard output for a
+    /// dump read from standard input].
     #[arg(short = 'o', long = "output", value_name = "SVG")]
     pub output: Option<PathBuf>,
     /// What the width of a frame stands for.
@@ -107,9 +113,11 @@ impl FlamegraphArgs {
     /// Maps the flags to [`FlamegraphOptions`].
     pub fn into_options(self) -> FlamegraphOptions {
         let suffix = if self.site_at_root { ".by-site" } else { "" };
-        let output = self
-            .output
-            .unwrap_or_else(|| default_svg(&self.dump, self.by, suffix));
+        let output = match self.output {
+            Some(path) => Output::from_arg(&path),
+            None if is_stdin(&self.dump) => Output::Stdout,
+            None => Output::File(default_svg(&self.dump, self.by, suffix)),
+        };
         let mut options = FlamegraphOptions::new(self.dump, output);
         options.graph = GraphOptions {
             measure: self.by,
@@ -123,9 +131,9 @@ impl FlamegraphArgs {
 /// `alloc-track diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The earlier dump.
+    /// The earlier dump; - reads standard input.
     pub before: PathBuf,
-    /// The later dump.
+    /// The later dump; - reads standard input.
     pub after: PathBuf,
     /// What to compare.
     #[arg(long, value_enum, default_value_t = Measure::Live)]
@@ -135,8 +143,10 @@ pub struct DiffArgs {
     pub top: usize,
     /// The differential flamegraph to write, sized by AFTER (red: grew,
     /// blue: shrank). A second graph sized by BEFORE, which shows what
-    /// shrank or vanished, goes beside it with .shrank.svg [default:
-    /// beside AFTER, AFTER with .diff.svg].
+    /// shrank or vanished, goes beside it with .shrank.svg. - writes the
+    /// first graph to standard output and the tables to standard error
+    /// [default: beside AFTER, AFTER with .diff.svg; none when AFTER is
+    /// read from standard input].
     #[arg(short = 'o', long = "output", value_name = "SVG")]
     pub output: Option<PathBuf>,
     /// Do not write flamegraphs.
@@ -149,8 +159,9 @@ impl DiffArgs {
     pub fn into_options(self, cwd: Option<PathBuf>) -> DiffOptions {
         let flamegraph = match (self.no_flamegraph, self.output) {
             (true, _) => None,
-            (false, Some(path)) => Some(path),
-            (false, None) => Some(default_svg(&self.after, self.by, ".diff")),
+            (false, Some(path)) => Some(Output::from_arg(&path)),
+            (false, None) if is_stdin(&self.after) => None,
+            (false, None) => Some(Output::File(default_svg(&self.after, self.by, ".diff"))),
         };
         let mut options = DiffOptions::new(self.before, self.after);
         options.measure = self.by;
@@ -164,7 +175,7 @@ impl DiffArgs {
 /// `alloc-track export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The dump (JSON) to convert.
+    /// The dump (JSON) to convert; - reads standard input.
     pub dump: PathBuf,
     /// The output format: folded (collapsed stacks for any flamegraph
     /// tool), pprof (gzipped profile.proto for go tool pprof, Pyroscope,
@@ -172,9 +183,10 @@ pub struct ExportArgs {
     /// Profiler).
     #[arg(short, long, value_enum)]
     pub format: ExportFormat,
-    /// The file to write, or - for standard output.
+    /// The file to write, or - for standard output [default: standard
+    /// output].
     #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// For folded: what the counts weigh (pprof and dhat always carry
     /// every figure).
     #[arg(long, value_enum, default_value_t = Measure::Live)]
@@ -184,8 +196,11 @@ pub struct ExportArgs {
 impl ExportArgs {
     /// Maps the flags to [`ExportOptions`].
     pub fn into_options(self) -> ExportOptions {
-        let mut options =
-            ExportOptions::new(self.dump, self.format, Output::from_arg(&self.output));
+        let output = self
+            .output
+            .as_deref()
+            .map_or(Output::Stdout, Output::from_arg);
+        let mut options = ExportOptions::new(self.dump, self.format, output);
         options.measure = self.by;
         options
     }
@@ -196,13 +211,15 @@ impl ExportArgs {
 pub struct TrendArgs {
     /// The dumps, at least two, e.g. the numbered periodic ones
     /// (heap.*.json). Any order: they are put in the order they were taken.
+    /// One of them may be -, standard input.
     #[arg(required = true, num_args = 2.., value_name = "DUMP")]
     pub dumps: Vec<PathBuf>,
     /// How many changing sites the table shows.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub top: usize,
-    /// Where to write the SVG line chart [default: beside the first dump
-    /// given, its name without the dump number and with .trend.svg:
+    /// Where to write the SVG line chart; - writes it to standard output
+    /// and the table to standard error [default: beside the first dump
+    /// file given, its name without the dump number and with .trend.svg:
     /// heap.1.json gives heap.trend.svg].
     #[arg(short = 'o', long = "output", value_name = "SVG")]
     pub output: Option<PathBuf>,
@@ -219,8 +236,12 @@ impl TrendArgs {
     pub fn into_options(self, cwd: Option<PathBuf>) -> TrendOptions {
         let chart = match (self.no_chart, self.output) {
             (true, _) => None,
-            (false, Some(path)) => Some(path),
-            (false, None) => self.dumps.first().map(|first| default_trend_svg(first)),
+            (false, Some(path)) => Some(Output::from_arg(&path)),
+            (false, None) => self
+                .dumps
+                .iter()
+                .find(|dump| !is_stdin(dump))
+                .map(|first| Output::File(default_trend_svg(first))),
         };
         let mut options = TrendOptions::new(self.dumps);
         options.top = self.top;
@@ -280,7 +301,10 @@ mod tests {
         let options = args.into_options(None);
         assert_eq!(options.measure, Measure::Peak);
         assert_eq!(options.top, 3);
-        assert_eq!(options.flamegraph, Some(PathBuf::from("d/app.peak.svg")));
+        assert_eq!(
+            options.flamegraph,
+            Some(Output::File(PathBuf::from("d/app.peak.svg")))
+        );
 
         let Command::Report(args) = parse(&["report", "app.json", "--no-flamegraph"]) else {
             panic!("not report");
@@ -303,7 +327,7 @@ mod tests {
             panic!("not flamegraph");
         };
         let options = args.into_options();
-        assert_eq!(options.output, PathBuf::from("x.svg"));
+        assert_eq!(options.output, Output::File(PathBuf::from("x.svg")));
         assert!(options.graph.icicle && options.graph.site_at_root);
         assert_eq!(options.graph.measure, Measure::Allocated);
     }
@@ -314,7 +338,10 @@ mod tests {
             panic!("not diff");
         };
         let options = args.into_options(None);
-        assert_eq!(options.flamegraph, Some(PathBuf::from("b.diff.svg")));
+        assert_eq!(
+            options.flamegraph,
+            Some(Output::File(PathBuf::from("b.diff.svg")))
+        );
 
         let Command::Export(args) = parse(&["export", "a.json", "--format", "pprof", "-o", "-"])
         else {
@@ -335,7 +362,10 @@ mod tests {
         let options = args.into_options(None);
         assert_eq!(options.top, 3);
         assert_eq!(options.dumps.len(), 2);
-        assert_eq!(options.chart, Some(PathBuf::from("d/heap.trend.svg")));
+        assert_eq!(
+            options.chart,
+            Some(Output::File(PathBuf::from("d/heap.trend.svg")))
+        );
         assert_eq!(
             default_trend_svg(std::path::Path::new("before.json")),
             PathBuf::from("before.trend.svg")

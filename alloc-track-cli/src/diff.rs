@@ -15,8 +15,9 @@ use inferno::flamegraph;
 
 use crate::error::CliError;
 use crate::flamegraph::{capitalised, inferno_options};
+use crate::input;
 use crate::matching::StackKeys;
-use crate::output::{beside, write_file};
+use crate::output::{beside, Output};
 use crate::report::utc;
 use crate::stacks::{self, site_label, Folder, Order};
 use crate::weigh::{self, Measure};
@@ -25,17 +26,19 @@ use crate::weigh::{self, Measure};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiffOptions {
-    /// The earlier dump.
+    /// The earlier dump; `-` is standard input.
     pub before: PathBuf,
-    /// The later dump.
+    /// The later dump; `-` is standard input.
     pub after: PathBuf,
     /// What is compared.
     pub measure: Measure,
     /// How many growing and how many shrinking sites the tables show.
     pub top: usize,
     /// The differential flamegraph sized by AFTER; the one sized by BEFORE
-    /// goes beside it (see [`shrank_path`]). `None` writes neither.
-    pub flamegraph: Option<PathBuf>,
+    /// goes beside it (see [`shrank_path`]). `None` writes neither; with
+    /// [`Output::Stdout`] the graph sized by AFTER goes to standard output,
+    /// the tables to the error stream, and the other graph is not drawn.
+    pub flamegraph: Option<Output>,
     /// Source files below this directory are shown relative to it.
     pub relative_to: Option<PathBuf>,
 }
@@ -131,10 +134,15 @@ fn compare(
 }
 
 /// The `diff` command: writes the two differential flamegraphs, then the
-/// change tables to `out`.
-pub fn diff(options: &DiffOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let before = Dump::load(&options.before)?;
-    let after = Dump::load(&options.after)?;
+/// change tables to `out` (to `err` when the graph takes standard output).
+pub fn diff(
+    options: &DiffOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    input::at_most_one_stdin([&options.before, &options.after])?;
+    let before = input::load(&options.before)?;
+    let after = input::load(&options.after)?;
     let rows = compare(
         &before,
         &options.before,
@@ -149,14 +157,18 @@ pub fn diff(options: &DiffOptions, out: &mut impl Write) -> Result<(), CliError>
             (&after, &options.after),
             options.measure,
         )?;
-        graphs = write_graphs(options, &lines, svg)?;
+        graphs = write_graphs(options, &lines, svg, out)?;
     }
-    write_text(options, &before, &after, rows, out).map_err(CliError::Stdout)?;
+    let text_out: &mut dyn Write = match options.flamegraph {
+        Some(Output::Stdout) => err,
+        _ => out,
+    };
+    write_text(options, &before, &after, rows, text_out).map_err(CliError::Stdout)?;
     if !graphs.is_empty() {
-        writeln!(out).map_err(CliError::Stdout)?;
+        writeln!(text_out).map_err(CliError::Stdout)?;
     }
     for graph in graphs {
-        writeln!(out, "{graph}").map_err(CliError::Stdout)?;
+        writeln!(text_out, "{graph}").map_err(CliError::Stdout)?;
     }
     Ok(())
 }
@@ -198,15 +210,23 @@ fn differential_lines(
 fn write_graphs(
     options: &DiffOptions,
     lines: &BTreeMap<String, (u64, u64)>,
-    svg: &Path,
+    svg: &Output,
+    stdout: &mut impl Write,
 ) -> Result<Vec<String>, CliError> {
     let measure = options.measure;
     let mut notes = Vec::new();
     for sized_by_after in [true, false] {
-        let path = if sized_by_after {
-            svg.to_path_buf()
-        } else {
-            shrank_path(svg)
+        let output = match (svg, sized_by_after) {
+            (Output::File(path), true) => Output::File(path.clone()),
+            (Output::File(path), false) => Output::File(shrank_path(path)),
+            (Output::Stdout, true) => Output::Stdout,
+            (Output::Stdout, false) => {
+                notes.push(
+                    "the graph sized by BEFORE (what shrank) is drawn only into a file: -o FILE"
+                        .to_string(),
+                );
+                continue;
+            }
         };
         let text: String = lines
             .iter()
@@ -238,17 +258,20 @@ fn write_graphs(
         let mut inferno = inferno_options(title, measure.unit(), false);
         inferno.subtitle = Some(format!(
             "BEFORE {}, AFTER {}",
-            options.before.display(),
-            options.after.display()
+            input::display_name(&options.before),
+            input::display_name(&options.after)
         ));
         inferno.negate_differentials = !sized_by_after;
         let mut bytes = Vec::new();
+        let name = match &output {
+            Output::File(path) => path.display().to_string(),
+            Output::Stdout => "standard output".to_string(),
+        };
         flamegraph::from_lines(&mut inferno, text.lines(), &mut bytes)
-            .map_err(CliError::output(&path))?;
-        write_file(&path, |w| w.write_all(&bytes))?;
+            .map_err(CliError::output(&name))?;
+        output.write_with(stdout, |w| w.write_all(&bytes))?;
         notes.push(format!(
-            "differential flamegraph sized by {sized} ({shows}): {}",
-            path.display()
+            "differential flamegraph sized by {sized} ({shows}): {name}"
         ));
     }
     Ok(notes)
@@ -274,7 +297,7 @@ fn write_text(
     before: &Dump,
     after: &Dump,
     rows: Vec<Row>,
-    out: &mut impl Write,
+    out: &mut dyn Write,
 ) -> io::Result<()> {
     let measure = options.measure;
     let base = options.relative_to.as_deref();
@@ -286,7 +309,7 @@ fn write_text(
         writeln!(
             out,
             "{name}       {}: {} (pid {}), dumped {}, epoch {}",
-            path.display(),
+            input::display_name(path),
             dump.program,
             dump.pid,
             utc(dump.timestamp_ms),

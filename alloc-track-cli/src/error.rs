@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use alloc_track::dump::DumpError;
 use alloc_track::human::IoError;
 
+use crate::input::display_name;
+
 /// Why a command failed. `Display` is one line that names the file
 /// concerned; `main` prints it after `alloc-track: `.
 #[derive(Debug)]
@@ -78,20 +80,25 @@ impl fmt::Display for CliError {
         match self {
             CliError::Dump(error) => write!(f, "{error}"),
             CliError::Output { path, source } => {
-                write!(f, "{}: cannot write: {}", path.display(), IoError(source))
+                write!(
+                    f,
+                    "{}: cannot write: {}",
+                    display_name(path),
+                    IoError(source)
+                )
             }
             CliError::Stdout(source) => write!(f, "standard output: {}", IoError(source)),
             CliError::NoPeakBreakdown { path } => write!(
                 f,
                 "{}: this dump has no peak breakdown (its peak_sites list is empty); \
                  use --by live, allocated or blocks",
-                path.display()
+                display_name(path)
             ),
             CliError::NoSuchScope { path, name, known } => {
                 write!(
                     f,
                     "{}: no scope named {name:?} in this dump",
-                    path.display()
+                    display_name(path)
                 )?;
                 if known.is_empty() {
                     write!(f, " (it has none: nothing ran inside alloc_track::scope)")
@@ -108,9 +115,9 @@ impl fmt::Display for CliError {
             CliError::NothingToDraw { path, measure } => write!(
                 f,
                 "{}: nothing to draw: the dump has no {measure}",
-                path.display()
+                display_name(path)
             ),
-            CliError::TooLarge { path, what } => write!(f, "{}: {what}", path.display()),
+            CliError::TooLarge { path, what } => write!(f, "{}: {what}", display_name(path)),
         }
     }
 }

@@ -9,7 +9,8 @@ use inferno::flamegraph::{self, Direction};
 
 use crate::error::CliError;
 use crate::export::folded::folded_lines;
-use crate::output::write_file;
+use crate::input;
+use crate::output::Output;
 use crate::stacks::Order;
 use crate::weigh::Measure;
 
@@ -32,20 +33,20 @@ pub struct GraphOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FlamegraphOptions {
-    /// The dump to draw.
+    /// The dump to draw; `-` is standard input.
     pub dump: PathBuf,
-    /// The SVG to write.
-    pub output: PathBuf,
+    /// Where the SVG goes.
+    pub output: Output,
     /// How to draw it.
     pub graph: GraphOptions,
 }
 
 impl FlamegraphOptions {
     /// Options drawing `dump` into `output` with default graph options.
-    pub fn new(dump: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+    pub fn new(dump: impl Into<PathBuf>, output: Output) -> Self {
         FlamegraphOptions {
             dump: dump.into(),
-            output: output.into(),
+            output,
             graph: GraphOptions::default(),
         }
     }
@@ -100,35 +101,29 @@ pub fn render_svg(dump: &Dump, path: &Path, graph: &GraphOptions) -> Result<Vec<
         title.push_str(", allocation sites at the root");
     }
     let mut options = inferno_options(title, graph.measure.unit(), graph.icicle);
-    options.subtitle = Some(path.display().to_string());
+    options.subtitle = Some(input::display_name(path));
     let mut svg = Vec::new();
     // Writing into memory fails only when inferno finds no counts.
     flamegraph::from_lines(&mut options, lines.lines(), &mut svg).map_err(|_| nothing())?;
     Ok(svg)
 }
 
-/// Draws `dump` into the file `svg`.
-pub fn write_svg_file(
-    dump: &Dump,
-    path: &Path,
-    graph: &GraphOptions,
-    svg: &Path,
-) -> Result<(), CliError> {
-    let bytes = render_svg(dump, path, graph)?;
-    write_file(svg, |w| w.write_all(&bytes))
-}
-
-/// The `flamegraph` command: writes the SVG and says where on `out`.
+/// The `flamegraph` command: writes the SVG and says where on `out`, or
+/// writes the SVG itself to `out` for `-o -`.
 pub fn flamegraph(options: &FlamegraphOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dump = Dump::load(&options.dump)?;
-    write_svg_file(&dump, &options.dump, &options.graph, &options.output)?;
-    writeln!(
-        out,
-        "flamegraph of {}: {}",
-        options.graph.measure.describe(),
-        options.output.display()
-    )
-    .map_err(CliError::Stdout)
+    let dump = input::load(&options.dump)?;
+    let bytes = render_svg(&dump, &options.dump, &options.graph)?;
+    options.output.write_with(out, |w| w.write_all(&bytes))?;
+    match &options.output {
+        Output::Stdout => Ok(()),
+        Output::File(path) => writeln!(
+            out,
+            "flamegraph of {}: {}",
+            options.graph.measure.describe(),
+            path.display()
+        )
+        .map_err(CliError::Stdout),
+    }
 }
 
 pub(crate) fn capitalised(text: &str) -> String {

@@ -3,8 +3,8 @@
 //! testable without a process. `main` only parses flags and owns exit
 //! codes.
 //!
-//! All commands read dumps through [`alloc_track::dump::Dump::load`], which
-//! validates them first: nothing here indexes past a table or allocates by
+//! All commands read dumps through [`input::load`] (a file, or standard
+//! input for `-`), which validates them first: nothing here indexes past a table or allocates by
 //! a number read from the file.
 
 pub mod cli;
@@ -12,6 +12,7 @@ pub mod diff;
 pub mod error;
 pub mod export;
 pub mod flamegraph;
+pub mod input;
 pub mod matching;
 pub mod output;
 pub mod report;
@@ -27,18 +28,24 @@ pub use error::CliError;
 
 use cli::{Cli, Command};
 
-/// Runs one parsed command line, writing its text to `out`. `cwd` is the
-/// directory source files are shown relative to.
+/// Runs one parsed command line, writing its output to `out` and warnings
+/// (and text displaced by `-o -`) to `err`. `cwd` is the directory source
+/// files are shown relative to.
 ///
 /// A closed standard output (`alloc-track report dump.json | head`) is
 /// success: the reader has seen all it wanted.
-pub fn run(cli: Cli, cwd: Option<PathBuf>, out: &mut impl Write) -> Result<(), CliError> {
+pub fn run(
+    cli: Cli,
+    cwd: Option<PathBuf>,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
     let result = match cli.command {
-        Command::Report(args) => report::report(&args.into_options(cwd), out),
+        Command::Report(args) => report::report(&args.into_options(cwd), out, err),
         Command::Flamegraph(args) => flamegraph::flamegraph(&args.into_options(), out),
-        Command::Diff(args) => diff::diff(&args.into_options(cwd), out),
+        Command::Diff(args) => diff::diff(&args.into_options(cwd), out, err),
         Command::Export(args) => export::export(&args.into_options(), out),
-        Command::Trend(args) => trend::trend(&args.into_options(cwd), out),
+        Command::Trend(args) => trend::trend(&args.into_options(cwd), out, err),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {

@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let cwd = std::env::current_dir().ok();
     let mut out = BufWriter::new(io::stdout().lock());
-    match alloc_track_cli::run(cli, cwd, &mut out) {
+    let mut err = io::stderr().lock();
+    match alloc_track_cli::run(cli, cwd, &mut out, &mut err) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("alloc-track: {error}");

@@ -9,7 +9,9 @@ use alloc_track::dump::Dump;
 use alloc_track::human::{percent, Bytes, Count};
 
 use crate::error::CliError;
-use crate::flamegraph::{write_svg_file, GraphOptions};
+use crate::flamegraph::{render_svg, GraphOptions};
+use crate::input;
+use crate::output::{write_file, Output};
 use crate::scopes;
 use crate::stacks::site_label;
 use crate::weigh::{self, Measure, Weight};
@@ -18,14 +20,14 @@ use crate::weigh::{self, Measure, Weight};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReportOptions {
-    /// The dump to report on.
+    /// The dump to report on; `-` is standard input.
     pub dump: PathBuf,
     /// What the table ranks by and the flamegraph weighs.
     pub measure: Measure,
     /// How many sites the table shows.
     pub top: usize,
     /// Where to write the flamegraph SVG; `None` writes none.
-    pub flamegraph: Option<PathBuf>,
+    pub flamegraph: Option<Output>,
     /// Source files below this directory are shown relative to it.
     pub relative_to: Option<PathBuf>,
     /// Report only the live blocks allocated inside this scope.
@@ -49,44 +51,81 @@ impl ReportOptions {
 /// How many rows the peak breakdown shows under a report of another measure.
 const PEAK_ROWS: usize = 5;
 
-/// The `report` command: loads the dump, writes the flamegraph (first, so
-/// that `report | head` still writes it), prints the report to `out` and
+/// What became of the flamegraph a report was asked to draw.
+enum Drawn {
+    /// Written to this file.
+    File(PathBuf),
+    /// To go to standard output after the text (`-o -`).
+    Stdout(Vec<u8>),
+    /// The measure is zero everywhere: nothing to draw.
+    Nothing,
+    /// Could not be written; the report is still printed.
+    Failed(CliError),
+}
+
+/// The `report` command: loads the dump, prints the report to `out` and
 /// says where the flamegraph went.
-pub fn report(options: &ReportOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let mut dump = Dump::load(&options.dump)?;
+///
+/// The text comes first and always: a flamegraph that cannot be written
+/// (a dump in a read-only directory, `report <(cat dump.json)`) costs one
+/// warning line on `err`, not the report. The SVG is written before the
+/// text is printed, so that `report | head` still writes it; with `-o -`
+/// the SVG takes standard output and the text goes to `err`.
+pub fn report(
+    options: &ReportOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut dump = input::load(&options.dump)?;
     if let Some(name) = &options.scope {
         dump = scopes::restrict(dump, name, &options.dump)?;
     }
     // Fails early on `--by peak` without a peak breakdown.
     weigh::weigh(&dump, options.measure, &options.dump)?;
-    let drawn = match &options.flamegraph {
-        Some(svg) => {
-            let graph = GraphOptions {
-                measure: options.measure,
-                ..GraphOptions::default()
-            };
-            match write_svg_file(&dump, &options.dump, &graph, svg) {
-                Ok(()) => Some(Ok(svg)),
-                // An empty heap is worth a report, not an error.
-                Err(CliError::NothingToDraw { .. }) => Some(Err(())),
-                Err(error) => return Err(error),
-            }
+    let drawn = options.flamegraph.as_ref().map(|output| {
+        let graph = GraphOptions {
+            measure: options.measure,
+            ..GraphOptions::default()
+        };
+        match render_svg(&dump, &options.dump, &graph) {
+            // An empty heap is worth a report, not an error.
+            Err(CliError::NothingToDraw { .. }) => Drawn::Nothing,
+            Err(error) => Drawn::Failed(error),
+            Ok(svg) => match output {
+                Output::Stdout => Drawn::Stdout(svg),
+                Output::File(path) => match write_file(path, |w| w.write_all(&svg)) {
+                    Ok(()) => Drawn::File(path.clone()),
+                    Err(error) => Drawn::Failed(error),
+                },
+            },
         }
-        None => None,
-    };
+    });
+    if let Some(Drawn::Stdout(svg)) = &drawn {
+        write_report(&dump, options, err)?;
+        return out.write_all(svg).map_err(CliError::Stdout);
+    }
     write_report(&dump, options, out)?;
     let measure = options.measure.describe();
     match drawn {
-        Some(Ok(svg)) => writeln!(
+        Some(Drawn::File(svg)) => writeln!(
             out,
             "\nflamegraph of {measure}: {} (open it in a browser; click a frame to zoom, \
              Ctrl-F to search)",
             svg.display()
-        ),
-        Some(Err(())) => writeln!(out, "\nno flamegraph: the dump has no {measure}"),
-        None => Ok(()),
+        )
+        .map_err(CliError::Stdout),
+        Some(Drawn::Nothing) => {
+            writeln!(out, "\nno flamegraph: the dump has no {measure}").map_err(CliError::Stdout)
+        }
+        Some(Drawn::Failed(error)) => {
+            // Flush the report first so the warning follows it on a
+            // terminal that shows both streams.
+            out.flush().map_err(CliError::Stdout)?;
+            let _ = writeln!(err, "alloc-track: warning: no flamegraph written: {error}");
+            Ok(())
+        }
+        Some(Drawn::Stdout(_)) | None => Ok(()),
     }
-    .map_err(CliError::Stdout)
 }
 
 /// Writes the summary and the tables (everything but the flamegraph line).
@@ -142,7 +181,7 @@ fn write_text(
 
 fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<()> {
     let totals = &dump.totals;
-    writeln!(out, "alloc-track report of {}", path.display())?;
+    writeln!(out, "alloc-track report of {}", input::display_name(path))?;
     writeln!(
         out,
         "program      {} (pid {}), dumped {}, epoch {}, mode {}",

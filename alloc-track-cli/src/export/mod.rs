@@ -7,9 +7,8 @@ pub mod pprof;
 use std::io::Write;
 use std::path::PathBuf;
 
-use alloc_track::dump::Dump;
-
 use crate::error::CliError;
+use crate::input;
 use crate::output::Output;
 use crate::stacks::Order;
 use crate::weigh::Measure;
@@ -29,7 +28,7 @@ pub enum ExportFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExportOptions {
-    /// The dump to convert.
+    /// The dump to convert; `-` is standard input.
     pub dump: PathBuf,
     /// The format to write.
     pub format: ExportFormat,
@@ -52,9 +51,10 @@ impl ExportOptions {
 }
 
 /// The `export` command. When the output is a file, one line on `out` says
-/// where it went; with `-o -` the export itself goes to `out`.
+/// where it went; with [`Output::Stdout`] (no `-o`, or `-o -`) the export
+/// itself goes to `out`.
 pub fn export(options: &ExportOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dump = Dump::load(&options.dump)?;
+    let dump = input::load(&options.dump)?;
     let bytes = match options.format {
         ExportFormat::Folded => {
             folded::folded_lines(&dump, &options.dump, options.measure, Order::RootFirst)?

@@ -17,8 +17,9 @@ use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
 mod chart;
 
 use crate::error::CliError;
+use crate::input;
 use crate::matching::StackKeys;
-use crate::output::write_file;
+use crate::output::Output;
 use crate::report::utc;
 use crate::stacks::site_label;
 use crate::weigh::{self, Measure};
@@ -28,12 +29,15 @@ use chart::chart;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TrendOptions {
-    /// The dumps, in any order; at least two.
+    /// The dumps, in any order; at least two. One may be `-`, standard
+    /// input.
     pub dumps: Vec<PathBuf>,
     /// How many changing sites the table shows.
     pub top: usize,
-    /// Where to write the SVG line chart; `None` writes none.
-    pub chart: Option<PathBuf>,
+    /// Where to write the SVG line chart; `None` writes none. With
+    /// [`Output::Stdout`] the chart takes standard output and the table
+    /// goes to the error stream.
+    pub chart: Option<Output>,
     /// How many sites the chart draws.
     pub chart_sites: usize,
     /// Source files below this directory are shown relative to it.
@@ -245,9 +249,10 @@ fn slope(x: &[f64], y: &[u64]) -> f64 {
 
 /// Loads the dumps and puts them in the order they were taken.
 fn load(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Dump)>, CliError> {
+    input::at_most_one_stdin(paths)?;
     let mut dumps = Vec::with_capacity(paths.len());
     for path in paths {
-        dumps.push((path.clone(), Dump::load(path)?));
+        dumps.push((path.clone(), input::load(path)?));
     }
     // Stable: dumps with equal timestamps keep the order given.
     dumps.sort_by_key(|(_, d)| (d.timestamp_ms, d.pid, d.epoch));
@@ -303,8 +308,13 @@ fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, base: Option<&Path>) -
 }
 
 /// The `trend` command: writes the chart (first, so that `trend | head`
-/// still writes it), then the table to `out`.
-pub fn trend(options: &TrendOptions, out: &mut impl Write) -> Result<(), CliError> {
+/// still writes it), then the table to `out` (to `err` when the chart
+/// takes standard output).
+pub fn trend(
+    options: &TrendOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
     let dumps = load(&options.dumps)?;
     let clock = Clock::new(&dumps);
     let series = build_series(&dumps, &clock, options.relative_to.as_deref());
@@ -319,17 +329,23 @@ pub fn trend(options: &TrendOptions, out: &mut impl Write) -> Result<(), CliErro
             chart_note = Some("no chart: no site has live bytes in any dump".to_string());
         } else {
             let text = chart(&dumps, &clock, &drawn);
-            write_file(svg, |w| w.write_all(text.as_bytes()))?;
-            chart_note = Some(format!(
-                "line chart of the top {} sites: {}",
-                drawn.len(),
-                svg.display()
-            ));
+            svg.write_with(out, |w| w.write_all(text.as_bytes()))?;
+            if let Output::File(path) = svg {
+                chart_note = Some(format!(
+                    "line chart of the top {} sites: {}",
+                    drawn.len(),
+                    path.display()
+                ));
+            }
         }
     }
-    write_text(options, &dumps, &clock, &series, out).map_err(CliError::Stdout)?;
+    let text_out: &mut dyn Write = match options.chart {
+        Some(Output::Stdout) => err,
+        _ => out,
+    };
+    write_text(options, &dumps, &clock, &series, text_out).map_err(CliError::Stdout)?;
     if let Some(note) = chart_note {
-        writeln!(out, "\n{note}").map_err(CliError::Stdout)?;
+        writeln!(text_out, "\n{note}").map_err(CliError::Stdout)?;
     }
     Ok(())
 }
@@ -387,7 +403,7 @@ fn write_text(
     dumps: &[(PathBuf, Dump)],
     clock: &Clock,
     series: &[Series],
-    out: &mut impl Write,
+    out: &mut dyn Write,
 ) -> io::Result<()> {
     let (Some((first_path, first)), Some((last_path, last))) = (dumps.first(), dumps.last()) else {
         return Ok(());
@@ -400,7 +416,7 @@ fn write_text(
     writeln!(
         out,
         "first        {}: {} (pid {}), dumped {}",
-        first_path.display(),
+        input::display_name(first_path),
         first.program,
         first.pid,
         utc(first.timestamp_ms)
@@ -413,7 +429,7 @@ fn write_text(
     writeln!(
         out,
         "last         {}: {} (pid {}), {later}",
-        last_path.display(),
+        input::display_name(last_path),
         last.program,
         last.pid,
     )?;

@@ -79,7 +79,7 @@ impl ReportArgs {
         options.measure = self.by;
         options.top = self.top;
         options.flamegraph = flamegraph;
-        options.relative_to = cwd;
+        options.naming.relative_to = cwd;
         options.scope = self.scope;
         options
     }
@@ -167,7 +167,7 @@ impl DiffArgs {
         options.measure = self.by;
         options.top = self.top;
         options.flamegraph = flamegraph;
-        options.relative_to = cwd;
+        options.naming.relative_to = cwd;
         options
     }
 }
@@ -247,7 +247,7 @@ impl TrendArgs {
         options.top = self.top;
         options.chart = chart;
         options.chart_sites = self.chart_sites;
-        options.relative_to = cwd;
+        options.naming.relative_to = cwd;
         options
     }
 }

@@ -16,10 +16,10 @@ use inferno::flamegraph;
 use crate::error::CliError;
 use crate::flamegraph::{capitalised, inferno_options};
 use crate::input;
-use crate::matching::StackKeys;
 use crate::output::{beside, Output};
 use crate::report::utc;
-use crate::stacks::{self, site_label, Folder, Order};
+use crate::rows::{self, Naming};
+use crate::stacks::{self, Folder, Order};
 use crate::weigh::{self, Measure};
 
 /// The `diff` command's options.
@@ -39,8 +39,8 @@ pub struct DiffOptions {
     /// [`Output::Stdout`] the graph sized by AFTER goes to standard output,
     /// the tables to the error stream, and the other graph is not drawn.
     pub flamegraph: Option<Output>,
-    /// Source files below this directory are shown relative to it.
-    pub relative_to: Option<PathBuf>,
+    /// How stacks are named (and so which stacks are one row).
+    pub naming: Naming,
 }
 
 impl DiffOptions {
@@ -52,7 +52,7 @@ impl DiffOptions {
             measure: Measure::Live,
             top: 20,
             flamegraph: None,
-            relative_to: None,
+            naming: Naming::default(),
         }
     }
 }
@@ -62,18 +62,11 @@ pub fn shrank_path(svg: &Path) -> PathBuf {
     beside(svg, ".shrank.svg")
 }
 
-/// Which dump a row's stack comes from, for its label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Before,
-    After,
-}
-
-/// One site's figures in both dumps.
+/// One row's figures in both dumps (see [`crate::rows`]: rows are matched
+/// by label, the same identity `report` shows).
 #[derive(Clone, Debug)]
 struct Row {
-    side: Side,
-    stack: u32,
+    label: String,
     before: u64,
     after: u64,
     before_blocks: u64,
@@ -86,27 +79,21 @@ impl Row {
     }
 }
 
-/// Matches the sites of two dumps under `measure`; rows in no order.
+/// Matches the rows of two dumps under `measure`; rows in no order.
 fn compare(
-    before: &Dump,
-    before_path: &Path,
-    after: &Dump,
-    after_path: &Path,
+    (before, before_path): (&Dump, &Path),
+    (after, after_path): (&Dump, &Path),
     measure: Measure,
+    naming: &Naming,
 ) -> Result<Vec<Row>, CliError> {
-    let mut keys = StackKeys::default();
     let mut rows: Vec<Row> = Vec::new();
-    let mut by_key: HashMap<Vec<u32>, usize> = HashMap::new();
-    for (side, dump, path) in [
-        (Side::Before, before, before_path),
-        (Side::After, after, after_path),
-    ] {
-        for weight in weigh::weigh(dump, measure, path)? {
-            let key = keys.stack_key(dump, weight.stack);
-            let index = *by_key.entry(key).or_insert_with(|| {
+    let mut by_label: HashMap<String, usize> = HashMap::new();
+    for (is_after, dump, path) in [(false, before, before_path), (true, after, after_path)] {
+        let weights = weigh::weigh(dump, measure, path)?;
+        for group in rows::group(dump, &weights, measure, naming) {
+            let index = *by_label.entry(group.label.clone()).or_insert_with(|| {
                 rows.push(Row {
-                    side,
-                    stack: weight.stack,
+                    label: group.label.clone(),
                     before: 0,
                     after: 0,
                     before_blocks: 0,
@@ -114,20 +101,14 @@ fn compare(
                 });
                 rows.len() - 1
             });
-            let Some(row) = rows.get_mut(index) else {
-                continue;
+            let row = &mut rows[index];
+            let (value, blocks) = if is_after {
+                (&mut row.after, &mut row.after_blocks)
+            } else {
+                (&mut row.before, &mut row.before_blocks)
             };
-            let (value, blocks) = match side {
-                Side::Before => (&mut row.before, &mut row.before_blocks),
-                Side::After => {
-                    // Label from the later dump, the one the user has now.
-                    row.side = Side::After;
-                    row.stack = weight.stack;
-                    (&mut row.after, &mut row.after_blocks)
-                }
-            };
-            *value = value.saturating_add(weight.value(measure));
-            *blocks = blocks.saturating_add(weight.blocks);
+            *value = value.saturating_add(group.value(measure));
+            *blocks = blocks.saturating_add(group.blocks);
         }
     }
     Ok(rows)
@@ -144,11 +125,10 @@ pub fn diff(
     let before = input::load(&options.before)?;
     let after = input::load(&options.after)?;
     let rows = compare(
-        &before,
-        &options.before,
-        &after,
-        &options.after,
+        (&before, &options.before),
+        (&after, &options.after),
         options.measure,
+        &options.naming,
     )?;
     let mut graphs = Vec::new();
     if let Some(svg) = &options.flamegraph {
@@ -300,7 +280,6 @@ fn write_text(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let measure = options.measure;
-    let base = options.relative_to.as_deref();
     writeln!(out, "alloc-track diff of {}", measure.describe())?;
     for (name, path, dump) in [
         ("before", &options.before, before),
@@ -370,13 +349,17 @@ fn write_text(
         .into_iter()
         .filter(|r| r.delta() != 0)
         .partition(|r| r.delta() > 0);
-    let label = |row: &Row| match row.side {
-        Side::Before => site_label(before, row.stack, base),
-        Side::After => site_label(after, row.stack, base),
-    };
     // Largest change first; ties by label so the output is stable.
-    grew.sort_by_cached_key(|r| (std::cmp::Reverse(r.delta()), label(r)));
-    shrank.sort_by_cached_key(|r| (r.delta(), label(r)));
+    grew.sort_by(|a, b| {
+        b.delta()
+            .cmp(&a.delta())
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    shrank.sort_by(|a, b| {
+        a.delta()
+            .cmp(&b.delta())
+            .then_with(|| a.label.cmp(&b.label))
+    });
     for (heading, rows) in [("grew", grew), ("shrank", shrank)] {
         writeln!(out)?;
         let shown = options.top.min(rows.len());
@@ -406,7 +389,7 @@ fn write_text(
                 value_text(measure, row.before),
                 value_text(measure, row.after),
                 delta_text(Measure::Blocks, change(row.before_blocks, row.after_blocks)),
-                label(row)
+                row.label
             )?;
         }
     }
@@ -461,7 +444,13 @@ mod tests {
             site.stack = last - site.stack;
         }
         after.validate().expect("still valid");
-        let rows = compare(&before, &path, &after, &path, Measure::Live).expect("compare");
+        let rows = compare(
+            (&before, &path),
+            (&after, &path),
+            Measure::Live,
+            &Naming::default(),
+        )
+        .expect("compare");
         // Only the unresolved frame (known by address alone) fails to match.
         let unmatched: Vec<&Row> = rows.iter().filter(|r| r.delta() != 0).collect();
         assert_eq!(unmatched.len(), 2, "{rows:?}");

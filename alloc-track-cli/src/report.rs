@@ -1,7 +1,6 @@
 //! `alloc-track report`: what is holding the memory, where it was
 //! allocated, and what the peak consisted of, in one screen.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -12,8 +11,8 @@ use crate::error::CliError;
 use crate::flamegraph::{render_svg, GraphOptions};
 use crate::input;
 use crate::output::{write_file, Output};
+use crate::rows::{self, Naming};
 use crate::scopes;
-use crate::stacks::site_label;
 use crate::weigh::{self, Measure, Weight};
 
 /// The `report` command's options.
@@ -28,8 +27,8 @@ pub struct ReportOptions {
     pub top: usize,
     /// Where to write the flamegraph SVG; `None` writes none.
     pub flamegraph: Option<Output>,
-    /// Source files below this directory are shown relative to it.
-    pub relative_to: Option<PathBuf>,
+    /// How stacks are named (and so which stacks share a row).
+    pub naming: Naming,
     /// Report only the live blocks allocated inside this scope.
     pub scope: Option<String>,
 }
@@ -42,7 +41,7 @@ impl ReportOptions {
             measure: Measure::Live,
             top: 10,
             flamegraph: None,
-            relative_to: None,
+            naming: Naming::default(),
             scope: None,
         }
     }
@@ -149,7 +148,6 @@ fn write_text(
     peak: Option<Vec<Weight>>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let base = options.relative_to.as_deref();
     write_summary(dump, &options.dump, out)?;
     if let Some(name) = &options.scope {
         writeln!(
@@ -160,7 +158,14 @@ fn write_text(
         scopes::write_table(dump, out)?;
     }
     writeln!(out)?;
-    write_table(out, dump, weights, options.measure, options.top, base)?;
+    write_table(
+        out,
+        dump,
+        weights,
+        options.measure,
+        options.top,
+        &options.naming,
+    )?;
     if options.measure == Measure::Peak {
         return Ok(());
     }
@@ -173,7 +178,7 @@ fn write_text(
             peak,
             Measure::Peak,
             options.top.min(PEAK_ROWS),
-            base,
+            &options.naming,
         ),
         None => writeln!(out, "this dump has no breakdown by site"),
     }
@@ -299,33 +304,14 @@ fn write_table(
     weights: Vec<Weight>,
     measure: Measure,
     top: usize,
-    base: Option<&Path>,
+    naming: &Naming,
 ) -> io::Result<()> {
     let total_value = weigh::total(&weights, measure);
     let total_bytes = weights.iter().fold(0u64, |s, w| s.saturating_add(w.bytes));
     let total_blocks = weights.iter().fold(0u64, |s, w| s.saturating_add(w.blocks));
-    // One row per place in the source: distinct stacks that end in the
-    // same function and line (two callers of one helper, `alloc` versus
-    // `realloc` under one `push`) are one answer to "who allocated this".
-    let mut rows: Vec<Row> = Vec::new();
-    let mut row_of_label: HashMap<String, usize> = HashMap::new();
-    for weight in weights {
-        let label = site_label(dump, weight.stack, base);
-        match row_of_label.get(&label) {
-            Some(&i) => {
-                rows[i].bytes = rows[i].bytes.saturating_add(weight.bytes);
-                rows[i].blocks = rows[i].blocks.saturating_add(weight.blocks);
-            }
-            None => {
-                row_of_label.insert(label.clone(), rows.len());
-                rows.push(Row {
-                    label,
-                    bytes: weight.bytes,
-                    blocks: weight.blocks,
-                });
-            }
-        }
-    }
+    // One row per label (see `rows`): distinct stacks that end in the
+    // same function and line are one answer to "who allocated this".
+    let mut rows = rows::group(dump, &weights, measure, naming);
     // Largest first; ties broken by the other figure and then the label,
     // so the output is the same on every run.
     rows.sort_unstable_by(|a, b| {
@@ -379,22 +365,6 @@ fn write_table(
         )?;
     }
     Ok(())
-}
-
-/// One table row: every stack whose site label is `label`.
-struct Row {
-    label: String,
-    bytes: u64,
-    blocks: u64,
-}
-
-impl Row {
-    fn value(&self, measure: Measure) -> u64 {
-        match measure {
-            Measure::Blocks => self.blocks,
-            _ => self.bytes,
-        }
-    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch, by
@@ -531,7 +501,15 @@ mod tests {
         };
         let weights = weigh::weigh(&dump, Measure::Live, Path::new("d.json")).unwrap();
         let mut out = Vec::new();
-        write_table(&mut out, &dump, weights, Measure::Live, 10, None).unwrap();
+        write_table(
+            &mut out,
+            &dump,
+            weights,
+            Measure::Live,
+            10,
+            &Naming::default(),
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("top 2 of 2 sites"), "{text}");
         let rows: Vec<&str> = text.lines().skip(2).collect();

@@ -89,6 +89,11 @@ pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> 
     leaf
 }
 
+/// The label of the tracker's catch-all site, whose stack is empty: what
+/// was allocated after the stack table filled up. The library's own tables
+/// call it the same.
+pub const OVERFLOW_LABEL: &str = "[other: stack table full]";
+
 /// A site's label for tables: `function (file:line)`, the file shortened
 /// against `base`.
 pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
@@ -96,7 +101,7 @@ pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String 
         return format!("<stack {stack_index} missing>");
     };
     match site_frame(dump, stack) {
-        None => "<empty stack>".to_string(),
+        None => OVERFLOW_LABEL.to_string(),
         Some(frame) => frame_label(frame, base),
     }
 }
@@ -183,7 +188,7 @@ impl Folder {
             Order::RootFirst => stack.locations.iter().rev().for_each(&mut push),
         }
         if out.len() == start {
-            out.push_str("[no frames]");
+            out.push_str(OVERFLOW_LABEL);
         }
     }
 }

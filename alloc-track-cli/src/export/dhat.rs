@@ -19,6 +19,8 @@ use std::fmt::Write as _;
 use alloc_track::dump::{Dump, Frame};
 use serde::Serialize;
 
+use crate::stacks::OVERFLOW_LABEL;
+
 /// The whole file. Field names are DHAT's.
 #[derive(Serialize)]
 #[allow(non_snake_case)] // DHAT's own field names
@@ -148,13 +150,21 @@ pub fn to_json(dump: &Dump) -> Vec<u8> {
         let Some(stack) = dump.stacks.get(site.stack as usize) else {
             continue;
         };
-        let fs: Vec<usize> = stack
+        let mut fs: Vec<usize> = stack
             .locations
             .iter()
             .filter_map(|&l| location_frames.get(l as usize))
             .flatten()
             .copied()
             .collect();
+        if fs.is_empty() {
+            // The stack table's catch-all: named as every command names it.
+            let text = format!("0x0: {OVERFLOW_LABEL}");
+            fs.push(*ftbl_index.entry(text).or_insert_with_key(|text| {
+                ftbl.push(text.clone());
+                ftbl.len() - 1
+            }));
+        }
         let (gb, gbk) = peak.get(site.stack as usize).copied().unwrap_or_default();
         let point = ProgramPoint {
             tb: site.total_bytes,

@@ -2,14 +2,14 @@
 //! (the numbered periodic ones, say), each site's shape classified, the
 //! likely leaks first, and a line chart of the top sites over time.
 //!
-//! Sites are matched across dumps by symbolized stack, as `diff` does (see
-//! [`crate::matching`]). Dumps are put in the order they were taken (their
+//! Sites are matched across dumps by label, as `diff` does and as `report`
+//! groups them (see [`crate::rows`]). Dumps are put in the order they were taken (their
 //! timestamps), not the order given: a shell sorts `heap.10.json` before
 //! `heap.2.json`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use alloc_track::dump::Dump;
 use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
@@ -18,10 +18,9 @@ mod chart;
 
 use crate::error::CliError;
 use crate::input;
-use crate::matching::StackKeys;
 use crate::output::Output;
 use crate::report::utc;
-use crate::stacks::site_label;
+use crate::rows::{self, Naming};
 use crate::weigh::{self, Measure};
 use chart::chart;
 
@@ -40,8 +39,8 @@ pub struct TrendOptions {
     pub chart: Option<Output>,
     /// How many sites the chart draws.
     pub chart_sites: usize,
-    /// Source files below this directory are shown relative to it.
-    pub relative_to: Option<PathBuf>,
+    /// How stacks are named (and so which stacks are one series).
+    pub naming: Naming,
 }
 
 impl TrendOptions {
@@ -53,7 +52,7 @@ impl TrendOptions {
             top: 10,
             chart: None,
             chart_sites: 8,
-            relative_to: None,
+            naming: Naming::default(),
         }
     }
 }
@@ -140,9 +139,6 @@ struct Series {
     bytes: Vec<u64>,
     /// Live blocks likewise.
     blocks: Vec<u64>,
-    /// The newest dump the site appears in, and its stack there: the label
-    /// comes from the dump the user has now.
-    label_from: (usize, u32),
     shape: Shape,
     /// Least-squares slope, bytes per unit of [`Clock`].
     slope: f64,
@@ -259,41 +255,35 @@ fn load(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Dump)>, CliError> {
     Ok(dumps)
 }
 
-/// Matches the sites of every dump and builds one series per site.
-fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, base: Option<&Path>) -> Vec<Series> {
+/// Matches the rows of every dump by label (see [`crate::rows`]) and
+/// builds one series per row.
+fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, naming: &Naming) -> Vec<Series> {
     let n = dumps.len();
-    let mut keys = StackKeys::default();
-    let mut by_key: HashMap<Vec<u32>, usize> = HashMap::new();
+    let mut by_label: HashMap<String, usize> = HashMap::new();
     let mut all: Vec<Series> = Vec::new();
     for (i, (path, dump)) in dumps.iter().enumerate() {
         // Live bytes cannot fail to weigh (only `peak` can); an error here
         // would be a bug, and an empty list is the safe answer.
         let weights = weigh::weigh(dump, Measure::Live, path).unwrap_or_default();
-        for weight in weights {
-            let key = keys.stack_key(dump, weight.stack);
-            let index = *by_key.entry(key).or_insert_with(|| {
+        for row in rows::group(dump, &weights, Measure::Live, naming) {
+            let index = *by_label.entry(row.label.clone()).or_insert_with(|| {
                 all.push(Series {
                     bytes: vec![0; n],
                     blocks: vec![0; n],
-                    label_from: (i, weight.stack),
                     shape: Shape::Flat,
                     slope: 0.0,
-                    label: String::new(),
+                    label: row.label.clone(),
                 });
                 all.len() - 1
             });
-            if let Some(series) = all.get_mut(index) {
-                series.bytes[i] = series.bytes[i].saturating_add(weight.bytes);
-                series.blocks[i] = series.blocks[i].saturating_add(weight.blocks);
-                series.label_from = (i, weight.stack);
-            }
+            let series = &mut all[index];
+            series.bytes[i] = series.bytes[i].saturating_add(row.bytes);
+            series.blocks[i] = series.blocks[i].saturating_add(row.blocks);
         }
     }
     for series in &mut all {
         series.shape = classify(&series.bytes);
         series.slope = slope(&clock.x, &series.bytes);
-        let (dump, stack) = series.label_from;
-        series.label = site_label(&dumps[dump].1, stack, base);
     }
     // Likely leaks first; within a shape the biggest change first, then
     // the biggest site; the label last so that the order is stable.
@@ -317,7 +307,7 @@ pub fn trend(
 ) -> Result<(), CliError> {
     let dumps = load(&options.dumps)?;
     let clock = Clock::new(&dumps);
-    let series = build_series(&dumps, &clock, options.relative_to.as_deref());
+    let series = build_series(&dumps, &clock, &options.naming);
     let mut chart_note = None;
     if let Some(svg) = &options.chart {
         let drawn: Vec<&Series> = series

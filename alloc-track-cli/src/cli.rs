@@ -187,7 +187,7 @@ pub struct ExportArgs {
     /// output].
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// For folded: what the counts weigh (pprof and dhat always carry
+    /// For folded and dhat: what the figures weigh (pprof always carries
     /// every figure).
     #[arg(long, value_enum, default_value_t = Measure::Live)]
     pub by: Measure,

@@ -470,8 +470,9 @@ fn exercise(input: &[u8], scratch: &Scratch, full: bool) -> bool {
     if let Ok(bytes) = pprof::encode(&dump, &path) {
         assert!(!bytes.is_empty());
     }
-    let dhat = dhat::to_json(&dump);
-    serde_json::from_slice::<Value>(&dhat).expect("the DHAT export is JSON");
+    if let Ok(dhat) = dhat::to_json(&dump, Measure::Live, &path) {
+        serde_json::from_slice::<Value>(&dhat).expect("the DHAT export is JSON");
+    }
 
     if full {
         // The commands that read files: diff against a fixture and against

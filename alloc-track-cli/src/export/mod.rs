@@ -34,7 +34,7 @@ pub struct ExportOptions {
     pub format: ExportFormat,
     /// Where to write it.
     pub output: Output,
-    /// What the folded counts weigh (the other formats carry every figure).
+    /// What the folded and DHAT figures weigh (pprof carries every figure).
     pub measure: Measure,
 }
 
@@ -61,7 +61,7 @@ pub fn export(options: &ExportOptions, out: &mut impl Write) -> Result<(), CliEr
                 .into_bytes()
         }
         ExportFormat::Pprof => pprof::encode(&dump, &options.dump)?,
-        ExportFormat::Dhat => dhat::to_json(&dump),
+        ExportFormat::Dhat => dhat::to_json(&dump, options.measure, &options.dump)?,
     };
     options.output.write_with(out, |w| w.write_all(&bytes))?;
     if let Output::File(path) = &options.output {

@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use regex::Regex;
 
 use crate::diff::DiffOptions;
 use crate::export::{ExportFormat, ExportOptions};
 use crate::flamegraph::{FlamegraphOptions, GraphOptions};
+use crate::focus::StackFilter;
 use crate::input::is_stdin;
 use crate::output::{beside, Output};
 use crate::report::ReportOptions;
@@ -37,6 +39,34 @@ pub enum Command {
     /// Live bytes per site across a series of dumps: the leaks first, and
     /// a line chart of the top sites over time.
     Trend(TrendArgs),
+    /// Print a shell completion script, e.g.
+    /// `alloc-track completions bash > /etc/bash_completion.d/alloc-track`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `alloc-track man | man -l -`.
+    Man,
+}
+
+/// `--focus` and `--ignore`, shared by every command that reads stacks.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Look only at stacks with a frame (function name or source file)
+    /// matching this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub focus: Option<Regex>,
+    /// Leave out stacks with a frame (function name or source file)
+    /// matching this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub ignore: Option<Regex>,
+}
+
+impl FilterArgs {
+    fn into_filter(self) -> StackFilter {
+        StackFilter::new(self.focus, self.ignore)
+    }
 }
 
 /// `alloc-track report`.
@@ -64,6 +94,14 @@ pub struct ReportArgs {
     /// given to alloc_track::scope; the report lists them).
     #[arg(long, value_name = "NAME")]
     pub scope: Option<String>,
+    /// Print the report as one JSON document (a stable shape with a
+    /// version field: see docs/json-output.md). No flamegraph is written
+    /// unless -o FILE asks for one.
+    #[arg(long)]
+    pub json: bool,
+    /// Which stacks to look at.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 impl ReportArgs {
@@ -72,7 +110,7 @@ impl ReportArgs {
         let flamegraph = match (self.no_flamegraph, self.output) {
             (true, _) => None,
             (false, Some(path)) => Some(Output::from_arg(&path)),
-            (false, None) if is_stdin(&self.dump) => None,
+            (false, None) if is_stdin(&self.dump) || self.json => None,
             (false, None) => Some(Output::File(default_svg(&self.dump, self.by, ""))),
         };
         let mut options = ReportOptions::new(self.dump);
@@ -81,6 +119,8 @@ impl ReportArgs {
         options.flamegraph = flamegraph;
         options.naming.relative_to = cwd;
         options.scope = self.scope;
+        options.filter = self.filter.into_filter();
+        options.json = self.json;
         options
     }
 }
@@ -107,6 +147,25 @@ pub struct FlamegraphArgs {
     /// function into one frame, whoever called it.
     #[arg(long)]
     pub site_at_root: bool,
+    /// The graph's title [default: "Live bytes of PROGRAM", after the
+    /// measure].
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
+    /// Leave out frames narrower than this percentage of the whole graph
+    /// (0 keeps every frame) [default: 0.01].
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub min_width: Option<f64>,
+    /// Which stacks to look at.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// A percentage from 0 to 100 for `--min-width`.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
+    }
 }
 
 impl FlamegraphArgs {
@@ -123,7 +182,10 @@ impl FlamegraphArgs {
             measure: self.by,
             icicle: self.icicle,
             site_at_root: self.site_at_root,
+            title: self.title,
+            min_width: self.min_width,
         };
+        options.filter = self.filter.into_filter();
         options
     }
 }
@@ -152,6 +214,14 @@ pub struct DiffArgs {
     /// Do not write flamegraphs.
     #[arg(long, conflicts_with = "output")]
     pub no_flamegraph: bool,
+    /// Print the comparison as one JSON document (a stable shape with a
+    /// version field: see docs/json-output.md). No flamegraph is written
+    /// unless -o FILE asks for one.
+    #[arg(long)]
+    pub json: bool,
+    /// Which stacks to look at.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 impl DiffArgs {
@@ -160,14 +230,16 @@ impl DiffArgs {
         let flamegraph = match (self.no_flamegraph, self.output) {
             (true, _) => None,
             (false, Some(path)) => Some(Output::from_arg(&path)),
-            (false, None) if is_stdin(&self.after) => None,
+            (false, None) if is_stdin(&self.after) || self.json => None,
             (false, None) => Some(Output::File(default_svg(&self.after, self.by, ".diff"))),
         };
         let mut options = DiffOptions::new(self.before, self.after);
+        options.json = self.json;
         options.measure = self.by;
         options.top = self.top;
         options.flamegraph = flamegraph;
         options.naming.relative_to = cwd;
+        options.filter = self.filter.into_filter();
         options
     }
 }
@@ -191,6 +263,9 @@ pub struct ExportArgs {
     /// every figure).
     #[arg(long, value_enum, default_value_t = Measure::Live)]
     pub by: Measure,
+    /// Which stacks to look at.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 impl ExportArgs {
@@ -202,6 +277,7 @@ impl ExportArgs {
             .map_or(Output::Stdout, Output::from_arg);
         let mut options = ExportOptions::new(self.dump, self.format, output);
         options.measure = self.by;
+        options.filter = self.filter.into_filter();
         options
     }
 }
@@ -229,6 +305,9 @@ pub struct TrendArgs {
     /// Do not write a chart.
     #[arg(long, conflicts_with = "output")]
     pub no_chart: bool,
+    /// Which stacks to look at.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 impl TrendArgs {
@@ -248,6 +327,7 @@ impl TrendArgs {
         options.chart = chart;
         options.chart_sites = self.chart_sites;
         options.naming.relative_to = cwd;
+        options.filter = self.filter.into_filter();
         options
     }
 }

@@ -47,6 +47,8 @@ pub enum CliError {
         /// What was weighed, e.g. "live bytes".
         measure: &'static str,
     },
+    /// Options that cannot go together (exit code 2, as for clap's own).
+    Usage(String),
     /// A figure does not fit the output format (pprof values are `i64`).
     TooLarge {
         /// The dump concerned.
@@ -61,6 +63,15 @@ impl CliError {
     pub fn output(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CliError {
         let path = path.into();
         move |source| CliError::Output { path, source }
+    }
+
+    /// The process exit code for this error: 2 for bad usage, as clap
+    /// uses, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
     }
 
     /// True when the error is only a closed standard output (`| head`).
@@ -117,6 +128,7 @@ impl fmt::Display for CliError {
                 "{}: nothing to draw: the dump has no {measure}",
                 display_name(path)
             ),
+            CliError::Usage(what) => write!(f, "{what}"),
             CliError::TooLarge { path, what } => write!(f, "{}: {what}", display_name(path)),
         }
     }

@@ -9,14 +9,16 @@ use inferno::flamegraph::{self, Direction};
 
 use crate::error::CliError;
 use crate::export::folded::folded_lines;
+use crate::focus::StackFilter;
 use crate::input;
 use crate::output::Output;
 use crate::stacks::Order;
 use crate::weigh::Measure;
 
 /// How to draw a flamegraph. Defaults: live bytes, callers at the root
-/// (`main` at the bottom), growing upwards.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// (`main` at the bottom), growing upwards, a title naming the measure and
+/// the program, inferno's minimum frame width.
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct GraphOptions {
     /// What the width of each frame stands for.
@@ -27,10 +29,15 @@ pub struct GraphOptions {
     /// (memray's "inverted" view; inferno's reverse stack order), so that
     /// all allocations from one place merge into one wide frame.
     pub site_at_root: bool,
+    /// The title instead of "Live bytes of PROGRAM".
+    pub title: Option<String>,
+    /// Frames narrower than this percentage of the whole are left out
+    /// (inferno's `--minwidth`; its default is 0.01).
+    pub min_width: Option<f64>,
 }
 
 /// The `flamegraph` command's options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct FlamegraphOptions {
     /// The dump to draw; `-` is standard input.
@@ -39,6 +46,8 @@ pub struct FlamegraphOptions {
     pub output: Output,
     /// How to draw it.
     pub graph: GraphOptions,
+    /// Which stacks to draw (`--focus`, `--ignore`).
+    pub filter: StackFilter,
 }
 
 impl FlamegraphOptions {
@@ -48,6 +57,7 @@ impl FlamegraphOptions {
             dump: dump.into(),
             output,
             graph: GraphOptions::default(),
+            filter: StackFilter::default(),
         }
     }
 }
@@ -92,15 +102,21 @@ pub fn render_svg(dump: &Dump, path: &Path, graph: &GraphOptions) -> Result<Vec<
     if lines.is_empty() {
         return Err(nothing());
     }
-    let mut title = format!(
-        "{} of {}",
-        capitalised(graph.measure.describe()),
-        dump.program
-    );
-    if graph.site_at_root {
-        title.push_str(", allocation sites at the root");
-    }
+    let title = graph.title.clone().unwrap_or_else(|| {
+        let mut title = format!(
+            "{} of {}",
+            capitalised(graph.measure.describe()),
+            dump.program
+        );
+        if graph.site_at_root {
+            title.push_str(", allocation sites at the root");
+        }
+        title
+    });
     let mut options = inferno_options(title, graph.measure.unit(), graph.icicle);
+    if let Some(percent) = graph.min_width {
+        options.min_width = percent;
+    }
     options.subtitle = Some(input::display_name(path));
     let mut svg = Vec::new();
     // Writing into memory fails only when inferno finds no counts.
@@ -111,7 +127,8 @@ pub fn render_svg(dump: &Dump, path: &Path, graph: &GraphOptions) -> Result<Vec<
 /// The `flamegraph` command: writes the SVG and says where on `out`, or
 /// writes the SVG itself to `out` for `-o -`.
 pub fn flamegraph(options: &FlamegraphOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dump = input::load(&options.dump)?;
+    let mut dump = input::load(&options.dump)?;
+    options.filter.apply(&mut dump);
     let bytes = render_svg(&dump, &options.dump, &options.graph)?;
     options.output.write_with(out, |w| w.write_all(&bytes))?;
     match &options.output {

@@ -12,6 +12,7 @@ pub mod diff;
 pub mod error;
 pub mod export;
 pub mod flamegraph;
+pub mod focus;
 pub mod input;
 pub mod output;
 pub mod report;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 
 pub use error::CliError;
 
+use clap::CommandFactory;
 use cli::{Cli, Command};
 
 /// Runs one parsed command line, writing its output to `out` and warnings
@@ -46,6 +48,16 @@ pub fn run(
         Command::Diff(args) => diff::diff(&args.into_options(cwd), out, err),
         Command::Export(args) => export::export(&args.into_options(), out),
         Command::Trend(args) => trend::trend(&args.into_options(cwd), out, err),
+        Command::Completions { shell } => {
+            // clap_complete panics on a write error, so the script is made
+            // in memory and written here, where a closed pipe is no error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "alloc-track", &mut script);
+            out.write_all(&script).map_err(CliError::Stdout)
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(out)
+            .map_err(CliError::Stdout),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {

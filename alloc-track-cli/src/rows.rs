@@ -88,3 +88,9 @@ pub fn group(dump: &Dump, weights: &[Weight], measure: Measure, naming: &Naming)
     }
     rows
 }
+
+/// `1 site`, `2 sites`, `1,000 sites`: a count with its noun agreeing.
+pub fn count_of(n: u64, singular: &str, plural: &str) -> String {
+    let noun = if n == 1 { singular } else { plural };
+    format!("{} {noun}", alloc_track::human::Count(n))
+}

@@ -94,6 +94,9 @@ pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> 
 /// call it the same.
 pub const OVERFLOW_LABEL: &str = "[other: stack table full]";
 
+/// The frame standing for the callers a truncated stack lost.
+pub const TRUNCATED_FRAME: &str = "[truncated]";
+
 /// A site's label for tables: `function (file:line)`, the file shortened
 /// against `base`.
 pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
@@ -172,9 +175,14 @@ impl Folder {
         Folder { parts, order }
     }
 
-    /// Appends the folded frames of `stack` to `out` (no count).
+    /// Appends the folded frames of `stack` to `out` (no count). A stack cut
+    /// at the capture limit gets a `[truncated]` frame where its missing
+    /// callers would be, so that it is not drawn as a root of its own.
     pub fn fold(&self, stack: &Stack, out: &mut String) {
         let start = out.len();
+        if stack.truncated && self.order == Order::RootFirst {
+            out.push_str(TRUNCATED_FRAME);
+        }
         let mut push = |&l: &u32| {
             if let Some(part) = self.parts.get(l as usize) {
                 if out.len() > start {
@@ -189,6 +197,10 @@ impl Folder {
         }
         if out.len() == start {
             out.push_str(OVERFLOW_LABEL);
+        }
+        if stack.truncated && self.order == Order::LeafFirst {
+            out.push(';');
+            out.push_str(TRUNCATED_FRAME);
         }
     }
 }

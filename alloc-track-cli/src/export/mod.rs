@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::error::CliError;
+use crate::focus::StackFilter;
 use crate::input;
 use crate::output::Output;
 use crate::stacks::Order;
@@ -36,6 +37,8 @@ pub struct ExportOptions {
     pub output: Output,
     /// What the folded and DHAT figures weigh (pprof carries every figure).
     pub measure: Measure,
+    /// Which stacks to export (`--focus`, `--ignore`).
+    pub filter: StackFilter,
 }
 
 impl ExportOptions {
@@ -46,6 +49,7 @@ impl ExportOptions {
             format,
             output,
             measure: Measure::Live,
+            filter: StackFilter::default(),
         }
     }
 }
@@ -54,7 +58,8 @@ impl ExportOptions {
 /// where it went; with [`Output::Stdout`] (no `-o`, or `-o -`) the export
 /// itself goes to `out`.
 pub fn export(options: &ExportOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dump = input::load(&options.dump)?;
+    let mut dump = input::load(&options.dump)?;
+    options.filter.apply(&mut dump);
     let bytes = match options.format {
         ExportFormat::Folded => {
             folded::folded_lines(&dump, &options.dump, options.measure, Order::RootFirst)?

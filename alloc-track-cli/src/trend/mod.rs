@@ -17,6 +17,7 @@ use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
 mod chart;
 
 use crate::error::CliError;
+use crate::focus::StackFilter;
 use crate::input;
 use crate::output::Output;
 use crate::report::utc;
@@ -41,6 +42,8 @@ pub struct TrendOptions {
     pub chart_sites: usize,
     /// How stacks are named (and so which stacks are one series).
     pub naming: Naming,
+    /// Which stacks to follow (`--focus`, `--ignore`).
+    pub filter: StackFilter,
 }
 
 impl TrendOptions {
@@ -53,6 +56,7 @@ impl TrendOptions {
             chart: None,
             chart_sites: 8,
             naming: Naming::default(),
+            filter: StackFilter::default(),
         }
     }
 }
@@ -305,7 +309,10 @@ pub fn trend(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<(), CliError> {
-    let dumps = load(&options.dumps)?;
+    let mut dumps = load(&options.dumps)?;
+    for (_, dump) in &mut dumps {
+        options.filter.apply(dump);
+    }
     let clock = Clock::new(&dumps);
     let series = build_series(&dumps, &clock, &options.naming);
     let mut chart_note = None;
@@ -322,8 +329,8 @@ pub fn trend(
             svg.write_with(out, |w| w.write_all(text.as_bytes()))?;
             if let Output::File(path) = svg {
                 chart_note = Some(format!(
-                    "line chart of the top {} sites: {}",
-                    drawn.len(),
+                    "line chart of the top {}: {}",
+                    crate::rows::count_of(drawn.len() as u64, "site", "sites"),
                     path.display()
                 ));
             }
@@ -502,8 +509,8 @@ fn write_text(
     if changing.len() > shown {
         writeln!(
             out,
-            "{} more changing sites (--top N shows more)",
-            Count((changing.len() - shown) as u64)
+            "{} more changing (--top N shows more)",
+            crate::rows::count_of((changing.len() - shown) as u64, "site", "sites")
         )?;
     }
     writeln!(out)?;

@@ -47,6 +47,7 @@ LOCATIONS = [
     [f("<scan_tool::stats::Table<K,V> as core::iter::traits::collect::Extend<(K,V)>>::extend",
        f"{APP}/stats.rs", 20)],  # 12
     [f("scan_tool::main", f"{APP}/main.rs", 14)],  # 13
+    [f("scan_tool::report::print", f"{APP}/report.rs", 5)],  # 14
 ]
 
 STACKS = [
@@ -56,16 +57,21 @@ STACKS = [
     {"locations": [0, 10, 11, 5, 6]},  # 3: the runtime's own start-up
     {"locations": []},  # 4: the stack table's catch-all
     {"locations": [0, 12], "truncated": True},  # 5: a truncated stack
+    {"locations": [0, 14, 13, 4, 5, 6]},  # 6: two more user sites
+    {"locations": [0, 9, 13, 4, 5, 6]},  # 7
 ]
 
 
-def dump(timestamp_ms, epoch, sites):
+def dump(timestamp_ms, epoch, sites, peak=()):
     sites = [{"stack": s, "live_bytes": lb, "live_blocks": lk,
               "total_bytes": tb, "total_blocks": tk} for s, lb, lk, tb, tk in sites]
     totals = {k: sum(s[k] for s in sites)
               for k in ["live_bytes", "live_blocks", "total_bytes", "total_blocks"]}
     totals["peak_bytes"] = totals["live_bytes"] + 100_000
-    return {
+    extra = {}
+    if peak:
+        extra["peak_sites"] = [{"stack": s, "bytes": b, "blocks": k} for s, b, k in peak]
+    return extra | {
         "format": "alloc-track-dump", "version": 1, "program": "scan-tool", "pid": 777,
         "timestamp_ms": timestamp_ms, "mode": "full", "stack_walker": "frame-pointers",
         "epoch": epoch, "totals": totals, "os": {"rss_bytes": 4_000_000},
@@ -82,7 +88,10 @@ FIRST = dump(1764042000000, 1, [
     (3, 544, 1, 544, 1),
     (4, 4096, 3, 8192, 6),
     (5, 2048, 4, 2048, 4),
-])
+    (6, 1000, 1, 1000, 1),
+    (7, 900, 1, 900, 1),
+], peak=[(0, 400_000, 2), (1, 282_000, 1), (2, 100_000, 10), (3, 544, 1), (4, 4096, 3),
+         (5, 2048, 4), (6, 1000, 1), (7, 900, 1)])
 SECOND = dump(1764042060000, 2, [
     (1, 700_000, 3, 1_100_000, 5),
     (2, 100_000, 10, 400_000, 40),

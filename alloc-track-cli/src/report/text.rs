@@ -1,147 +1,18 @@
-//! `alloc-track report`: what is holding the memory, where it was
-//! allocated, and what the peak consisted of, in one screen.
+//! The report as text: the summary lines and the ranked tables.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use alloc_track::dump::Dump;
 use alloc_track::human::{percent, Bytes, Count};
 
-use crate::error::CliError;
-use crate::flamegraph::{render_svg, GraphOptions};
+use super::ReportOptions;
 use crate::input;
-use crate::output::{write_file, Output};
-use crate::rows::{self, Naming};
+use crate::rows::{self, count_of, Naming};
 use crate::scopes;
 use crate::weigh::{self, Measure, Weight};
 
-/// The `report` command's options.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReportOptions {
-    /// The dump to report on; `-` is standard input.
-    pub dump: PathBuf,
-    /// What the table ranks by and the flamegraph weighs.
-    pub measure: Measure,
-    /// How many sites the table shows.
-    pub top: usize,
-    /// Where to write the flamegraph SVG; `None` writes none.
-    pub flamegraph: Option<Output>,
-    /// How stacks are named (and so which stacks share a row).
-    pub naming: Naming,
-    /// Report only the live blocks allocated inside this scope.
-    pub scope: Option<String>,
-}
-
-impl ReportOptions {
-    /// Defaults: live bytes, top 10, no flamegraph, full file paths.
-    pub fn new(dump: impl Into<PathBuf>) -> Self {
-        ReportOptions {
-            dump: dump.into(),
-            measure: Measure::Live,
-            top: 10,
-            flamegraph: None,
-            naming: Naming::default(),
-            scope: None,
-        }
-    }
-}
-
-/// How many rows the peak breakdown shows under a report of another measure.
-const PEAK_ROWS: usize = 5;
-
-/// What became of the flamegraph a report was asked to draw.
-enum Drawn {
-    /// Written to this file.
-    File(PathBuf),
-    /// To go to standard output after the text (`-o -`).
-    Stdout(Vec<u8>),
-    /// The measure is zero everywhere: nothing to draw.
-    Nothing,
-    /// Could not be written; the report is still printed.
-    Failed(CliError),
-}
-
-/// The `report` command: loads the dump, prints the report to `out` and
-/// says where the flamegraph went.
-///
-/// The text comes first and always: a flamegraph that cannot be written
-/// (a dump in a read-only directory, `report <(cat dump.json)`) costs one
-/// warning line on `err`, not the report. The SVG is written before the
-/// text is printed, so that `report | head` still writes it; with `-o -`
-/// the SVG takes standard output and the text goes to `err`.
-pub fn report(
-    options: &ReportOptions,
-    out: &mut impl Write,
-    err: &mut impl Write,
-) -> Result<(), CliError> {
-    let mut dump = input::load(&options.dump)?;
-    if let Some(name) = &options.scope {
-        dump = scopes::restrict(dump, name, &options.dump)?;
-    }
-    // Fails early on `--by peak` without a peak breakdown.
-    weigh::weigh(&dump, options.measure, &options.dump)?;
-    let drawn = options.flamegraph.as_ref().map(|output| {
-        let graph = GraphOptions {
-            measure: options.measure,
-            ..GraphOptions::default()
-        };
-        match render_svg(&dump, &options.dump, &graph) {
-            // An empty heap is worth a report, not an error.
-            Err(CliError::NothingToDraw { .. }) => Drawn::Nothing,
-            Err(error) => Drawn::Failed(error),
-            Ok(svg) => match output {
-                Output::Stdout => Drawn::Stdout(svg),
-                Output::File(path) => match write_file(path, |w| w.write_all(&svg)) {
-                    Ok(()) => Drawn::File(path.clone()),
-                    Err(error) => Drawn::Failed(error),
-                },
-            },
-        }
-    });
-    if let Some(Drawn::Stdout(svg)) = &drawn {
-        write_report(&dump, options, err)?;
-        return out.write_all(svg).map_err(CliError::Stdout);
-    }
-    write_report(&dump, options, out)?;
-    let measure = options.measure.describe();
-    match drawn {
-        Some(Drawn::File(svg)) => writeln!(
-            out,
-            "\nflamegraph of {measure}: {} (open it in a browser; click a frame to zoom, \
-             Ctrl-F to search)",
-            svg.display()
-        )
-        .map_err(CliError::Stdout),
-        Some(Drawn::Nothing) => {
-            writeln!(out, "\nno flamegraph: the dump has no {measure}").map_err(CliError::Stdout)
-        }
-        Some(Drawn::Failed(error)) => {
-            // Flush the report first so the warning follows it on a
-            // terminal that shows both streams.
-            out.flush().map_err(CliError::Stdout)?;
-            let _ = writeln!(err, "alloc-track: warning: no flamegraph written: {error}");
-            Ok(())
-        }
-        Some(Drawn::Stdout(_)) | None => Ok(()),
-    }
-}
-
-/// Writes the summary and the tables (everything but the flamegraph line).
-pub fn write_report(
-    dump: &Dump,
-    options: &ReportOptions,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    let weights = weigh::weigh(dump, options.measure, &options.dump)?;
-    let peak = match options.measure {
-        Measure::Peak => None,
-        _ => weigh::weigh(dump, Measure::Peak, &options.dump).ok(),
-    };
-    write_text(dump, options, weights, peak, out).map_err(CliError::Stdout)
-}
-
-fn write_text(
+pub(super) fn write_text(
     dump: &Dump,
     options: &ReportOptions,
     weights: Vec<Weight>,
@@ -156,6 +27,9 @@ fn write_text(
         )?;
     } else {
         scopes::write_table(dump, out)?;
+    }
+    if let Some(filter) = options.filter.describe() {
+        writeln!(out, "filter       {filter}")?;
     }
     writeln!(out)?;
     write_table(
@@ -172,14 +46,7 @@ fn write_text(
     writeln!(out)?;
     write!(out, "at the peak ({}): ", Bytes(dump.totals.peak_bytes))?;
     match peak {
-        Some(peak) => write_table(
-            out,
-            dump,
-            peak,
-            Measure::Peak,
-            options.top.min(PEAK_ROWS),
-            &options.naming,
-        ),
+        Some(peak) => write_table(out, dump, peak, Measure::Peak, options.top, &options.naming),
         None => writeln!(out, "this dump has no breakdown by site"),
     }
 }
@@ -250,14 +117,39 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
             )?;
         }
     }
-    writeln!(
-        out,
-        "sites        {} call sites ({} stacks, {} code locations)",
-        Count(dump.sites.len() as u64),
-        Count(dump.stacks.len() as u64),
-        Count(dump.locations.len() as u64)
-    )?;
-    if let Some(walker) = &dump.stack_walker {
+    if dump.mode == "count" {
+        // Count mode keeps totals only: no site, and no stack was walked,
+        // whatever walker the build would have used.
+        writeln!(
+            out,
+            "sites        none: count mode keeps the totals only (ALLOC_TRACK_MODE=full or \
+             sampled records sites)"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "sites        {} ({}, {})",
+            count_of(dump.sites.len() as u64, "call site", "call sites"),
+            count_of(dump.stacks.len() as u64, "stack", "stacks"),
+            count_of(
+                dump.locations.len() as u64,
+                "code location",
+                "code locations"
+            )
+        )?;
+    }
+    let truncated = truncated_sites(dump);
+    if truncated.sites > 0 {
+        writeln!(
+            out,
+            "truncated    the stacks of {} ({} live in {}) were cut at the capture \
+             limit; their missing callers show as [truncated]",
+            count_of(truncated.sites, "site", "sites"),
+            Bytes(truncated.live_bytes),
+            count_of(truncated.live_blocks, "block", "blocks"),
+        )?;
+    }
+    if let Some(walker) = dump.stack_walker.as_ref().filter(|_| dump.mode != "count") {
         writeln!(
             out,
             "stacks       captured by {}",
@@ -275,6 +167,34 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
         )?;
     }
     Ok(())
+}
+
+/// Sites whose stacks were cut at the capture limit, and what they hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Truncated {
+    /// How many sites.
+    pub sites: u64,
+    /// Their live bytes.
+    pub live_bytes: u64,
+    /// Their live blocks.
+    pub live_blocks: u64,
+}
+
+/// Counts the sites whose stack is marked truncated in the dump.
+pub fn truncated_sites(dump: &Dump) -> Truncated {
+    let mut truncated = Truncated::default();
+    for site in &dump.sites {
+        if dump
+            .stacks
+            .get(site.stack as usize)
+            .is_some_and(|s| s.truncated)
+        {
+            truncated.sites += 1;
+            truncated.live_bytes = truncated.live_bytes.saturating_add(site.live_bytes);
+            truncated.live_blocks = truncated.live_blocks.saturating_add(site.live_blocks);
+        }
+    }
+    truncated
 }
 
 /// One honest line on the gap between the live heap and the RSS.
@@ -309,21 +229,12 @@ fn write_table(
     let total_value = weigh::total(&weights, measure);
     let total_bytes = weights.iter().fold(0u64, |s, w| s.saturating_add(w.bytes));
     let total_blocks = weights.iter().fold(0u64, |s, w| s.saturating_add(w.blocks));
-    // One row per label (see `rows`): distinct stacks that end in the
-    // same function and line are one answer to "who allocated this".
-    let mut rows = rows::group(dump, &weights, measure, naming);
-    // Largest first; ties broken by the other figure and then the label,
-    // so the output is the same on every run.
-    rows.sort_unstable_by(|a, b| {
-        (b.value(measure), b.bytes, b.blocks)
-            .cmp(&(a.value(measure), a.bytes, a.blocks))
-            .then_with(|| a.label.cmp(&b.label))
-    });
+    let rows = ranked(dump, &weights, measure, naming);
     let shown = top.min(rows.len());
     writeln!(
         out,
-        "top {shown} of {} sites by {}",
-        Count(rows.len() as u64),
+        "top {shown} of {} by {}",
+        count_of(rows.len() as u64, "site", "sites"),
         measure.describe()
     )?;
     if shown == 0 {
@@ -357,14 +268,38 @@ fn write_table(
             Measure::Blocks => format!("{} blocks", Count(rest_value)),
             _ => Bytes(rest_value).to_string(),
         };
+        let noun = if rest.len() == 1 {
+            "site holds"
+        } else {
+            "sites hold"
+        };
         writeln!(
             out,
-            "{:>11} more sites hold {rest_text} ({:.1}%)",
+            "{:>11} more {noun} {rest_text} ({:.1}%)",
             Count(rest.len() as u64),
             percent(rest_value as f64, total_value as f64)
         )?;
     }
     Ok(())
+}
+
+/// The rows of `weights`, largest first. One row per label (see
+/// [`crate::rows`]): distinct stacks that end in the same function and line
+/// are one answer to "who allocated this". Ties are broken by the other
+/// figure and then the label, so the order is the same on every run.
+pub(super) fn ranked(
+    dump: &Dump,
+    weights: &[Weight],
+    measure: Measure,
+    naming: &Naming,
+) -> Vec<rows::Row> {
+    let mut rows = rows::group(dump, weights, measure, naming);
+    rows.sort_unstable_by(|a, b| {
+        (b.value(measure), b.bytes, b.blocks)
+            .cmp(&(a.value(measure), a.bytes, a.blocks))
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    rows
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch, by

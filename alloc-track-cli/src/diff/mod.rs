@@ -13,8 +13,13 @@ use alloc_track::dump::Dump;
 use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
 use inferno::flamegraph;
 
+mod json;
+
+pub use json::{DIFF_JSON_FORMAT, DIFF_JSON_VERSION};
+
 use crate::error::CliError;
 use crate::flamegraph::{capitalised, inferno_options};
+use crate::focus::StackFilter;
 use crate::input;
 use crate::output::{beside, Output};
 use crate::report::utc;
@@ -41,6 +46,10 @@ pub struct DiffOptions {
     pub flamegraph: Option<Output>,
     /// How stacks are named (and so which stacks are one row).
     pub naming: Naming,
+    /// Which stacks to compare (`--focus`, `--ignore`).
+    pub filter: StackFilter,
+    /// Print the comparison as JSON (see `docs/json-output.md`).
+    pub json: bool,
 }
 
 impl DiffOptions {
@@ -53,6 +62,8 @@ impl DiffOptions {
             top: 20,
             flamegraph: None,
             naming: Naming::default(),
+            filter: StackFilter::default(),
+            json: false,
         }
     }
 }
@@ -76,6 +87,49 @@ struct Row {
 impl Row {
     fn delta(&self) -> i128 {
         i128::from(self.after) - i128::from(self.before)
+    }
+}
+
+/// The rows of a comparison sorted into what grew and what shrank.
+struct Changes {
+    new: usize,
+    gone: usize,
+    changed: usize,
+    unchanged: usize,
+    /// Largest growth first; ties by label so the output is stable.
+    grew: Vec<Row>,
+    /// Largest shrinkage first, likewise.
+    shrank: Vec<Row>,
+}
+
+impl Changes {
+    fn split(rows: Vec<Row>) -> Changes {
+        let new = rows.iter().filter(|r| r.before == 0).count();
+        let gone = rows.iter().filter(|r| r.after == 0).count();
+        let unchanged = rows.iter().filter(|r| r.delta() == 0).count();
+        let changed = rows.len() - new - gone - unchanged;
+        let (mut grew, mut shrank): (Vec<Row>, Vec<Row>) = rows
+            .into_iter()
+            .filter(|r| r.delta() != 0)
+            .partition(|r| r.delta() > 0);
+        grew.sort_by(|a, b| {
+            b.delta()
+                .cmp(&a.delta())
+                .then_with(|| a.label.cmp(&b.label))
+        });
+        shrank.sort_by(|a, b| {
+            a.delta()
+                .cmp(&b.delta())
+                .then_with(|| a.label.cmp(&b.label))
+        });
+        Changes {
+            new,
+            gone,
+            changed,
+            unchanged,
+            grew,
+            shrank,
+        }
     }
 }
 
@@ -122,8 +176,15 @@ pub fn diff(
     err: &mut impl Write,
 ) -> Result<(), CliError> {
     input::at_most_one_stdin([&options.before, &options.after])?;
-    let before = input::load(&options.before)?;
-    let after = input::load(&options.after)?;
+    if options.json && options.flamegraph == Some(Output::Stdout) {
+        return Err(CliError::Usage(
+            "--json and -o - both want standard output; give the SVG a file name".into(),
+        ));
+    }
+    let mut before = input::load(&options.before)?;
+    let mut after = input::load(&options.after)?;
+    options.filter.apply(&mut before);
+    options.filter.apply(&mut after);
     let rows = compare(
         (&before, &options.before),
         (&after, &options.after),
@@ -143,6 +204,10 @@ pub fn diff(
         Some(Output::Stdout) => err,
         _ => out,
     };
+    if options.json {
+        return json::write_json(options, &before, &after, Changes::split(rows), text_out)
+            .map_err(CliError::Stdout);
+    }
     write_text(options, &before, &after, rows, text_out).map_err(CliError::Stdout)?;
     if !graphs.is_empty() {
         writeln!(text_out).map_err(CliError::Stdout)?;
@@ -333,40 +398,22 @@ fn write_text(
             Count(blocks)
         )?;
     }
-    let new = rows.iter().filter(|r| r.before == 0).count();
-    let gone = rows.iter().filter(|r| r.after == 0).count();
-    let unchanged = rows.iter().filter(|r| r.delta() == 0).count();
+    let changes = Changes::split(rows);
     writeln!(
         out,
         "sites        {} new, {} gone, {} changed, {} unchanged",
-        Count(new as u64),
-        Count(gone as u64),
-        Count((rows.len() - new - gone - unchanged) as u64),
-        Count(unchanged as u64)
+        Count(changes.new as u64),
+        Count(changes.gone as u64),
+        Count(changes.changed as u64),
+        Count(changes.unchanged as u64)
     )?;
-
-    let (mut grew, mut shrank): (Vec<Row>, Vec<Row>) = rows
-        .into_iter()
-        .filter(|r| r.delta() != 0)
-        .partition(|r| r.delta() > 0);
-    // Largest change first; ties by label so the output is stable.
-    grew.sort_by(|a, b| {
-        b.delta()
-            .cmp(&a.delta())
-            .then_with(|| a.label.cmp(&b.label))
-    });
-    shrank.sort_by(|a, b| {
-        a.delta()
-            .cmp(&b.delta())
-            .then_with(|| a.label.cmp(&b.label))
-    });
-    for (heading, rows) in [("grew", grew), ("shrank", shrank)] {
+    for (heading, rows) in [("grew", changes.grew), ("shrank", changes.shrank)] {
         writeln!(out)?;
         let shown = options.top.min(rows.len());
         writeln!(
             out,
-            "{heading}: {shown} of {} sites",
-            Count(rows.len() as u64)
+            "{heading}: {shown} of {}",
+            crate::rows::count_of(rows.len() as u64, "site", "sites")
         )?;
         if shown == 0 {
             continue;
@@ -399,7 +446,7 @@ fn write_text(
 /// Live bytes and blocks in AFTER that were born after BEFORE was taken:
 /// only meaningful for two dumps of one process whose tracker recorded
 /// births.
-fn retained_since(before: &Dump, after: &Dump) -> Option<(u64, u64)> {
+pub(crate) fn retained_since(before: &Dump, after: &Dump) -> Option<(u64, u64)> {
     if before.pid != after.pid || after.epoch <= before.epoch {
         return None;
     }

@@ -13,6 +13,7 @@ use crate::focus::StackFilter;
 use crate::input::is_stdin;
 use crate::output::{beside, Output};
 use crate::report::ReportOptions;
+use crate::rows::{GroupBy, Naming};
 use crate::trend::TrendOptions;
 use crate::weigh::Measure;
 
@@ -69,6 +70,30 @@ impl FilterArgs {
     }
 }
 
+/// How rows are named and grouped, shared by report, diff and trend.
+#[derive(Debug, Args)]
+pub struct NamingArgs {
+    /// What a row stands for: the allocating site (the first frame outside
+    /// the standard library), or the first frame in your own crate that
+    /// led to it, whatever library code allocated.
+    #[arg(long, value_enum, default_value_t = GroupBy::Site)]
+    pub group_by: GroupBy,
+    /// Your program's crate, for "your code" [default: from the dump: the
+    /// program's name, or the crate of its main function].
+    #[arg(long = "crate", value_name = "NAME")]
+    pub crate_name: Option<String>,
+}
+
+impl NamingArgs {
+    fn into_naming(self, cwd: Option<PathBuf>) -> Naming {
+        Naming {
+            relative_to: cwd,
+            group_by: self.group_by,
+            crate_name: self.crate_name,
+        }
+    }
+}
+
 /// `alloc-track report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -102,6 +127,9 @@ pub struct ReportArgs {
     /// Which stacks to look at.
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// How rows are named.
+    #[command(flatten)]
+    pub naming: NamingArgs,
 }
 
 impl ReportArgs {
@@ -117,7 +145,7 @@ impl ReportArgs {
         options.measure = self.by;
         options.top = self.top;
         options.flamegraph = flamegraph;
-        options.naming.relative_to = cwd;
+        options.naming = self.naming.into_naming(cwd);
         options.scope = self.scope;
         options.filter = self.filter.into_filter();
         options.json = self.json;
@@ -222,6 +250,9 @@ pub struct DiffArgs {
     /// Which stacks to look at.
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// How rows are named.
+    #[command(flatten)]
+    pub naming: NamingArgs,
 }
 
 impl DiffArgs {
@@ -238,7 +269,7 @@ impl DiffArgs {
         options.measure = self.by;
         options.top = self.top;
         options.flamegraph = flamegraph;
-        options.naming.relative_to = cwd;
+        options.naming = self.naming.into_naming(cwd);
         options.filter = self.filter.into_filter();
         options
     }
@@ -308,6 +339,9 @@ pub struct TrendArgs {
     /// Which stacks to look at.
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// How rows are named.
+    #[command(flatten)]
+    pub naming: NamingArgs,
 }
 
 impl TrendArgs {
@@ -326,7 +360,7 @@ impl TrendArgs {
         options.top = self.top;
         options.chart = chart;
         options.chart_sites = self.chart_sites;
-        options.naming.relative_to = cwd;
+        options.naming = self.naming.into_naming(cwd);
         options.filter = self.filter.into_filter();
         options
     }

@@ -21,6 +21,7 @@ pub mod scopes;
 pub mod stacks;
 pub mod trend;
 pub mod weigh;
+pub mod your_code;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -15,6 +15,19 @@ use alloc_track::dump::Dump;
 
 use crate::stacks::site_label;
 use crate::weigh::{Measure, Weight};
+use crate::your_code::{self, CrateSource};
+
+/// What a row stands for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// The allocating site: the first frame that is not the standard
+    /// library's.
+    #[default]
+    Site,
+    /// The first frame in the program's own crate ("your code"), whatever
+    /// library code it called to allocate.
+    YourCode,
+}
 
 /// How stacks are named in tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,12 +35,52 @@ use crate::weigh::{Measure, Weight};
 pub struct Naming {
     /// Source files below this directory are shown relative to it.
     pub relative_to: Option<PathBuf>,
+    /// What a row stands for.
+    pub group_by: GroupBy,
+    /// The program's own crate (`--crate`); found from each dump when
+    /// `None` (see [`crate::your_code`]).
+    pub crate_name: Option<String>,
 }
 
 impl Naming {
-    /// The label of stack `stack` of `dump`: its row's identity.
-    pub fn label(&self, dump: &Dump, stack: u32) -> String {
-        site_label(dump, stack, self.relative_to.as_deref())
+    /// The names of `dump`'s stacks, with the program's crate resolved once.
+    pub fn for_dump<'a>(&'a self, dump: &'a Dump) -> DumpNames<'a> {
+        DumpNames {
+            naming: self,
+            dump,
+            program_crate: your_code::program_crate(dump, self.crate_name.as_deref()),
+        }
+    }
+}
+
+/// Names for the stacks of one dump (see [`Naming::for_dump`]).
+pub struct DumpNames<'a> {
+    naming: &'a Naming,
+    dump: &'a Dump,
+    program_crate: Option<(String, CrateSource)>,
+}
+
+impl DumpNames<'_> {
+    /// The label of stack `stack`: its row's identity.
+    pub fn label(&self, stack: u32) -> String {
+        let site = || site_label(self.dump, stack, self.naming.relative_to.as_deref());
+        match self.naming.group_by {
+            GroupBy::Site => site(),
+            GroupBy::YourCode => self.your_code(stack).unwrap_or_else(site),
+        }
+    }
+
+    /// `function (file:line)` of the first frame of `stack` in the
+    /// program's own crate, if the crate is known and the stack reaches it.
+    pub fn your_code(&self, stack: u32) -> Option<String> {
+        let (name, _) = self.program_crate.as_ref()?;
+        let frame = your_code::first_frame_in(self.dump, stack, name)?;
+        Some(frame.label(self.naming.relative_to.as_deref()))
+    }
+
+    /// The program's crate and how it was found.
+    pub fn program_crate(&self) -> Option<&(String, CrateSource)> {
+        self.program_crate.as_ref()
     }
 }
 
@@ -59,10 +112,11 @@ impl Row {
 /// Groups `weights` (of `dump`, under `measure`) into rows by label, in
 /// order of first appearance.
 pub fn group(dump: &Dump, weights: &[Weight], measure: Measure, naming: &Naming) -> Vec<Row> {
+    let names = naming.for_dump(dump);
     let mut rows: Vec<Row> = Vec::new();
     let mut row_of_label: HashMap<String, usize> = HashMap::new();
     for weight in weights {
-        let label = naming.label(dump, weight.stack);
+        let label = names.label(weight.stack);
         let value = weight.value(measure);
         match row_of_label.get(&label) {
             Some(&i) => {

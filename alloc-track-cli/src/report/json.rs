@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::text::ranked;
 use super::{truncated_sites, ReportOptions, Truncated};
 use crate::input;
-use crate::rows::Row;
+use crate::rows::{GroupBy, Row};
 use crate::weigh::{Measure, Weight};
 
 /// The `format` field of `report --json`.
@@ -35,6 +35,8 @@ struct ReportJson<'a> {
     os: &'a OsMemory,
     scope: Option<&'a str>,
     filter: Option<String>,
+    group_by: &'static str,
+    your_crate: Option<String>,
     truncated: TruncatedJson,
     sites: Table,
     peak: Option<Table>,
@@ -71,6 +73,9 @@ struct RowJson {
     label: String,
     bytes: u64,
     blocks: u64,
+    /// The first frame in the program's crate, when the stack (the row's
+    /// heaviest) reaches it.
+    your_code: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +87,7 @@ struct Rest {
 
 fn table(dump: &Dump, options: &ReportOptions, weights: &[Weight], measure: Measure) -> Table {
     let rows = ranked(dump, weights, measure, &options.naming);
+    let names = options.naming.for_dump(dump);
     let shown = options.top.min(rows.len());
     let (top, rest) = rows.split_at(shown);
     let sum = |rows: &[Row]| {
@@ -102,6 +108,7 @@ fn table(dump: &Dump, options: &ReportOptions, weights: &[Weight], measure: Meas
                 label: row.label.clone(),
                 bytes: row.bytes,
                 blocks: row.blocks,
+                your_code: names.your_code(row.heaviest),
             })
             .collect(),
         rest: Rest {
@@ -134,6 +141,15 @@ pub(super) fn write_json(
         os: &dump.os,
         scope: options.scope.as_deref(),
         filter: options.filter.describe(),
+        group_by: match options.naming.group_by {
+            GroupBy::Site => "site",
+            GroupBy::YourCode => "your-code",
+        },
+        your_crate: options
+            .naming
+            .for_dump(dump)
+            .program_crate()
+            .map(|(name, _)| name.clone()),
         truncated: truncated_sites(dump).into(),
         sites: table(dump, options, &weights, options.measure),
         peak: peak.map(|peak| table(dump, options, &peak, Measure::Peak)),

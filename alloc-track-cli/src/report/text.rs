@@ -8,9 +8,10 @@ use alloc_track::human::{percent, Bytes, Count};
 
 use super::ReportOptions;
 use crate::input;
-use crate::rows::{self, count_of, Naming};
+use crate::rows::{self, count_of, GroupBy, Naming};
 use crate::scopes;
 use crate::weigh::{self, Measure, Weight};
+use crate::your_code::CrateSource;
 
 pub(super) fn write_text(
     dump: &Dump,
@@ -31,6 +32,7 @@ pub(super) fn write_text(
     if let Some(filter) = options.filter.describe() {
         writeln!(out, "filter       {filter}")?;
     }
+    write_your_code(dump, &options.naming, out)?;
     writeln!(out)?;
     write_table(
         out,
@@ -169,6 +171,26 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
     Ok(())
 }
 
+/// Which crate is "your code", and how that was decided.
+fn write_your_code(dump: &Dump, naming: &Naming, out: &mut impl Write) -> io::Result<()> {
+    let names = naming.for_dump(dump);
+    match names.program_crate() {
+        Some((name, source)) => {
+            let how = match source {
+                CrateSource::Given => "given with --crate",
+                CrateSource::ProgramName => "the program's name; --crate NAME picks another",
+                CrateSource::MainFunction => "the crate of main; --crate NAME picks another",
+            };
+            writeln!(out, "your code    crate {name} ({how})")
+        }
+        None if naming.group_by == GroupBy::YourCode || naming.crate_name.is_some() => writeln!(
+            out,
+            "your code    unknown: no frame of the program's crate in this dump (--crate NAME)"
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Sites whose stacks were cut at the capture limit, and what they hold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Truncated {
@@ -246,6 +268,7 @@ fn write_table(
         "blocks", "%", "bytes", "%", "cum%"
     )?;
     let mut cumulative = 0u64;
+    let names = naming.for_dump(dump);
     for row in &rows[..shown] {
         cumulative = cumulative.saturating_add(row.value(measure));
         writeln!(
@@ -258,6 +281,12 @@ fn write_table(
             percent(cumulative as f64, total_value as f64),
             row.label
         )?;
+        // The user's own call that led to a site inside a library.
+        if naming.group_by == GroupBy::Site {
+            if let Some(yours) = names.your_code(row.heaviest).filter(|y| *y != row.label) {
+                writeln!(out, "{:45}from your code: {yours}", "")?;
+            }
+        }
     }
     let rest = &rows[shown..];
     if !rest.is_empty() {

@@ -82,6 +82,10 @@ pub struct NamingArgs {
     /// program's name, or the crate of its main function].
     #[arg(long = "crate", value_name = "NAME")]
     pub crate_name: Option<String>,
+    /// Show function names with their generic arguments and compiler paths
+    /// with their commit hash (shortened to <…> and /rustc/…/ by default).
+    #[arg(long)]
+    pub full_names: bool,
 }
 
 impl NamingArgs {
@@ -90,6 +94,7 @@ impl NamingArgs {
             relative_to: cwd,
             group_by: self.group_by,
             crate_name: self.crate_name,
+            full_names: self.full_names,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod output;
 pub mod report;
 pub mod rows;
 pub mod scopes;
+pub mod shorten;
 pub mod stacks;
 pub mod trend;
 pub mod weigh;

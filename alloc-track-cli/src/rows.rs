@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 use alloc_track::dump::Dump;
 
-use crate::stacks::site_label;
+use crate::shorten::shorten_frame;
+use crate::stacks::{site_label, site_label_shortened};
 use crate::weigh::{Measure, Weight};
 use crate::your_code::{self, CrateSource};
 
@@ -40,6 +41,9 @@ pub struct Naming {
     /// The program's own crate (`--crate`); found from each dump when
     /// `None` (see [`crate::your_code`]).
     pub crate_name: Option<String>,
+    /// Keep generic arguments and compiler paths whole (see
+    /// [`crate::shorten`]).
+    pub full_names: bool,
 }
 
 impl Naming {
@@ -63,7 +67,14 @@ pub struct DumpNames<'a> {
 impl DumpNames<'_> {
     /// The label of stack `stack`: its row's identity.
     pub fn label(&self, stack: u32) -> String {
-        let site = || site_label(self.dump, stack, self.naming.relative_to.as_deref());
+        let site = || {
+            let base = self.naming.relative_to.as_deref();
+            if self.naming.full_names {
+                site_label(self.dump, stack, base)
+            } else {
+                site_label_shortened(self.dump, stack, base)
+            }
+        };
         match self.naming.group_by {
             GroupBy::Site => site(),
             GroupBy::YourCode => self.your_code(stack).unwrap_or_else(site),
@@ -75,7 +86,12 @@ impl DumpNames<'_> {
     pub fn your_code(&self, stack: u32) -> Option<String> {
         let (name, _) = self.program_crate.as_ref()?;
         let frame = your_code::first_frame_in(self.dump, stack, name)?;
-        Some(frame.label(self.naming.relative_to.as_deref()))
+        let base = self.naming.relative_to.as_deref();
+        Some(if self.naming.full_names {
+            frame.label(base)
+        } else {
+            shorten_frame(frame).label(base)
+        })
     }
 
     /// The program's crate and how it was found.

@@ -76,7 +76,7 @@ pub fn is_std(frame: &Frame) -> bool {
 
 /// The frame that best answers "who allocated this": the first frame from
 /// the leaf that is not standard-library code, or the leaf itself when
-/// every frame is.
+/// every frame is (see [`site_label`] for what such a stack is called).
 pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> {
     let mut leaf = None;
     for frame in frames_leaf_first(dump, stack) {
@@ -94,18 +94,43 @@ pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> 
 /// call it the same.
 pub const OVERFLOW_LABEL: &str = "[other: stack table full]";
 
+/// The label of stacks that never reach the program's code: the Rust
+/// runtime's own start-up and thread bookkeeping.
+pub const RUNTIME_LABEL: &str = "[Rust runtime]";
+
 /// The frame standing for the callers a truncated stack lost.
 pub const TRUNCATED_FRAME: &str = "[truncated]";
 
 /// A site's label for tables: `function (file:line)`, the file shortened
-/// against `base`.
+/// against `base`; [`OVERFLOW_LABEL`] for the catch-all site and
+/// [`RUNTIME_LABEL`] for a whole stack with no frame outside the standard
+/// library.
 pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
     let Some(stack) = stack(dump, stack_index) else {
         return format!("<stack {stack_index} missing>");
     };
     match site_frame(dump, stack) {
         None => OVERFLOW_LABEL.to_string(),
+        // Every frame is the standard library's, and the stack is whole:
+        // it never reached the program.
+        Some(FrameRef::Resolved(frame)) if is_std(frame) && !stack.truncated => {
+            RUNTIME_LABEL.to_string()
+        }
         Some(frame) => frame_label(frame, base),
+    }
+}
+
+/// [`site_label`] with generic arguments and compiler paths shortened (see
+/// [`crate::shorten`]).
+pub fn site_label_shortened(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
+    let Some(stack) = stack(dump, stack_index) else {
+        return site_label(dump, stack_index, base);
+    };
+    match site_frame(dump, stack) {
+        Some(FrameRef::Resolved(frame)) if !is_std(frame) || stack.truncated => {
+            crate::shorten::shorten_frame(frame).label(base)
+        }
+        _ => site_label(dump, stack_index, base),
     }
 }
 
@@ -142,11 +167,25 @@ pub enum Order {
     LeafFirst,
 }
 
+/// One location's frames for folded lines: names made safe for the format,
+/// root first (the function that owns the code, then what was inlined into
+/// it), each marked whether it is the program's own (not the standard
+/// library's; an unresolved address may be anyone's, so it counts as own).
+struct Part {
+    names: Vec<String>,
+    own: Vec<bool>,
+}
+
 /// Builds folded-stack lines (`a;b;c`) for a dump's stacks. Each location's
 /// part is built once and reused: a dump with a million stack entries has
 /// far fewer distinct locations.
+///
+/// The start-up frames every stack shares (`_start`, `main`,
+/// `std::rt::lang_start`, ...) are trimmed: a line starts at the first frame
+/// that is not the standard library's. A stack with no such frame never
+/// reached the program: it is put under one `[Rust runtime]` frame.
 pub struct Folder {
-    parts: Vec<String>,
+    parts: Vec<Part>,
     order: Order,
 }
 
@@ -157,17 +196,16 @@ impl Folder {
             .locations
             .iter()
             .map(|location| {
-                let mut part = String::new();
                 let frames: Vec<FrameRef<'_>> = location_frames(location).collect();
-                let mut push = |frame: &FrameRef<'_>| {
-                    if !part.is_empty() {
-                        part.push(';');
-                    }
-                    fold_name(&frame.function(), &mut part);
+                let mut part = Part {
+                    names: Vec::with_capacity(frames.len()),
+                    own: Vec::with_capacity(frames.len()),
                 };
-                match order {
-                    Order::LeafFirst => frames.iter().for_each(&mut push),
-                    Order::RootFirst => frames.iter().rev().for_each(&mut push),
+                for frame in frames.iter().rev() {
+                    let mut name = String::new();
+                    fold_name(&frame.function(), &mut name);
+                    part.names.push(name);
+                    part.own.push(is_own(frame));
                 }
                 part
             })
@@ -177,32 +215,57 @@ impl Folder {
 
     /// Appends the folded frames of `stack` to `out` (no count). A stack cut
     /// at the capture limit gets a `[truncated]` frame where its missing
-    /// callers would be, so that it is not drawn as a root of its own.
+    /// callers would be, so that it is not drawn as a root of its own, and
+    /// keeps all its frames (what it lost may have been the program's).
     pub fn fold(&self, stack: &Stack, out: &mut String) {
-        let start = out.len();
-        if stack.truncated && self.order == Order::RootFirst {
-            out.push_str(TRUNCATED_FRAME);
+        let root_first: Vec<&Part> = stack
+            .locations
+            .iter()
+            .rev()
+            .filter_map(|&l| self.parts.get(l as usize))
+            .collect();
+        let all = || root_first.iter().flat_map(|p| p.names.iter().zip(&p.own));
+        let mut names: Vec<&str> = Vec::new();
+        if stack.truncated {
+            names.push(TRUNCATED_FRAME);
+            names.extend(all().map(|(name, _)| name.as_str()));
+        } else if all().any(|(_, &own)| own) {
+            names.extend(all().skip_while(|(_, &own)| !own).map(|(n, _)| n.as_str()));
+        } else if root_first.is_empty() {
+            names.push(OVERFLOW_LABEL);
+        } else {
+            names.push(RUNTIME_LABEL);
+            names.extend(
+                all()
+                    .map(|(name, _)| name.as_str())
+                    .skip_while(|name| is_entry_frame(name)),
+            );
         }
-        let mut push = |&l: &u32| {
-            if let Some(part) = self.parts.get(l as usize) {
-                if out.len() > start {
-                    out.push(';');
-                }
-                out.push_str(part);
-            }
-        };
-        match self.order {
-            Order::LeafFirst => stack.locations.iter().for_each(&mut push),
-            Order::RootFirst => stack.locations.iter().rev().for_each(&mut push),
+        if self.order == Order::LeafFirst {
+            names.reverse();
         }
-        if out.len() == start {
-            out.push_str(OVERFLOW_LABEL);
-        }
-        if stack.truncated && self.order == Order::LeafFirst {
-            out.push(';');
-            out.push_str(TRUNCATED_FRAME);
-        }
+        out.push_str(&names.join(";"));
     }
+}
+
+/// The frames through which every Rust program and thread starts.
+fn is_entry_frame(function: &str) -> bool {
+    matches!(
+        function,
+        "main"
+            | "_start"
+            | "__libc_start_main"
+            | "__libc_start_main_impl"
+            | "__libc_start_call_main"
+            | "start_thread"
+            | "clone"
+            | "clone3"
+    ) || function.starts_with("std::rt::lang_start")
+}
+
+/// Whether a frame is the program's own (see [`Part`]).
+fn is_own(frame: &FrameRef<'_>) -> bool {
+    frame.frame().map_or(true, |frame| !is_std(frame))
 }
 
 #[cfg(test)]

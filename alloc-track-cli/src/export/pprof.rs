@@ -205,7 +205,11 @@ pub fn build(dump: &Dump, path: &Path) -> Result<Profile, CliError> {
                 functions.push(Function {
                     id,
                     name,
-                    system_name: name,
+                    // No system (mangled) name: pprof would take a name equal
+                    // to it for a demangled C++ one and strip every `<...>`,
+                    // turning `<T as SpecFromElem>::from_elem` into
+                    // `::from_elem`. It leaves a name alone that differs.
+                    system_name: 0,
                     filename: file,
                     start_line: 0,
                 });
@@ -233,7 +237,7 @@ pub fn build(dump: &Dump, path: &Path) -> Result<Profile, CliError> {
         functions.push(Function {
             id,
             name,
-            system_name: name,
+            system_name: 0,
             filename: 0,
             start_line: 0,
         });

@@ -1,6 +1,7 @@
 //! The command line: clap definitions, and one small function per command
 //! that maps flags to that command's options struct.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -14,6 +15,7 @@ use crate::input::is_stdin;
 use crate::output::{beside, Output};
 use crate::report::ReportOptions;
 use crate::rows::{GroupBy, Naming};
+use crate::run::RunOptions;
 use crate::trend::TrendOptions;
 use crate::weigh::Measure;
 
@@ -40,6 +42,11 @@ pub enum Command {
     /// Live bytes per site across a series of dumps: the leaks first, and
     /// a line chart of the top sites over time.
     Trend(TrendArgs),
+    /// Run a program built with alloc-track (its #[global_allocator]) with
+    /// a heap dump at exit, and print the report. For `cargo run/test/bench`
+    /// the build gets frame pointers and line tables, in target/alloc-track.
+    /// The program's exit code is passed on.
+    Run(RunArgs),
     /// Print a shell completion script, e.g.
     /// `alloc-track completions bash > /etc/bash_completion.d/alloc-track`.
     Completions {
@@ -96,6 +103,48 @@ impl NamingArgs {
             crate_name: self.crate_name,
             full_names: self.full_names,
         }
+    }
+}
+
+/// `alloc-track run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where the program writes its dump ({pid} becomes each process's id)
+    /// [default: a temporary file, removed after the report].
+    #[arg(long, value_name = "DUMP")]
+    pub out: Option<PathBuf>,
+    /// What to rank sites by.
+    #[arg(long, value_enum, default_value_t = Measure::Live)]
+    pub by: Measure,
+    /// How many sites the table shows.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+    /// How rows are named.
+    #[command(flatten)]
+    pub naming: NamingArgs,
+    /// Which stacks to look at.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// The program and its arguments, after --.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// Maps the flags to [`RunOptions`]; `cwd` shortens file names.
+    pub fn into_options(self, cwd: Option<PathBuf>) -> RunOptions {
+        let mut options = RunOptions::new(self.command);
+        options.out = self.out;
+        options.measure = self.by;
+        options.top = self.top;
+        options.naming = self.naming.into_naming(cwd);
+        options.filter = self.filter.into_filter();
+        options
     }
 }
 

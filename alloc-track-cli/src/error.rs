@@ -47,6 +47,13 @@ pub enum CliError {
         /// What was weighed, e.g. "live bytes".
         measure: &'static str,
     },
+    /// `run` could not start the program.
+    Run {
+        /// The program as given.
+        program: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
     /// Options that cannot go together (exit code 2, as for clap's own).
     Usage(String),
     /// A figure does not fit the output format (pprof values are `i64`).
@@ -129,6 +136,9 @@ impl fmt::Display for CliError {
                 display_name(path)
             ),
             CliError::Usage(what) => write!(f, "{what}"),
+            CliError::Run { program, source } => {
+                write!(f, "{program}: cannot run: {}", IoError(source))
+            }
             CliError::TooLarge { path, what } => write!(f, "{}: {what}", display_name(path)),
         }
     }
@@ -138,7 +148,9 @@ impl std::error::Error for CliError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CliError::Dump(error) => Some(error),
-            CliError::Output { source, .. } | CliError::Stdout(source) => Some(source),
+            CliError::Output { source, .. }
+            | CliError::Stdout(source)
+            | CliError::Run { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -17,6 +17,7 @@ pub mod input;
 pub mod output;
 pub mod report;
 pub mod rows;
+pub mod run;
 pub mod scopes;
 pub mod shorten;
 pub mod stacks;
@@ -36,15 +37,18 @@ use cli::{Cli, Command};
 /// (and text displaced by `-o -`) to `err`. `cwd` is the directory source
 /// files are shown relative to.
 ///
-/// A closed standard output (`alloc-track report dump.json | head`) is
-/// success: the reader has seen all it wanted.
+/// Returns the exit code: 0, or for `run` the program's own. A closed
+/// standard output (`alloc-track report dump.json | head`) is success: the
+/// reader has seen all it wanted.
 pub fn run(
     cli: Cli,
     cwd: Option<PathBuf>,
     out: &mut impl Write,
     err: &mut impl Write,
-) -> Result<(), CliError> {
+) -> Result<u8, CliError> {
+    let mut code = 0;
     let result = match cli.command {
+        Command::Run(args) => run::run(&args.into_options(cwd), out, err).map(|c| code = c),
         Command::Report(args) => report::report(&args.into_options(cwd), out, err),
         Command::Flamegraph(args) => flamegraph::flamegraph(&args.into_options(), out),
         Command::Diff(args) => diff::diff(&args.into_options(cwd), out, err),
@@ -63,7 +67,7 @@ pub fn run(
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {
-        Err(error) if error.is_broken_pipe() => Ok(()),
-        other => other,
+        Err(error) if error.is_broken_pipe() => Ok(code),
+        other => other.map(|()| code),
     }
 }

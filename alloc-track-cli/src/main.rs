@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let mut out = BufWriter::new(io::stdout().lock());
     let mut err = io::stderr().lock();
     match alloc_track_cli::run(cli, cwd, &mut out, &mut err) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("alloc-track: {error}");
             ExitCode::from(error.exit_code())

@@ -44,7 +44,7 @@ pub enum Command {
     Trend(TrendArgs),
     /// Run a program built with alloc-track (its #[global_allocator]) with
     /// a heap dump at exit, and print the report. For `cargo run/test/bench`
-    /// the build gets frame pointers and line tables, in target/alloc-track.
+    /// the build gets frame pointers and debug info, in target/alloc-track.
     /// The program's exit code is passed on.
     Run(RunArgs),
     /// Print a shell completion script, e.g.

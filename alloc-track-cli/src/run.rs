@@ -3,9 +3,9 @@
 //! `live_dump` module), then prints the report of each dump it wrote.
 //!
 //! For `cargo run`, `cargo test` and `cargo bench` the build gets frame
-//! pointers and line tables (`-C force-frame-pointers=yes -C
-//! debuginfo=line-tables-only`, appended to any `RUSTFLAGS`), the cheap
-//! stack walk and file:line labels, in a target directory of its own
+//! pointers and limited debug info (`-C force-frame-pointers=yes -C
+//! debuginfo=limited`, appended to any `RUSTFLAGS`), the cheap stack walk
+//! and `function (file:line)` labels, in a target directory of its own
 //! (`target/alloc-track`, or `$CARGO_TARGET_DIR/alloc-track`), so that the
 //! user's normal build is not thrown away and rebuilt. The child's exit
 //! code is passed on; the report is printed whatever it was.
@@ -23,8 +23,12 @@ use crate::report::{report, ReportOptions};
 use crate::rows::Naming;
 use crate::weigh::Measure;
 
-/// The flags `run` adds to a cargo build.
-pub const PROFILING_RUSTFLAGS: &str = "-C force-frame-pointers=yes -C debuginfo=line-tables-only";
+/// The flags `run` adds to a cargo build. `limited`, not
+/// `line-tables-only`: line tables alone name inlined functions without
+/// their module path (`load_profile`, not `app::load_profile`), which hides
+/// both the standard library and the tracker's own frames from the
+/// functions that recognise them by path.
+pub const PROFILING_RUSTFLAGS: &str = "-C force-frame-pointers=yes -C debuginfo=limited";
 
 /// The `run` command's options.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Issue 12, point 8, end to end: `alloc-track run -- CMD` runs a program
 //! with `ALLOC_TRACK_DUMP` set, prints the report of the dump it wrote and
 //! passes its exit code on; a `cargo run/test/bench` build gets frame
-//! pointers and line tables in a target directory of its own. The programs
+//! pointers and debug info in a target directory of its own. The programs
 //! here are shell scripts that write a fixture dump where the variable
 //! says, as a program built with alloc-track does at exit.
 
@@ -116,7 +116,7 @@ fn cargo_builds_get_frame_pointers_in_their_own_target_dir() {
     assert_eq!(
         lines,
         [
-            "-C target-cpu=native -C force-frame-pointers=yes -C debuginfo=line-tables-only",
+            "-C target-cpu=native -C force-frame-pointers=yes -C debuginfo=limited",
             "target/alloc-track",
             "test --release",
         ]

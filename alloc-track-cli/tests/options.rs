@@ -140,6 +140,27 @@ fn the_peak_section_follows_top_and_the_rest_line_agrees_in_number() {
         "{report}"
     );
     assert!(!report.contains("1 more sites"), "{report}");
+    // A heap of one block.
+    let dir = TempDir::new().unwrap();
+    let mut dump: Value = serde_json::from_slice(&fs::read(data("scan.2.json")).unwrap()).unwrap();
+    dump["sites"] = serde_json::json!([{
+        "stack": 0, "live_bytes": 544, "live_blocks": 1, "total_bytes": 544, "total_blocks": 1
+    }]);
+    dump["totals"] = serde_json::json!({
+        "live_bytes": 544, "live_blocks": 1, "total_bytes": 544, "total_blocks": 1,
+        "peak_bytes": 544
+    });
+    fs::write(dir.path().join("one.json"), dump.to_string()).unwrap();
+    let report = ok_stdout(run(&["report", "one.json", "--no-flamegraph"], dir.path()));
+    assert!(
+        report.contains("live heap    544 B in 1 block\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("allocated    544 B in 1 block since"),
+        "{report}"
+    );
+    assert!(report.contains("top 1 of 1 site by live bytes"), "{report}");
 }
 
 #[test]

@@ -67,15 +67,15 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
     )?;
     writeln!(
         out,
-        "live heap    {} in {} blocks",
+        "live heap    {} in {}",
         Bytes(totals.live_bytes),
-        Count(totals.live_blocks)
+        count_of(totals.live_blocks, "block", "blocks")
     )?;
     writeln!(
         out,
-        "allocated    {} in {} blocks since tracking began",
+        "allocated    {} in {} since tracking began",
         Bytes(totals.total_bytes),
-        Count(totals.total_blocks)
+        count_of(totals.total_blocks, "block", "blocks")
     )?;
     writeln!(out, "peak heap    {}", Bytes(totals.peak_bytes))?;
     let os = &dump.os;

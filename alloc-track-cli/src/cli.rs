@@ -42,19 +42,24 @@ pub enum Command {
     /// Live bytes per site across a series of dumps: the leaks first, and
     /// a line chart of the top sites over time.
     Trend(TrendArgs),
-    /// Run a program built with alloc-track (its #[global_allocator]) with
-    /// a heap dump at exit, and print the report. For `cargo run/test/bench`
-    /// the build gets frame pointers and debug info, in target/alloc-track.
-    /// The program's exit code is passed on.
+    /// Run a program with a heap dump at its exit, and print the report.
+    ///
+    /// The program must have alloc_track::Tracker as its #[global_allocator].
+    /// For `cargo run/test/bench` the build gets frame pointers and debug
+    /// info, in target/alloc-track. The program's exit code is passed on.
     Run(RunArgs),
-    /// Print a shell completion script, e.g.
-    /// `alloc-track completions bash > /etc/bash_completion.d/alloc-track`.
+    /// Print a shell completion script.
+    ///
+    /// For example `alloc-track completions bash >
+    /// /etc/bash_completion.d/alloc-track`.
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `alloc-track man | man -l -`.
+    /// Print the manual page (roff).
+    ///
+    /// For example `alloc-track man | man -l -`.
     Man,
 }
 

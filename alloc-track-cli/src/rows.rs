@@ -8,13 +8,14 @@
 //! that look the same. Matching by label rather than by address or stack
 //! index also survives ASLR and renumbered stacks.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use alloc_track::dump::Dump;
+use alloc_track::dump::{Dump, Frame};
 
 use crate::shorten::shorten_frame;
-use crate::stacks::{site_label, site_label_shortened};
+use crate::stacks::{self, site_label, FrameRef};
 use crate::weigh::{Measure, Weight};
 use crate::your_code::{self, CrateSource};
 
@@ -53,6 +54,7 @@ impl Naming {
             naming: self,
             dump,
             program_crate: your_code::program_crate(dump, self.crate_name.as_deref()),
+            frame_labels: RefCell::new(HashMap::new()),
         }
     }
 }
@@ -62,22 +64,44 @@ pub struct DumpNames<'a> {
     naming: &'a Naming,
     dump: &'a Dump,
     program_crate: Option<(String, CrateSource)>,
+    /// Labels already made, by the address of their frame in the dump:
+    /// many stacks share one site frame, and shortening and formatting a
+    /// label costs more than looking it up.
+    frame_labels: RefCell<HashMap<*const Frame, String>>,
 }
 
 impl DumpNames<'_> {
     /// The label of stack `stack`: its row's identity.
     pub fn label(&self, stack: u32) -> String {
-        let site = || {
-            let base = self.naming.relative_to.as_deref();
-            if self.naming.full_names {
-                site_label(self.dump, stack, base)
-            } else {
-                site_label_shortened(self.dump, stack, base)
-            }
-        };
+        let site = || self.site_label(stack);
         match self.naming.group_by {
             GroupBy::Site => site(),
             GroupBy::YourCode => self.your_code(stack).unwrap_or_else(site),
+        }
+    }
+
+    /// The site's label (see [`site_label`]), shortened unless full names
+    /// were asked for.
+    fn site_label(&self, index: u32) -> String {
+        let base = self.naming.relative_to.as_deref();
+        let site = stacks::stack(self.dump, index)
+            .and_then(|stack| Some((stack, stacks::site_frame(self.dump, stack)?)));
+        match site {
+            // The common case, a frame of the program's or a library's.
+            Some((stack, FrameRef::Resolved(frame)))
+                if !frame.is_standard_library() || stack.truncated =>
+            {
+                let mut labels = self.frame_labels.borrow_mut();
+                let label = labels.entry(frame as *const Frame).or_insert_with(|| {
+                    if self.naming.full_names {
+                        frame.label(base)
+                    } else {
+                        shorten_frame(frame).label(base)
+                    }
+                });
+                label.clone()
+            }
+            _ => site_label(self.dump, index, base),
         }
     }
 
@@ -92,6 +116,11 @@ impl DumpNames<'_> {
         } else {
             shorten_frame(frame).label(base)
         })
+    }
+
+    /// How names are made.
+    pub fn naming(&self) -> &Naming {
+        self.naming
     }
 
     /// The program's crate and how it was found.
@@ -125,10 +154,9 @@ impl Row {
     }
 }
 
-/// Groups `weights` (of `dump`, under `measure`) into rows by label, in
-/// order of first appearance.
-pub fn group(dump: &Dump, weights: &[Weight], measure: Measure, naming: &Naming) -> Vec<Row> {
-    let names = naming.for_dump(dump);
+/// Groups `weights` (of the dump `names` names, under `measure`) into rows
+/// by label, in order of first appearance.
+pub fn group(weights: &[Weight], measure: Measure, names: &DumpNames<'_>) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();
     let mut row_of_label: HashMap<String, usize> = HashMap::new();
     for weight in weights {

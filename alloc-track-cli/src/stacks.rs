@@ -120,20 +120,6 @@ pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String 
     }
 }
 
-/// [`site_label`] with generic arguments and compiler paths shortened (see
-/// [`crate::shorten`]).
-pub fn site_label_shortened(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
-    let Some(stack) = stack(dump, stack_index) else {
-        return site_label(dump, stack_index, base);
-    };
-    match site_frame(dump, stack) {
-        Some(FrameRef::Resolved(frame)) if !is_std(frame) || stack.truncated => {
-            crate::shorten::shorten_frame(frame).label(base)
-        }
-        _ => site_label(dump, stack_index, base),
-    }
-}
-
 /// `function (file:line)` for one frame (see [`Frame::label`]), or the
 /// bare address of an unresolved one.
 pub fn frame_label(frame: FrameRef<'_>, base: Option<&Path>) -> String {

@@ -144,7 +144,7 @@ fn compare(
     let mut by_label: HashMap<String, usize> = HashMap::new();
     for (is_after, dump, path) in [(false, before, before_path), (true, after, after_path)] {
         let weights = weigh::weigh(dump, measure, path)?;
-        for group in rows::group(dump, &weights, measure, naming) {
+        for group in rows::group(&weights, measure, &naming.for_dump(dump)) {
             let index = *by_label.entry(group.label.clone()).or_insert_with(|| {
                 rows.push(Row {
                     label: group.label.clone(),

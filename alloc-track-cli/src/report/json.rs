@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::text::ranked;
 use super::{truncated_sites, ReportOptions, Truncated};
 use crate::input;
-use crate::rows::{GroupBy, Row};
+use crate::rows::{DumpNames, GroupBy, Row};
 use crate::weigh::{Measure, Weight};
 
 /// The `format` field of `report --json`.
@@ -85,10 +85,9 @@ struct Rest {
     blocks: u64,
 }
 
-fn table(dump: &Dump, options: &ReportOptions, weights: &[Weight], measure: Measure) -> Table {
-    let rows = ranked(dump, weights, measure, &options.naming);
-    let names = options.naming.for_dump(dump);
-    let shown = options.top.min(rows.len());
+fn table(names: &DumpNames<'_>, top: usize, weights: &[Weight], measure: Measure) -> Table {
+    let rows = ranked(weights, measure, names);
+    let shown = top.min(rows.len());
     let (top, rest) = rows.split_at(shown);
     let sum = |rows: &[Row]| {
         rows.iter().fold((0u64, 0u64), |(bytes, blocks), r| {
@@ -127,6 +126,7 @@ pub(super) fn write_json(
     peak: Option<Vec<Weight>>,
     out: &mut impl Write,
 ) -> io::Result<()> {
+    let names = options.naming.for_dump(dump);
     let document = ReportJson {
         format: REPORT_JSON_FORMAT,
         version: REPORT_JSON_VERSION,
@@ -145,14 +145,10 @@ pub(super) fn write_json(
             GroupBy::Site => "site",
             GroupBy::YourCode => "your-code",
         },
-        your_crate: options
-            .naming
-            .for_dump(dump)
-            .program_crate()
-            .map(|(name, _)| name.clone()),
+        your_crate: names.program_crate().map(|(name, _)| name.clone()),
         truncated: truncated_sites(dump).into(),
-        sites: table(dump, options, &weights, options.measure),
-        peak: peak.map(|peak| table(dump, options, &peak, Measure::Peak)),
+        sites: table(&names, options.top, &weights, options.measure),
+        peak: peak.map(|peak| table(&names, options.top, &peak, Measure::Peak)),
     };
     serde_json::to_writer_pretty(&mut *out, &document)?;
     writeln!(out)

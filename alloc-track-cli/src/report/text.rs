@@ -8,7 +8,7 @@ use alloc_track::human::{percent, Bytes, Count};
 
 use super::ReportOptions;
 use crate::input;
-use crate::rows::{self, count_of, GroupBy, Naming};
+use crate::rows::{self, count_of, DumpNames, GroupBy};
 use crate::scopes;
 use crate::weigh::{self, Measure, Weight};
 use crate::your_code::CrateSource;
@@ -32,23 +32,18 @@ pub(super) fn write_text(
     if let Some(filter) = options.filter.describe() {
         writeln!(out, "filter       {filter}")?;
     }
-    write_your_code(dump, &options.naming, out)?;
+    // Finding the program's crate may walk every stack: once per report.
+    let names = options.naming.for_dump(dump);
+    write_your_code(&names, out)?;
     writeln!(out)?;
-    write_table(
-        out,
-        dump,
-        weights,
-        options.measure,
-        options.top,
-        &options.naming,
-    )?;
+    write_table(out, &names, weights, options.measure, options.top)?;
     if options.measure == Measure::Peak {
         return Ok(());
     }
     writeln!(out)?;
     write!(out, "at the peak ({}): ", Bytes(dump.totals.peak_bytes))?;
     match peak {
-        Some(peak) => write_table(out, dump, peak, Measure::Peak, options.top, &options.naming),
+        Some(peak) => write_table(out, &names, peak, Measure::Peak, options.top),
         None => writeln!(out, "this dump has no breakdown by site"),
     }
 }
@@ -172,8 +167,8 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
 }
 
 /// Which crate is "your code", and how that was decided.
-fn write_your_code(dump: &Dump, naming: &Naming, out: &mut impl Write) -> io::Result<()> {
-    let names = naming.for_dump(dump);
+fn write_your_code(names: &DumpNames<'_>, out: &mut impl Write) -> io::Result<()> {
+    let naming = names.naming();
     match names.program_crate() {
         Some((name, source)) => {
             let how = match source {
@@ -242,16 +237,15 @@ fn heap_vs_rss(live: u64, rss: u64) -> String {
 /// heading, and a line for the rows left out.
 fn write_table(
     out: &mut impl Write,
-    dump: &Dump,
+    names: &DumpNames<'_>,
     weights: Vec<Weight>,
     measure: Measure,
     top: usize,
-    naming: &Naming,
 ) -> io::Result<()> {
     let total_value = weigh::total(&weights, measure);
     let total_bytes = weights.iter().fold(0u64, |s, w| s.saturating_add(w.bytes));
     let total_blocks = weights.iter().fold(0u64, |s, w| s.saturating_add(w.blocks));
-    let rows = ranked(dump, &weights, measure, naming);
+    let rows = ranked(&weights, measure, names);
     let shown = top.min(rows.len());
     writeln!(
         out,
@@ -268,7 +262,6 @@ fn write_table(
         "blocks", "%", "bytes", "%", "cum%"
     )?;
     let mut cumulative = 0u64;
-    let names = naming.for_dump(dump);
     for row in &rows[..shown] {
         cumulative = cumulative.saturating_add(row.value(measure));
         writeln!(
@@ -282,7 +275,7 @@ fn write_table(
             row.label
         )?;
         // The user's own call that led to a site inside a library.
-        if naming.group_by == GroupBy::Site {
+        if names.naming().group_by == GroupBy::Site {
             if let Some(yours) = names.your_code(row.heaviest).filter(|y| *y != row.label) {
                 writeln!(out, "{:45}from your code: {yours}", "")?;
             }
@@ -317,12 +310,11 @@ fn write_table(
 /// are one answer to "who allocated this". Ties are broken by the other
 /// figure and then the label, so the order is the same on every run.
 pub(super) fn ranked(
-    dump: &Dump,
     weights: &[Weight],
     measure: Measure,
-    naming: &Naming,
+    names: &DumpNames<'_>,
 ) -> Vec<rows::Row> {
-    let mut rows = rows::group(dump, weights, measure, naming);
+    let mut rows = rows::group(weights, measure, names);
     rows.sort_unstable_by(|a, b| {
         (b.value(measure), b.bytes, b.blocks)
             .cmp(&(a.value(measure), a.bytes, a.blocks))
@@ -465,13 +457,13 @@ mod tests {
         };
         let weights = weigh::weigh(&dump, Measure::Live, Path::new("d.json")).unwrap();
         let mut out = Vec::new();
+        let naming = crate::rows::Naming::default();
         write_table(
             &mut out,
-            &dump,
+            &naming.for_dump(&dump),
             weights,
             Measure::Live,
             10,
-            &Naming::default(),
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -269,7 +269,7 @@ fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, naming: &Naming) -> Ve
         // Live bytes cannot fail to weigh (only `peak` can); an error here
         // would be a bug, and an empty list is the safe answer.
         let weights = weigh::weigh(dump, Measure::Live, path).unwrap_or_default();
-        for row in rows::group(dump, &weights, Measure::Live, naming) {
+        for row in rows::group(&weights, Measure::Live, &naming.for_dump(dump)) {
             let index = *by_label.entry(row.label.clone()).or_insert_with(|| {
                 all.push(Series {
                     bytes: vec![0; n],

@@ -114,6 +114,8 @@ pub fn render_svg(dump: &Dump, path: &Path, graph: &GraphOptions) -> Result<Vec<
         title
     });
     let mut options = inferno_options(title, graph.measure.unit(), graph.icicle);
+    // `folded_lines` sorts the lines as inferno would.
+    options.no_sort = true;
     if let Some(percent) = graph.min_width {
         options.min_width = percent;
     }

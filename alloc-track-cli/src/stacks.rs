@@ -153,13 +153,19 @@ pub enum Order {
     LeafFirst,
 }
 
-/// One location's frames for folded lines: names made safe for the format,
-/// root first (the function that owns the code, then what was inlined into
-/// it), each marked whether it is the program's own (not the standard
-/// library's; an unresolved address may be anyone's, so it counts as own).
+/// One location's frames for folded lines, joined with `;` once so that
+/// folding a stack is mostly copying: names made safe for the format (so a
+/// `;` in the joined text always separates frames).
 struct Part {
-    names: Vec<String>,
-    own: Vec<bool>,
+    /// Root first: the function that owns the code, then what was inlined
+    /// into it.
+    root_first: String,
+    /// The same frames, leaf first.
+    leaf_first: String,
+    /// Where in `root_first` the first frame of the program's own begins
+    /// (not the standard library's; an unresolved address may be anyone's,
+    /// so it counts as own), and where that frame ends in `leaf_first`.
+    first_own: Option<(usize, usize)>,
 }
 
 /// Builds folded-stack lines (`a;b;c`) for a dump's stacks. Each location's
@@ -178,24 +184,7 @@ pub struct Folder {
 impl Folder {
     /// Prepares the per-location parts of `dump` for lines in `order`.
     pub fn new(dump: &Dump, order: Order) -> Folder {
-        let parts = dump
-            .locations
-            .iter()
-            .map(|location| {
-                let frames: Vec<FrameRef<'_>> = location_frames(location).collect();
-                let mut part = Part {
-                    names: Vec::with_capacity(frames.len()),
-                    own: Vec::with_capacity(frames.len()),
-                };
-                for frame in frames.iter().rev() {
-                    let mut name = String::new();
-                    fold_name(&frame.function(), &mut name);
-                    part.names.push(name);
-                    part.own.push(is_own(frame));
-                }
-                part
-            })
-            .collect();
+        let parts = dump.locations.iter().map(Part::new).collect();
         Folder { parts, order }
     }
 
@@ -204,33 +193,113 @@ impl Folder {
     /// callers would be, so that it is not drawn as a root of its own, and
     /// keeps all its frames (what it lost may have been the program's).
     pub fn fold(&self, stack: &Stack, out: &mut String) {
-        let root_first: Vec<&Part> = stack
+        // Positions in the stack, so that `keep` below indexes the same way
+        // from either end; a location out of range (a validated dump has
+        // none) is skipped.
+        let parts = || {
+            stack
+                .locations
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &l)| Some((i, self.parts.get(l as usize)?)))
+        };
+        // The root-most location with a frame of the program's.
+        let first_own = parts()
+            .filter(|(_, p)| p.first_own.is_some())
+            .map(|(i, _)| i)
+            .last();
+        let start = out.len();
+        let mut push = |text: &str| {
+            if !text.is_empty() {
+                if out.len() > start {
+                    out.push(';');
+                }
+                out.push_str(text);
+            }
+        };
+        let (root, keep) = match first_own {
+            _ if stack.truncated => (Some(TRUNCATED_FRAME), None),
+            Some(index) => (None, Some(index)),
+            None if stack.locations.is_empty() => (Some(OVERFLOW_LABEL), None),
+            None => return self.fold_runtime(stack, out),
+        };
+        match self.order {
+            Order::RootFirst => {
+                root.into_iter().for_each(&mut push);
+                for (i, &l) in stack.locations.iter().enumerate().rev() {
+                    let Some(part) = self.parts.get(l as usize) else {
+                        continue;
+                    };
+                    match (keep, part.first_own) {
+                        (Some(k), _) if i > k => {}
+                        (Some(k), Some((from, _))) if i == k => push(&part.root_first[from..]),
+                        _ => push(&part.root_first),
+                    }
+                }
+            }
+            Order::LeafFirst => {
+                for (i, part) in parts() {
+                    match (keep, part.first_own) {
+                        (Some(k), _) if i > k => break,
+                        (Some(k), Some((_, to))) if i == k => push(&part.leaf_first[..to]),
+                        _ => push(&part.leaf_first),
+                    }
+                }
+                root.into_iter().for_each(&mut push);
+            }
+        }
+    }
+
+    /// A stack that never reached the program: `[Rust runtime]` at the
+    /// root, then its frames without the start-up ones.
+    fn fold_runtime(&self, stack: &Stack, out: &mut String) {
+        let mut names: Vec<&str> = stack
             .locations
             .iter()
             .rev()
             .filter_map(|&l| self.parts.get(l as usize))
+            .flat_map(|p| p.root_first.split(';'))
+            .skip_while(|name| is_entry_frame(name))
             .collect();
-        let all = || root_first.iter().flat_map(|p| p.names.iter().zip(&p.own));
-        let mut names: Vec<&str> = Vec::new();
-        if stack.truncated {
-            names.push(TRUNCATED_FRAME);
-            names.extend(all().map(|(name, _)| name.as_str()));
-        } else if all().any(|(_, &own)| own) {
-            names.extend(all().skip_while(|(_, &own)| !own).map(|(n, _)| n.as_str()));
-        } else if root_first.is_empty() {
-            names.push(OVERFLOW_LABEL);
-        } else {
-            names.push(RUNTIME_LABEL);
-            names.extend(
-                all()
-                    .map(|(name, _)| name.as_str())
-                    .skip_while(|name| is_entry_frame(name)),
-            );
-        }
+        names.insert(0, RUNTIME_LABEL);
         if self.order == Order::LeafFirst {
             names.reverse();
         }
         out.push_str(&names.join(";"));
+    }
+}
+
+impl Part {
+    fn new(location: &Location) -> Part {
+        let frames: Vec<FrameRef<'_>> = location_frames(location).collect();
+        let mut part = Part {
+            root_first: String::new(),
+            leaf_first: String::new(),
+            first_own: None,
+        };
+        let mut first_own_root_first = None;
+        for (i, frame) in frames.iter().rev().enumerate() {
+            if !part.root_first.is_empty() {
+                part.root_first.push(';');
+            }
+            if first_own_root_first.is_none() && is_own(frame) {
+                first_own_root_first = Some((i, part.root_first.len()));
+            }
+            fold_name(&frame.function(), &mut part.root_first);
+        }
+        for (i, frame) in frames.iter().enumerate() {
+            if !part.leaf_first.is_empty() {
+                part.leaf_first.push(';');
+            }
+            fold_name(&frame.function(), &mut part.leaf_first);
+            if let Some((own, from)) = first_own_root_first {
+                // The same frame, counted from the other end.
+                if i == frames.len() - 1 - own {
+                    part.first_own = Some((from, part.leaf_first.len()));
+                }
+            }
+        }
+        part
     }
 }
 

@@ -2,7 +2,7 @@
 //! frames from the root separated by `;`, then a space and the count. Every
 //! flamegraph tool reads it (flamegraph.pl, inferno, speedscope).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -13,7 +13,8 @@ use crate::stacks::{self, Folder, Order};
 use crate::weigh::{self, Measure};
 
 /// The folded lines (`main;f;g 123`) of `dump` weighed by `measure`: one
-/// per distinct line, sorted, with a non-zero weight. Stacks that differ
+/// per distinct stack, sorted as whole lines (as inferno sorts), with a
+/// non-zero weight. Stacks that differ
 /// only in what a folded line does not show (a caller's line number, an
 /// address) are one line, as they are one path in a flamegraph. A `;`
 /// inside a function name is replaced (see [`stacks::fold_name`]) so that
@@ -26,18 +27,35 @@ pub fn folded_lines(
 ) -> Result<String, CliError> {
     let weights = weigh::weigh(dump, measure, path)?;
     let folder = Folder::new(dump, order);
-    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut line = String::new();
     for weight in &weights {
         if let Some(stack) = stacks::stack(dump, weight.stack) {
-            let mut line = String::new();
+            line.clear();
             folder.fold(stack, &mut line);
-            let count = lines.entry(line).or_default();
-            *count = count.saturating_add(weight.value(measure));
+            let value = weight.value(measure);
+            match counts.get_mut(line.as_str()) {
+                Some(count) => *count = count.saturating_add(value),
+                None => {
+                    counts.insert(line.clone(), value);
+                }
+            }
         }
     }
-    let mut text = String::new();
-    for (line, count) in lines {
-        let _ = writeln!(text, "{line} {count}");
+    // Whole lines sorted as inferno sorts them, so that it can skip its
+    // own sort (`no_sort`) and the output reads the same every run.
+    let mut lines: Vec<String> = counts
+        .into_iter()
+        .map(|(mut stack, count)| {
+            let _ = write!(stack, " {count}");
+            stack
+        })
+        .collect();
+    lines.sort_unstable();
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        text.push_str(&line);
+        text.push('\n');
     }
     Ok(text)
 }

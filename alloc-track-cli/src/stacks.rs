@@ -204,10 +204,7 @@ impl Folder {
                 .filter_map(|(i, &l)| Some((i, self.parts.get(l as usize)?)))
         };
         // The root-most location with a frame of the program's.
-        let first_own = parts()
-            .filter(|(_, p)| p.first_own.is_some())
-            .map(|(i, _)| i)
-            .last();
+        let first_own = parts().rev().find_map(|(i, p)| p.first_own.map(|_| i));
         let start = out.len();
         let mut push = |text: &str| {
             if !text.is_empty() {

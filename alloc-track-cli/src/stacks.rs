@@ -153,19 +153,15 @@ pub enum Order {
     LeafFirst,
 }
 
-/// One location's frames for folded lines, joined with `;` once so that
-/// folding a stack is mostly copying: names made safe for the format (so a
-/// `;` in the joined text always separates frames).
+/// One location's frames for folded lines, joined with `;` once in the
+/// folder's order so that folding a stack is mostly copying; names are made
+/// safe for the format, so a `;` in the text always separates frames.
 struct Part {
-    /// Root first: the function that owns the code, then what was inlined
-    /// into it.
-    root_first: String,
-    /// The same frames, leaf first.
-    leaf_first: String,
-    /// Where in `root_first` the first frame of the program's own begins
-    /// (not the standard library's; an unresolved address may be anyone's,
-    /// so it counts as own), and where that frame ends in `leaf_first`.
-    first_own: Option<(usize, usize)>,
+    joined: String,
+    /// Where the location's root-most frame of the program's own (not the
+    /// standard library's; an unresolved address may be anyone's, so it
+    /// counts as own) begins in `joined` (root first), or ends (leaf first).
+    own_cut: Option<usize>,
 }
 
 /// Builds folded-stack lines (`a;b;c`) for a dump's stacks. Each location's
@@ -184,7 +180,11 @@ pub struct Folder {
 impl Folder {
     /// Prepares the per-location parts of `dump` for lines in `order`.
     pub fn new(dump: &Dump, order: Order) -> Folder {
-        let parts = dump.locations.iter().map(Part::new).collect();
+        let parts = dump
+            .locations
+            .iter()
+            .map(|location| Part::new(location, order))
+            .collect();
         Folder { parts, order }
     }
 
@@ -204,7 +204,7 @@ impl Folder {
                 .filter_map(|(i, &l)| Some((i, self.parts.get(l as usize)?)))
         };
         // The root-most location with a frame of the program's.
-        let first_own = parts().rev().find_map(|(i, p)| p.first_own.map(|_| i));
+        let first_own = parts().rev().find_map(|(i, p)| p.own_cut.map(|_| i));
         let start = out.len();
         let mut push = |text: &str| {
             if !text.is_empty() {
@@ -227,19 +227,19 @@ impl Folder {
                     let Some(part) = self.parts.get(l as usize) else {
                         continue;
                     };
-                    match (keep, part.first_own) {
+                    match (keep, part.own_cut) {
                         (Some(k), _) if i > k => {}
-                        (Some(k), Some((from, _))) if i == k => push(&part.root_first[from..]),
-                        _ => push(&part.root_first),
+                        (Some(k), Some(from)) if i == k => push(&part.joined[from..]),
+                        _ => push(&part.joined),
                     }
                 }
             }
             Order::LeafFirst => {
                 for (i, part) in parts() {
-                    match (keep, part.first_own) {
+                    match (keep, part.own_cut) {
                         (Some(k), _) if i > k => break,
-                        (Some(k), Some((_, to))) if i == k => push(&part.leaf_first[..to]),
-                        _ => push(&part.leaf_first),
+                        (Some(k), Some(to)) if i == k => push(&part.joined[..to]),
+                        _ => push(&part.joined),
                     }
                 }
                 root.into_iter().for_each(&mut push);
@@ -255,7 +255,13 @@ impl Folder {
             .iter()
             .rev()
             .filter_map(|&l| self.parts.get(l as usize))
-            .flat_map(|p| p.root_first.split(';'))
+            .flat_map(|p| {
+                let mut names: Vec<&str> = p.joined.split(';').collect();
+                if self.order == Order::LeafFirst {
+                    names.reverse();
+                }
+                names
+            })
             .skip_while(|name| is_entry_frame(name))
             .collect();
         names.insert(0, RUNTIME_LABEL);
@@ -267,33 +273,29 @@ impl Folder {
 }
 
 impl Part {
-    fn new(location: &Location) -> Part {
+    fn new(location: &Location, order: Order) -> Part {
         let frames: Vec<FrameRef<'_>> = location_frames(location).collect();
         let mut part = Part {
-            root_first: String::new(),
-            leaf_first: String::new(),
-            first_own: None,
+            joined: String::new(),
+            own_cut: None,
         };
-        let mut first_own_root_first = None;
-        for (i, frame) in frames.iter().rev().enumerate() {
-            if !part.root_first.is_empty() {
-                part.root_first.push(';');
+        // `frames` is leaf first; the own frame that matters is the
+        // root-most one.
+        let root_most_own = frames.iter().rposition(is_own);
+        let in_order: Box<dyn Iterator<Item = (usize, &FrameRef<'_>)>> = match order {
+            Order::RootFirst => Box::new(frames.iter().enumerate().rev()),
+            Order::LeafFirst => Box::new(frames.iter().enumerate()),
+        };
+        for (i, frame) in in_order {
+            if !part.joined.is_empty() {
+                part.joined.push(';');
             }
-            if first_own_root_first.is_none() && is_own(frame) {
-                first_own_root_first = Some((i, part.root_first.len()));
+            if order == Order::RootFirst && Some(i) == root_most_own {
+                part.own_cut = Some(part.joined.len());
             }
-            fold_name(&frame.function(), &mut part.root_first);
-        }
-        for (i, frame) in frames.iter().enumerate() {
-            if !part.leaf_first.is_empty() {
-                part.leaf_first.push(';');
-            }
-            fold_name(&frame.function(), &mut part.leaf_first);
-            if let Some((own, from)) = first_own_root_first {
-                // The same frame, counted from the other end.
-                if i == frames.len() - 1 - own {
-                    part.first_own = Some((from, part.leaf_first.len()));
-                }
+            fold_name(&frame.function(), &mut part.joined);
+            if order == Order::LeafFirst && Some(i) == root_most_own {
+                part.own_cut = Some(part.joined.len());
             }
         }
         part

@@ -97,3 +97,24 @@ fn pprof_names_are_not_left_to_its_cpp_simplifier() {
         .iter()
         .any(|f| name(f.name) == "<[u8; 32] as demo_app::hash::Digest>::finish"));
 }
+
+#[test]
+fn the_inverted_flamegraph_trims_the_same_frames() {
+    let scan = data("scan.1.json");
+    let svg = alloc_track(&[
+        "flamegraph",
+        scan.to_str().unwrap(),
+        "--site-at-root",
+        "-o",
+        "-",
+    ]);
+    assert!(!svg.contains("lang_start"), "start-up frames kept");
+    assert!(
+        svg.contains("<title>[Rust runtime] (544 bytes"),
+        "no runtime frame"
+    );
+    assert!(
+        svg.contains("<title>scan_tool::main (682,000 bytes"),
+        "{svg}"
+    );
+}

@@ -2,7 +2,6 @@
 //! frames from the root separated by `;`, then a space and the count. Every
 //! flamegraph tool reads it (flamegraph.pl, inferno, speedscope).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -27,35 +26,48 @@ pub fn folded_lines(
 ) -> Result<String, CliError> {
     let weights = weigh::weigh(dump, measure, path)?;
     let folder = Folder::new(dump, order);
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    let mut line = String::new();
+    // Every stack folded into one buffer, as (start, end, count): a
+    // hundred thousand stacks of a few hundred bytes each would otherwise
+    // be as many allocations.
+    let mut arena = String::new();
+    let mut folded: Vec<(usize, usize, u64)> = Vec::with_capacity(weights.len());
     for weight in &weights {
         if let Some(stack) = stacks::stack(dump, weight.stack) {
-            line.clear();
-            folder.fold(stack, &mut line);
-            let value = weight.value(measure);
-            match counts.get_mut(line.as_str()) {
-                Some(count) => *count = count.saturating_add(value),
-                None => {
-                    counts.insert(line.clone(), value);
-                }
-            }
+            let start = arena.len();
+            folder.fold(stack, &mut arena);
+            folded.push((start, arena.len(), weight.value(measure)));
         }
     }
-    // Whole lines sorted as inferno sorts them, so that it can skip its
-    // own sort (`no_sort`) and the output reads the same every run.
-    let mut lines: Vec<String> = counts
-        .into_iter()
-        .map(|(mut stack, count)| {
-            let _ = write!(stack, " {count}");
-            stack
-        })
-        .collect();
-    lines.sort_unstable();
-    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for line in lines {
-        text.push_str(&line);
-        text.push('\n');
+    // Stacks that fold alike become one line, their counts summed.
+    folded.sort_unstable_by(|a, b| arena[a.0..a.1].cmp(&arena[b.0..b.1]));
+    let mut text = String::with_capacity(arena.len() + folded.len() * 12);
+    let mut index = 0;
+    while let Some(&(start, end, mut count)) = folded.get(index) {
+        let stack = &arena[start..end];
+        index += 1;
+        while let Some(&(s, e, more)) = folded.get(index) {
+            if &arena[s..e] != stack {
+                break;
+            }
+            count = count.saturating_add(more);
+            index += 1;
+        }
+        let _ = writeln!(text, "{stack} {count}");
+    }
+    // inferno sorts whole lines, which differs from the stacks' order only
+    // where one stack's last frame name is a prefix of another's followed
+    // by a space or punctuation; re-sort then, so that the flamegraph can
+    // skip inferno's own sort (`no_sort`).
+    let in_line_order = text.lines().zip(text.lines().skip(1)).all(|(a, b)| a <= b);
+    if !in_line_order {
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        let mut sorted = String::with_capacity(text.len());
+        for line in lines {
+            sorted.push_str(line);
+            sorted.push('\n');
+        }
+        text = sorted;
     }
     Ok(text)
 }

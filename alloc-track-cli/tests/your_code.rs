@@ -95,3 +95,34 @@ fn the_crate_comes_from_main_or_from_the_command_line() {
         "{text}"
     );
 }
+
+#[test]
+fn diff_rows_name_your_code_too() {
+    let dir = TempDir::new().unwrap();
+    let (first, second) = (data("scan.1.json"), data("scan.2.json"));
+    let (first, second) = (first.to_str().unwrap(), second.to_str().unwrap());
+    let text = ok_stdout(run(&["diff", first, second, "--no-flamegraph"], dir.path()));
+    let after = line_after(&text, "SparseSet::new");
+    assert_eq!(
+        after.trim(),
+        format!("from your code: {SCAN_FILE}"),
+        "{text}"
+    );
+    // Aligned under the site column.
+    let row = text.lines().find(|l| l.contains("SparseSet::new")).unwrap();
+    assert_eq!(
+        row.find("regex_automata"),
+        after.find("from your code"),
+        "{text}"
+    );
+
+    let json = ok_stdout(run(&["diff", first, second, "--json"], dir.path()));
+    let json: Value = serde_json::from_str(&json).unwrap();
+    let regex = json["grew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["label"].as_str().unwrap().contains("SparseSet"))
+        .expect("the regex row grew");
+    assert_eq!(regex["your_code"], SCAN_FILE);
+}

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{retained_since, Changes, DiffOptions, Row};
 use crate::input;
+use crate::rows::DumpNames;
 
 /// The `format` field of `diff --json`.
 pub const DIFF_JSON_FORMAT: &str = "alloc-track-diff";
@@ -75,6 +76,8 @@ struct Counts {
 #[derive(Serialize)]
 struct Change {
     label: String,
+    /// The first frame in the program's crate on the row's heaviest stack.
+    your_code: Option<String>,
     status: &'static str,
     before: u64,
     after: u64,
@@ -83,11 +86,15 @@ struct Change {
     after_blocks: u64,
 }
 
-fn top_changes(rows: &[Row], top: usize) -> Vec<Change> {
+fn top_changes(rows: &[Row], top: usize, names: [&DumpNames<'_>; 2]) -> Vec<Change> {
     rows.iter()
         .take(top)
         .map(|row| Change {
             label: row.label.clone(),
+            your_code: {
+                let (in_after, stack) = row.heaviest;
+                names[usize::from(in_after)].your_code(stack)
+            },
             status: match (row.before, row.after) {
                 (0, _) => "new",
                 (_, 0) => "gone",
@@ -110,6 +117,11 @@ pub(super) fn write_json(
     changes: Changes,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    let (before_names, after_names) = (
+        options.naming.for_dump(before),
+        options.naming.for_dump(after),
+    );
+    let names = [&before_names, &after_names];
     let document = DiffJson {
         format: DIFF_JSON_FORMAT,
         version: DIFF_JSON_VERSION,
@@ -125,8 +137,8 @@ pub(super) fn write_json(
             grew: changes.grew.len(),
             shrank: changes.shrank.len(),
         },
-        grew: top_changes(&changes.grew, options.top),
-        shrank: top_changes(&changes.shrank, options.top),
+        grew: top_changes(&changes.grew, options.top, names),
+        shrank: top_changes(&changes.shrank, options.top, names),
     };
     serde_json::to_writer_pretty(&mut *out, &document)?;
     writeln!(out)

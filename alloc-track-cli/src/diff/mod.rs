@@ -23,7 +23,7 @@ use crate::focus::StackFilter;
 use crate::input;
 use crate::output::{beside, Output};
 use crate::report::utc;
-use crate::rows::{self, Naming};
+use crate::rows::{self, GroupBy, Naming};
 use crate::stacks::{self, Folder, Order};
 use crate::weigh::{self, Measure};
 
@@ -78,6 +78,9 @@ pub fn shrank_path(svg: &Path) -> PathBuf {
 #[derive(Clone, Debug)]
 struct Row {
     label: String,
+    /// The row's heaviest stack, in AFTER when the row is there (true) or
+    /// else in BEFORE: where "your code" is looked up.
+    heaviest: (bool, u32),
     before: u64,
     after: u64,
     before_blocks: u64,
@@ -148,6 +151,7 @@ fn compare(
             let index = *by_label.entry(group.label.clone()).or_insert_with(|| {
                 rows.push(Row {
                     label: group.label.clone(),
+                    heaviest: (is_after, group.heaviest),
                     before: 0,
                     after: 0,
                     before_blocks: 0,
@@ -156,6 +160,9 @@ fn compare(
                 rows.len() - 1
             });
             let row = &mut rows[index];
+            if is_after {
+                row.heaviest = (true, group.heaviest);
+            }
             let (value, blocks) = if is_after {
                 (&mut row.after, &mut row.after_blocks)
             } else {
@@ -398,6 +405,8 @@ fn write_text(
             Count(blocks)
         )?;
     }
+    let before_names = options.naming.for_dump(before);
+    let after_names = options.naming.for_dump(after);
     let changes = Changes::split(rows);
     writeln!(
         out,
@@ -438,6 +447,17 @@ fn write_text(
                 delta_text(Measure::Blocks, change(row.before_blocks, row.after_blocks)),
                 row.label
             )?;
+            if options.naming.group_by == GroupBy::Site {
+                let (in_after, stack) = row.heaviest;
+                let names = if in_after {
+                    &after_names
+                } else {
+                    &before_names
+                };
+                if let Some(yours) = names.your_code(stack).filter(|y| *y != row.label) {
+                    writeln!(out, "{:50}from your code: {yours}", "")?;
+                }
+            }
         }
     }
     Ok(())

@@ -9,10 +9,11 @@ use std::io::{self, Write};
 use alloc_track::dump::Dump;
 use alloc_track::human::{percent, Bytes, Count, SignedBytes};
 use alloc_track::{MemoryBreakdown, MemoryKind};
+use serde::Serialize;
 
 /// `report`'s lines on the allocator and the RSS breakdown; nothing when
 /// the dump has no RSS.
-pub fn write_report_section(out: &mut impl Write, dump: &Dump) -> io::Result<()> {
+pub fn write_report_section(out: &mut dyn Write, dump: &Dump) -> io::Result<()> {
     let Some(breakdown) = MemoryBreakdown::of_dump(dump) else {
         return Ok(());
     };
@@ -75,6 +76,56 @@ pub fn write_report_section(out: &mut impl Write, dump: &Dump) -> io::Result<()>
     Ok(())
 }
 
+/// The breakdown as `report --json` writes it (`docs/json-output.md`).
+#[derive(Clone, Debug, Serialize)]
+pub struct BreakdownJson {
+    /// The RSS being taken apart.
+    pub rss_bytes: u64,
+    /// The measured parts.
+    pub parts: Vec<PartJson>,
+    /// The RSS minus the parts, when they sum to less.
+    pub remainder_bytes: u64,
+    /// What the remainder holds.
+    pub remainder: &'static str,
+    /// The parts minus the RSS, when they sum to more (free memory that
+    /// is not resident).
+    pub overcount_bytes: u64,
+    /// Advice stated from the dump's figures.
+    pub advice: Vec<String>,
+}
+
+/// One measured part in [`BreakdownJson`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PartJson {
+    /// What it is.
+    pub part: &'static str,
+    /// Its size.
+    pub bytes: u64,
+    /// Which figure measured it.
+    pub measured_by: &'static str,
+}
+
+/// The dump's breakdown for `report --json`; `None` without an RSS.
+pub fn breakdown_json(dump: &Dump) -> Option<BreakdownJson> {
+    let breakdown = MemoryBreakdown::of_dump(dump)?;
+    Some(BreakdownJson {
+        rss_bytes: breakdown.rss_bytes,
+        parts: breakdown
+            .parts
+            .iter()
+            .map(|part| PartJson {
+                part: part.kind.label(),
+                bytes: part.bytes,
+                measured_by: part.kind.source(),
+            })
+            .collect(),
+        remainder_bytes: breakdown.remainder_bytes,
+        remainder: breakdown.remainder_label(),
+        overcount_bytes: breakdown.overcount_bytes,
+        advice: breakdown.advice(),
+    })
+}
+
 /// One dump's figures for the trend: live heap, allocator free memory,
 /// and everything else in the RSS.
 struct Point {
@@ -94,7 +145,7 @@ impl Point {
 /// `trend`'s lines on the RSS over the series: live heap, the allocator's
 /// free memory, the rest, first to last, and which of them the RSS's
 /// growth came from. Nothing unless every dump has an RSS.
-pub fn write_trend_section(out: &mut impl Write, dumps: &[&Dump]) -> io::Result<()> {
+pub fn write_trend_section(out: &mut dyn Write, dumps: &[&Dump]) -> io::Result<()> {
     let points: Option<Vec<Point>> = dumps
         .iter()
         .map(|dump| {
@@ -232,9 +283,9 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    #[test]
-    fn the_report_names_the_free_memory_and_what_trimming_would_return() {
-        let allocator = format!(
+    /// glibc's figures: 96 MiB free, 60 MiB of it in whole pages.
+    fn glibc_figures() -> String {
+        format!(
             r#","allocator":{{"arena_bytes":{arena},"mmapped_bytes":0,"in_use_bytes":{in_use},
             "free_bytes":{free},"fastbin_free_bytes":0,"releasable_top_bytes":0,"free_chunks":9000,
             "arenas":1,"trimmable_estimate_bytes":{trimmable}}}"#,
@@ -242,7 +293,30 @@ mod tests {
             in_use = 2 * MIB,
             free = 96 * MIB,
             trimmable = 60 * MIB,
+        )
+    }
+
+    #[test]
+    fn the_json_report_carries_the_parts_and_the_advice() {
+        let json = breakdown_json(&fragmented(&glibc_figures())).unwrap();
+        assert_eq!(json.rss_bytes, 130 * MIB);
+        let free = json
+            .parts
+            .iter()
+            .find(|p| p.part == "allocator free memory")
+            .unwrap();
+        assert_eq!(free.bytes, 96 * MIB);
+        assert_eq!(json.remainder_bytes, 8 * MIB);
+        assert!(
+            json.advice[0].contains("up to 60.0 MiB"),
+            "{:?}",
+            json.advice
         );
+    }
+
+    #[test]
+    fn the_report_names_the_free_memory_and_what_trimming_would_return() {
+        let allocator = glibc_figures();
         let text = report_lines(&fragmented(&allocator));
         assert!(
             text.contains("glibc malloc, 1 arena: 96.0 MiB free in 9,000 chunks"),

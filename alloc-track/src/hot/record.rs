@@ -335,10 +335,12 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) 
         COUNTERS.on_free(block.size() as u64, config, None);
     }
     let weight = sampler::weight_of(block, config.mode());
-    stacks::count_free(block.site(), block.size() as u64, weight);
-    if temporary == Some(true) {
-        stacks::count_temporary(block.site(), weight);
-    }
+    stacks::count_free(
+        block.site(),
+        block.size() as u64,
+        weight,
+        temporary == Some(true),
+    );
     if entered.is_none() {
         return;
     }

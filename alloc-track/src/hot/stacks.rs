@@ -269,29 +269,23 @@ pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u64) {
 }
 
 /// Counts a freed block (as counted by [`count_allocation`]), which takes
-/// it out of the site's live figures.
+/// it out of the site's live figures; `temporary` if it was freed before
+/// its thread's next allocation.
 #[inline]
-pub(crate) fn count_free(id: SiteId, size: u64, weight: u64) {
+pub(crate) fn count_free(id: SiteId, size: u64, weight: u64, temporary: bool) {
     if weight == 0 {
         return;
     }
-    if let Some(record) = record(id, false) {
+    if let Some(chunk) = chunk(id, false) {
+        let index = id as usize & (CHUNK_SIZE - 1);
+        let record = &chunk.sites[index];
         record
             .freed_bytes
             .fetch_add(sampler::weighted_bytes(size, weight), Ordering::Relaxed);
         record.freed_blocks.fetch_add(weight, Ordering::Relaxed);
-    }
-}
-
-/// Counts a freed block (already counted by [`count_free`]) as temporary:
-/// freed before its thread's next allocation.
-#[inline]
-pub(crate) fn count_temporary(id: SiteId, weight: u64) {
-    if weight == 0 {
-        return;
-    }
-    if let Some(counter) = temporary_counter(id) {
-        counter.fetch_add(weight, Ordering::Relaxed);
+        if temporary {
+            chunk.temporary_blocks[index].fetch_add(weight, Ordering::Relaxed);
+        }
     }
 }
 

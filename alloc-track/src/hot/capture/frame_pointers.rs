@@ -52,21 +52,22 @@ fn walk(stack: &mut CapturedStack) -> bool {
     // Everything between here and the top of the stack is mapped.
     let low = std::ptr::addr_of!(marker) as usize;
     let highest_record = top.saturating_sub(2 * std::mem::size_of::<usize>());
-    // The frame record must lie inside the live part of this stack and
-    // be aligned; anything else means the chain is broken here. Callers
-    // sit higher on the stack, so past the first record only the upper
-    // bound can fail: the chain must climb.
+    // The frame record must lie inside the live part of this stack;
+    // anything else means the chain is broken here. Callers sit higher on
+    // the stack, so past the first record only the upper bound can fail:
+    // the chain must climb. Records are read unaligned, so a misaligned
+    // pointer in a broken chain reads garbage inside the stack, never
+    // faults, and needs no test of its own in the loop.
     if fp < low {
         return true;
     }
     stack.push_with(|stack| {
-        while fp <= highest_record && fp % std::mem::align_of::<usize>() == 0 {
+        while fp <= highest_record {
             // SAFETY: `fp .. fp + 16` lies within `[low, top)`, the mapped
-            // part of this thread's stack above the current frame, and is
-            // aligned.
+            // part of this thread's stack above the current frame.
             let (next, ip) = unsafe {
                 let record = fp as *const usize;
-                (record.read(), record.add(1).read())
+                (record.read_unaligned(), record.add(1).read_unaligned())
             };
             if ip == 0 || !stack.push(ip) {
                 break;

@@ -60,6 +60,9 @@ pub struct ReportArgs {
     /// given to alloc_track::scope; the report lists them).
     #[arg(long, value_name = "NAME")]
     pub scope: Option<String>,
+    /// With --by type: list this many top sites under each type.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub type_sites: usize,
 }
 
 impl ReportArgs {
@@ -76,6 +79,7 @@ impl ReportArgs {
         options.flamegraph = flamegraph;
         options.relative_to = cwd;
         options.scope = self.scope;
+        options.type_sites = self.type_sites;
         options
     }
 }

@@ -151,7 +151,11 @@ pub fn diff(options: &DiffOptions, out: &mut impl Write) -> Result<(), CliError>
         )?;
         graphs = write_graphs(options, &lines, svg)?;
     }
-    write_text(options, &before, &after, rows, out).map_err(CliError::Stdout)?;
+    if options.measure == Measure::Type {
+        crate::by_type::write_diff(out, &before, &after, options.top).map_err(CliError::Stdout)?;
+    } else {
+        write_text(options, &before, &after, rows, out).map_err(CliError::Stdout)?;
+    }
     if !graphs.is_empty() {
         writeln!(out).map_err(CliError::Stdout)?;
     }
@@ -256,7 +260,7 @@ fn write_graphs(
 
 fn value_text(measure: Measure, value: u64) -> String {
     match measure {
-        Measure::Blocks => Count(value).to_string(),
+        Measure::Blocks | Measure::Temporary => Count(value).to_string(),
         _ => Bytes(value).to_string(),
     }
 }
@@ -264,7 +268,7 @@ fn value_text(measure: Measure, value: u64) -> String {
 fn delta_text(measure: Measure, delta: i128) -> String {
     let clamped = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
     match measure {
-        Measure::Blocks => SignedCount(clamped).to_string(),
+        Measure::Blocks | Measure::Temporary => SignedCount(clamped).to_string(),
         _ => SignedBytes(clamped).to_string(),
     }
 }

@@ -7,6 +7,7 @@
 //! validates them first: nothing here indexes past a table or allocates by
 //! a number read from the file.
 
+pub mod by_type;
 pub mod cli;
 pub mod diff;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod output;
 pub mod report;
 pub mod scopes;
 pub mod stacks;
+pub mod temporary;
 pub mod trend;
 pub mod weigh;
 

@@ -10,9 +10,9 @@ use alloc_track::human::{percent, Bytes, Count};
 
 use crate::error::CliError;
 use crate::flamegraph::{write_svg_file, GraphOptions};
-use crate::scopes;
 use crate::stacks::site_label;
 use crate::weigh::{self, Measure, Weight};
+use crate::{by_type, scopes, temporary};
 
 /// The `report` command's options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct ReportOptions {
     pub relative_to: Option<PathBuf>,
     /// Report only the live blocks allocated inside this scope.
     pub scope: Option<String>,
+    /// With [`Measure::Type`], how many sites to list under each type.
+    pub type_sites: usize,
 }
 
 impl ReportOptions {
@@ -42,6 +44,7 @@ impl ReportOptions {
             flamegraph: None,
             relative_to: None,
             scope: None,
+            type_sites: 0,
         }
     }
 }
@@ -121,8 +124,12 @@ fn write_text(
         scopes::write_table(dump, out)?;
     }
     writeln!(out)?;
-    write_table(out, dump, weights, options.measure, options.top, base)?;
-    if options.measure == Measure::Peak {
+    match options.measure {
+        Measure::Type => by_type::write_table(out, dump, options.top, options.type_sites, base)?,
+        Measure::Temporary => temporary::write_table(out, dump, options.top, base)?,
+        _ => write_table(out, dump, weights, options.measure, options.top, base)?,
+    }
+    if matches!(options.measure, Measure::Peak | Measure::Temporary) {
         return Ok(());
     }
     writeln!(out)?;
@@ -444,6 +451,7 @@ mod tests {
             total_bytes: bytes,
             total_blocks: 1,
             births: Vec::new(),
+            temporary_blocks: 0,
             scopes: Vec::new(),
         };
         let dump = Dump {

@@ -3,6 +3,9 @@
 //! as many as it made; a site that keeps its blocks, or whose blocks are
 //! freed after a later allocation or by another thread, has none.
 
+// The tests keep boxes in vectors on purpose: each box is one block.
+#![allow(clippy::vec_box)]
+
 mod common;
 
 use std::alloc::System;

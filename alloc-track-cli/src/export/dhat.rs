@@ -12,6 +12,9 @@
 //! per-site maximum (`mb`) is the larger of the live and peak figures, a
 //! lower bound of the true maximum. The figures at the global peak (`gb`)
 //! are the tracker's peak breakdown, or zero when the dump has none.
+//! Temporary allocations (`sites[].temporary_blocks`) are not exported:
+//! DHAT has no field for them, and the lifetimes `dh_view` would use to
+//! call blocks short-lived are not recorded.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

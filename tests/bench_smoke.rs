@@ -28,6 +28,7 @@ fn alone() -> MutexGuard<'static, ()> {
 
 #[test]
 fn every_workload_allocates_on_one_thread() {
+    let _alone = alone();
     for workload in Workload::ALL {
         let ((_, kept), diff) = measure(|| workloads::run(workload, 1, &Size::SMOKE, false));
         // The workers are other threads, so `measure` sees only what the
@@ -74,16 +75,23 @@ fn workload_names_round_trip() {
 
 /// The crates workload deals its units out: two threads do the one
 /// thread's work between them, not twice it, and a thread that parsed JSON
-/// keeps its tree.
+/// keeps its trees.
 #[test]
 fn crates_threads_share_the_work() {
     let _alone = alone();
     let blocks = |threads| {
         let before = snapshot();
         let (_, kept) = workloads::run(Workload::Crates, threads, &Size::SMOKE, false);
-        assert!(kept
+        // One tree per JSON unit, whichever thread parsed it.
+        let trees: Vec<&serde_json::Value> = kept
             .iter()
-            .any(|k| matches!(k, Kept::Tree(serde_json::Value::Array(_)))));
+            .flat_map(|k| match k {
+                Kept::Trees(trees) => trees.iter(),
+                _ => panic!("crates keeps JSON trees"),
+            })
+            .collect();
+        assert_eq!(trees.len(), Size::SMOKE.crates.units);
+        assert!(trees.iter().all(|tree| tree.is_array()));
         snapshot().total_blocks() - before.total_blocks()
     };
     let (one, two) = (blocks(1), blocks(2));

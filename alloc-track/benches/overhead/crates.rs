@@ -73,21 +73,22 @@ impl CratesSize {
     };
 }
 
-/// Runs this thread's share of the units; keeps the last JSON `Value`
-/// tree it parsed alive (a small-block heap, for the bookkeeping figure).
+/// Runs this thread's share of the units; keeps every JSON `Value` tree
+/// it parsed alive (a heap of small blocks, for the bookkeeping figure, and
+/// the same heap whatever the number of threads).
 pub fn run(size: &CratesSize, share: Share) -> Kept {
-    let mut kept = Kept::Nothing;
+    let mut trees = Vec::new();
     // Units in the order syn, json, regex, syn, ...: with two threads each
     // gets a mix of the three kinds.
     for unit in (share.index..3 * size.units).step_by(share.threads.max(1)) {
         let seed = 0xC0FF_EE00 + unit as u64;
         match unit % 3 {
             0 => syn_unit(size, seed),
-            1 => kept = Kept::Tree(json_unit(size, seed)),
+            1 => trees.push(json_unit(size, seed)),
             _ => regex_unit(size, seed),
         }
     }
-    kept
+    Kept::Trees(trees)
 }
 
 // ---------------------------------------------------------------------

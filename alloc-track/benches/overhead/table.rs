@@ -223,27 +223,46 @@ fn depth_series(
         let allocations = median_of(Workload::Depth(deep), threads, FULL, &|m| {
             m.allocations.map(|a| a as f64)
         });
-        let per_frame = |config| {
+        let per_frame = |config, shallow: u32, deep: u32| {
             let (deep_time, shallow_time, allocations) =
                 (time(deep, config)?, time(shallow, config)?, allocations?);
             let per_thread = allocations / threads as f64;
             Some((deep_time - shallow_time) * 1e9 / f64::from(deep - shallow) / per_thread)
         };
+        let span = |shallow: u32, deep: u32| {
+            match (
+            per_frame(FULL, shallow, deep),
+            per_frame(BASELINE, shallow, deep),
+        ) {
+            (Some(full), Some(system)) => format!(
+                "(depth {deep} - depth {shallow}) / {} frames: full {full:.2} ns, system {system:.2} ns, \
+                 the tracker's share {:.2} ns",
+                deep - shallow,
+                full - system
+            ),
+            _ => format!("depth {shallow} to {deep}: not measured"),
+        }
+        };
         let _ = write!(
             out,
-            "\nDepth series, {threads} thread(s): cost per frame per allocation, (depth {deep} - depth {shallow}) / {} frames:",
-            deep - shallow
+            "\nDepth series, {threads} thread(s), cost per frame per allocation: {}",
+            span(shallow, deep)
         );
-        match (per_frame(FULL), per_frame(BASELINE)) {
-            (Some(full), Some(system)) => {
-                let _ = writeln!(
-                    out,
-                    " full {full:.2} ns, system {system:.2} ns, the tracker's share {:.2} ns.",
-                    full - system
-                );
+        // Past the capture limit a deeper stack costs the tracker nothing
+        // more, which the whole span averages in: the span up to the
+        // deepest depth whose stacks were all whole says what a frame costs.
+        let whole = depths.iter().copied().filter(|&depth| {
+            let cut = median_of(Workload::Depth(depth), threads, FULL, &|m| {
+                m.stack_depth.map(|(_, cut)| cut as f64)
+            });
+            cut == Some(0.0)
+        });
+        match whole.max() {
+            Some(whole) if whole < deep && whole > shallow => {
+                let _ = writeln!(out, "; stacks whole, {}.", span(shallow, whole));
             }
             _ => {
-                let _ = writeln!(out, " not measured.");
+                let _ = writeln!(out, ".");
             }
         }
     }
@@ -315,12 +334,21 @@ fn instructions_per_frame(out: &mut String, counts: &Counts, options: &Options) 
     if let (true, Some(deep_extra), Some(shallow_extra)) =
         (deep > shallow, extra(deep), extra(shallow))
     {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "\nDepth series: full mode's extra instructions per allocation grow by {:.1} per frame \
-             from depth {shallow} to depth {deep}.",
+             from depth {shallow} to depth {deep}; step by step:",
             (deep_extra - shallow_extra) / f64::from(deep - shallow)
         );
+        // Step by step, where stacks cut at the capture limit show flat.
+        for pair in depths.windows(2) {
+            if let (Some(high), Some(low)) = (extra(pair[1]), extra(pair[0])) {
+                let per_frame = (high - low) / f64::from(pair[1] - pair[0]);
+                let separator = if pair[0] == shallow { "" } else { "," };
+                let _ = write!(out, "{separator} {}-{}: {per_frame:.1}", pair[0], pair[1]);
+            }
+        }
+        let _ = writeln!(out, ".");
     }
 }
 

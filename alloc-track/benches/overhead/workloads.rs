@@ -107,7 +107,7 @@ impl Size {
         build_pushes: 4_000_000,
         json_orders: 64,
         json_round_trips: 1000,
-        depth_steps: 400_000,
+        depth_steps: 1_000_000,
         crates: crates::CratesSize::FULL,
     };
 
@@ -162,13 +162,13 @@ impl Size {
 }
 
 /// What a thread's work leaves alive until the end of the run: the build
-/// workload's map and vector, and the crates workload's last JSON `Value`
-/// tree, whose bookkeeping the benchmark reports.
+/// workload's map and vector, and the crates workload's JSON `Value`
+/// trees, whose bookkeeping the benchmark reports.
 pub enum Kept {
     Nothing,
     // Held only to stay alive while the bench measures the bookkeeping.
     #[allow(dead_code)]
-    Tree(serde_json::Value),
+    Trees(Vec<serde_json::Value>),
     // The bench only holds these, to keep them alive; the smoke test reads
     // them.
     #[allow(dead_code)]

@@ -39,8 +39,8 @@ use std::cell::Cell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
+use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
+use framehop::{FrameAddress, MustNotAllocateDuringUnwind};
 
 use super::trust::{self, Forced, Gate, Trust};
 use super::{stack_bounds, unwind, CapturedStack};
@@ -62,9 +62,11 @@ struct Cache {
 }
 
 impl Cache {
-    /// Rule slots in full mode, which walks every allocation: 32 KiB, room
-    /// for the return addresses of a few hundred distinct deep stacks.
-    const FULL_RULES: usize = 1024;
+    /// Rule slots in full mode, which walks every allocation: 64 KiB, room
+    /// for the return addresses of a program's busy code (on the benchmark
+    /// of real crates, 1,024 slots missed one frame in ten and spent a
+    /// third of the walk deriving rules again).
+    const FULL_RULES: usize = 4096;
     /// Rule slots in the sampled mode, which walks a few allocations.
     const SAMPLED_RULES: usize = 256;
 
@@ -133,6 +135,8 @@ struct Modules {
     /// The loader's counts of objects added and removed when this list was
     /// built: unchanged counts mean a rebuild would find nothing new.
     loads: (u64, u64),
+    /// Which list this is, for the rule caches' tags.
+    generation: u16,
 }
 
 impl Modules {
@@ -316,7 +320,6 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     let top = stack_bounds::top()? as u64;
     // SAFETY: a non-null list is leaked, never freed.
     let modules = unsafe { MODULES.load(Ordering::Acquire).as_ref() }?;
-    let modules_id = std::ptr::from_ref(modules) as usize;
     // SAFETY: the cache is this thread's own (`prepare_thread`), freed only
     // by `release_thread` on this thread after the thread-local lets go of
     // it; the caller is busy, so no other capture on this thread runs until
@@ -335,59 +338,45 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
         // mapped part of this thread's stack above the capturing frame.
         Ok(unsafe { (address as *const u64).read_unaligned() })
     };
-    // The first frame is `start.ip` itself, inside the capturing function,
-    // whose rules framehop applies (they differ for a first frame); like
-    // the frame-pointer walk, the stack starts at its return address.
-    let mut registers = UnwindRegsX86_64::new(start.ip, start.sp, start.bp);
-    let first = FrameAddress::from_instruction_pointer(start.ip);
-    let mut return_address = match modules.tables.unwind_frame(
-        first,
-        &mut registers,
-        &mut cache.framehop,
-        &mut read_stack,
-    ) {
-        Ok(Some(address)) => address,
-        // The root: a frame whose tables say it has no caller.
-        Ok(None) => return Some(()),
-        Err(_) => return None,
-    };
-    let (mut sp, mut bp) = (registers.sp(), registers.bp());
+    // The first frame is `start.ip` itself, inside the capturing function:
+    // like the frame-pointer walk, the stack starts at its return address.
+    // Its rule is cached like any other (framehop derives it with the rules
+    // of a first frame; its address, an instruction's start, is never a
+    // return address's lookup address, the last byte of a call).
+    let (mut sp, mut bp) = (start.sp, start.bp);
+    let mut frame = FrameAddress::from_instruction_pointer(start.ip);
+    let rules = cache.rules.reader(modules.generation);
     stack.push_with(|stack| loop {
-        let frame = FrameAddress::from_return_address(return_address)?;
+        let lookup = frame.address_for_lookup();
+        let rule = match rules.get(lookup) {
+            Some(rule) => rule,
+            None => new_rule(frame, modules, cache)?,
+        };
+        let return_address = match rule.apply(&mut sp, &mut bp, &mut read_stack).ok()? {
+            Step::Caller(address) => address,
+            Step::Root => return Some(()),
+        };
+        frame = FrameAddress::from_return_address(return_address)?;
         if !stack.push(return_address as usize) {
             return Some(());
-        }
-        let lookup = frame.address_for_lookup();
-        let rule = match cache.rules.get(lookup, modules_id) {
-            Some(rule) => rule,
-            None => new_rule(frame, modules, modules_id, cache)?,
-        };
-        match rule.apply(&mut sp, &mut bp, &mut read_stack).ok()? {
-            Step::Caller(address) => return_address = address,
-            Step::Root => return Some(()),
         }
     })
 }
 
-/// The rule of a return address not in the cache yet, derived and cached.
+/// The rule of a frame not in the cache yet, derived and cached.
 /// `None` for an address in no known module (the unwinder, which knows
 /// every loaded object, does better than framehop's guess there) or whose
 /// rule is not a compact one.
 #[cold]
 #[inline(never)]
-fn new_rule(
-    frame: FrameAddress,
-    modules: &'static Modules,
-    modules_id: usize,
-    cache: &mut Cache,
-) -> Option<Rule> {
+fn new_rule(frame: FrameAddress, modules: &'static Modules, cache: &mut Cache) -> Option<Rule> {
     let lookup = frame.address_for_lookup();
     if !modules.knows(lookup) {
         unknown_code(modules);
         return None;
     }
     let rule = rules::derive(frame, &modules.tables, &mut cache.framehop)?;
-    cache.rules.insert(lookup, modules_id, rule);
+    cache.rules.insert(lookup, modules.generation, rule);
     Some(rule)
 }
 

@@ -13,6 +13,8 @@ use std::ops::Range;
 
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
 
+use std::sync::atomic::{AtomicU16, Ordering};
+
 use super::{Copied, Modules, Tables};
 use crate::hot::pages;
 
@@ -86,8 +88,16 @@ pub(super) fn build_modules(old: Option<&Modules>) -> Option<Modules> {
         code,
         copies,
         loads,
+        generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
     })
 }
+
+/// The generation of the next module list built: rule caches tag their
+/// entries with it, so that a list built after a `dlopen` or `dlclose`
+/// makes every older entry a miss. It wraps after 65,536 rebuilds, by which
+/// time a stale entry that matches is as unlikely as any wrong rule, and
+/// would be caught the same way (the periodic check against the unwinder).
+static NEXT_GENERATION: AtomicU16 = AtomicU16::new(1);
 
 unsafe extern "C" fn each_object(
     info: *mut libc::dl_phdr_info,

@@ -43,12 +43,15 @@ pub(super) enum Base {
 /// frame, whose rules differ: see `framehop`'s `is_first_frame`): the
 /// caller's stack pointer (the CFA) is `cfa_base + cfa_offset`, its return
 /// address the word below it, and its frame pointer unchanged or loaded
-/// from `bp_base + bp_offset`. Flat integers and flag bits, so that
-/// applying one is a few loads and adds with no matching on variants.
+/// from a slot `bp_offset` from the CFA (where a prologue saved it, a few
+/// words below) or, where the slot and the CFA come from different
+/// registers, from the slot's own register. Flat integers and flag bits, so that applying one is a few loads
+/// and adds with no matching on variants, and so that a cache entry is 16
+/// bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Rule {
     cfa_offset: i32,
-    bp_offset: i32,
+    bp_offset: i16,
     flags: u8,
 }
 
@@ -56,10 +59,12 @@ pub(super) struct Rule {
 const ROOT: u8 = 1;
 /// The CFA is the frame pointer plus the offset (else the stack pointer).
 const CFA_FROM_BP: u8 = 2;
-/// The caller's frame pointer was saved (else it is unchanged)...
+/// The caller's frame pointer was saved at the CFA plus `bp_offset`...
 const BP_SAVED: u8 = 4;
-/// ...at the frame pointer plus its offset (else the stack pointer).
-const BP_SAVED_FROM_BP: u8 = 8;
+/// ...or at the old stack pointer plus it...
+const BP_SAVED_FROM_SP: u8 = 8;
+/// ...or at the old frame pointer plus it (else it is unchanged).
+const BP_SAVED_FROM_BP: u8 = 16;
 
 impl Rule {
     const ROOT: Rule = Rule {
@@ -68,7 +73,10 @@ impl Rule {
         flags: ROOT,
     };
 
-    fn caller(cfa: (Base, i32), saved_bp: Option<(Base, i32)>) -> Rule {
+    /// The rule whose CFA is `cfa` and whose caller's frame pointer was
+    /// saved at `saved_bp` (both as a register and an offset), if its
+    /// offsets fit.
+    fn caller(cfa: (Base, i32), saved_bp: Option<(Base, i32)>) -> Option<Rule> {
         let mut flags = if cfa.0 == Base::FramePointer {
             CFA_FROM_BP
         } else {
@@ -76,17 +84,24 @@ impl Rule {
         };
         let mut bp_offset = 0;
         if let Some((base, offset)) = saved_bp {
-            flags |= BP_SAVED;
-            if base == Base::FramePointer {
-                flags |= BP_SAVED_FROM_BP;
-            }
-            bp_offset = offset;
+            // Relative to the CFA where both come from one register: a few
+            // words, whatever the frame's size. Else relative to its own
+            // register.
+            let (flag, offset) = if base == cfa.0 {
+                (BP_SAVED, offset.checked_sub(cfa.1)?)
+            } else if base == Base::StackPointer {
+                (BP_SAVED_FROM_SP, offset)
+            } else {
+                (BP_SAVED_FROM_BP, offset)
+            };
+            flags |= flag;
+            bp_offset = i16::try_from(offset).ok()?;
         }
-        Rule {
+        Some(Rule {
             cfa_offset: cfa.1,
             bp_offset,
             flags,
-        }
+        })
     }
 
     /// Unwinds one frame from `sp` and `bp`, reading the stack through
@@ -119,13 +134,17 @@ impl Rule {
         if cfa <= old_sp {
             return Err(());
         }
-        let new_bp = if flags & BP_SAVED != 0 {
-            let base = if flags & BP_SAVED_FROM_BP != 0 {
-                old_bp
-            } else {
-                old_sp
-            };
-            read(base.wrapping_add_signed(i64::from(self.bp_offset)))?
+        let bp_slot_base = if flags & BP_SAVED != 0 {
+            cfa
+        } else if flags & BP_SAVED_FROM_SP != 0 {
+            old_sp
+        } else if flags & BP_SAVED_FROM_BP != 0 {
+            old_bp
+        } else {
+            0
+        };
+        let new_bp = if bp_slot_base != 0 {
+            read(bp_slot_base.wrapping_add_signed(i64::from(self.bp_offset)))?
         } else {
             old_bp
         };
@@ -180,7 +199,7 @@ pub(super) fn derive(
         loaded if loaded & LOADED != 0 => Some(register_plus_offset(loaded & !LOADED)?),
         _ => return None,
     };
-    Some(Rule::caller(cfa_from, saved_bp))
+    Rule::caller(cfa_from, saved_bp)
 }
 
 /// Which made-up register `address` was computed from, and the offset.
@@ -197,27 +216,58 @@ fn register_plus_offset(address: u64) -> Option<(Base, i32)> {
 }
 
 /// A thread's cache of rules by return address: direct-mapped, each entry
-/// tagged with the address and the module list it was derived under (a
-/// rebuilt list, after a `dlopen`, makes every older entry a miss).
+/// tagged with the address and the generation of the module list it was
+/// derived under (a list rebuilt after a `dlopen` makes every older entry a
+/// miss).
 pub(super) struct RuleCache {
     entries: Box<[Entry]>,
 }
 
+/// See [`RuleCache::reader`]. Valid while its cache is: inserting changes
+/// entries, never the table.
+#[derive(Clone, Copy)]
+pub(super) struct RuleReader {
+    entries: *const Entry,
+    mask: usize,
+    generation_bits: u64,
+}
+
+impl RuleReader {
+    #[inline(always)]
+    pub(super) fn get(self, address: u64) -> Option<Rule> {
+        let slot = (address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & self.mask;
+        // SAFETY: `slot` is masked to the table's length (a power of two),
+        // and the table, owned by the cache this reader came from, lives
+        // as long as the walk that uses the reader.
+        let entry = unsafe { self.entries.add(slot).read() };
+        let tag = (address & ((1 << 48) - 1)) | self.generation_bits;
+        (entry.tag == tag).then_some(entry.rule)
+    }
+}
+
+/// 16 bytes: the tag, then the rule.
 #[derive(Clone, Copy)]
 struct Entry {
-    /// The lookup address (return address - 1); 0: empty.
-    address: u64,
-    /// The module list's identity (its address: lists are never freed).
-    modules: usize,
+    /// The lookup address (return address - 1) in the low 48 bits, which
+    /// hold every user-space address, and the module list's generation in
+    /// the high 16; 0: empty.
+    tag: u64,
     rule: Rule,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 16);
+
+/// The tag of `address` under module list `generation`.
+#[inline(always)]
+fn tag(address: u64, generation: u16) -> u64 {
+    (address & ((1 << 48) - 1)) | u64::from(generation) << 48
 }
 
 impl RuleCache {
     /// A cache of `slots` entries, a power of two.
     pub(super) fn new(slots: usize) -> Self {
         let empty = Entry {
-            address: 0,
-            modules: 0,
+            tag: 0,
             rule: Rule::ROOT,
         };
         RuleCache {
@@ -225,26 +275,32 @@ impl RuleCache {
         }
     }
 
+    /// Return addresses differ in their low bits; a multiply spreads
+    /// nearby ones over the table. [`RuleReader::get`] computes the same.
     #[inline(always)]
     fn slot(&self, address: u64) -> usize {
-        // Return addresses differ in their low bits; a multiply spreads
-        // nearby ones over the table.
         let hash = address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
         hash as usize & (self.entries.len() - 1)
     }
 
+    /// A reader of the cache for one walk: the table's address, size and
+    /// the generation's tag bits in locals, so that the walk's loop does
+    /// not reload them through the cache (which inserting may change, as
+    /// far as the compiler can tell) at every frame.
     #[inline(always)]
-    pub(super) fn get(&self, address: u64, modules: usize) -> Option<Rule> {
-        let entry = self.entries.get(self.slot(address))?;
-        (entry.address == address && entry.modules == modules).then_some(entry.rule)
+    pub(super) fn reader(&self, generation: u16) -> RuleReader {
+        RuleReader {
+            entries: self.entries.as_ptr(),
+            mask: self.entries.len() - 1,
+            generation_bits: u64::from(generation) << 48,
+        }
     }
 
-    pub(super) fn insert(&mut self, address: u64, modules: usize, rule: Rule) {
+    pub(super) fn insert(&mut self, address: u64, generation: u16, rule: Rule) {
         let slot = self.slot(address);
         if let Some(entry) = self.entries.get_mut(slot) {
             *entry = Entry {
-                address,
-                modules,
+                tag: tag(address, generation),
                 rule,
             };
         }
@@ -267,7 +323,7 @@ mod tests {
     fn a_frame_pointer_rule_follows_the_chain() {
         // [bp] = caller's bp, [bp + 8] = return address.
         let words = [0, 0, 0x1030, 0x4242, 0, 0, 0, 0];
-        let rule = Rule::caller((Base::FramePointer, 16), Some((Base::FramePointer, 0)));
+        let rule = Rule::caller((Base::FramePointer, 16), Some((Base::FramePointer, 0))).unwrap();
         let (mut sp, mut bp) = (0x1008, 0x1010);
         let step = rule.apply(&mut sp, &mut bp, &mut reader(&words)).unwrap();
         assert!(matches!(step, Step::Caller(0x4242)));
@@ -281,17 +337,43 @@ mod tests {
     #[test]
     fn a_stack_pointer_rule_adds_and_keeps_bp() {
         let words = [0, 0, 0, 0x5151, 0, 0];
-        let rule = Rule::caller((Base::StackPointer, 24), None);
+        let rule = Rule::caller((Base::StackPointer, 24), None).unwrap();
         let (mut sp, mut bp) = (0x1008, 0x7777);
         let step = rule.apply(&mut sp, &mut bp, &mut reader(&words)).unwrap();
         assert!(matches!(step, Step::Caller(0x5151)));
         assert_eq!((sp, bp), (0x1020, 0x7777));
         // A rule that would move down the stack is an error, not a frame.
-        let down = Rule::caller((Base::StackPointer, -8), None);
+        let down = Rule::caller((Base::StackPointer, -8), None).unwrap();
         assert!(down.apply(&mut sp, &mut bp, &mut reader(&words)).is_err());
         // So is a read outside the stack.
-        let far = Rule::caller((Base::StackPointer, 4096), None);
+        let far = Rule::caller((Base::StackPointer, 4096), None).unwrap();
         assert!(far.apply(&mut sp, &mut bp, &mut reader(&words)).is_err());
+    }
+
+    #[test]
+    fn a_saved_frame_pointer_is_found_from_either_register() {
+        // CFA = sp + 32; the caller's bp saved at bp - 8 (a frame whose
+        // tables name both registers).
+        let rule = Rule::caller((Base::StackPointer, 32), Some((Base::FramePointer, -8))).unwrap();
+        let words = [0, 0, 0, 0x1111, 0x6262, 0, 0, 0];
+        let (mut sp, mut bp) = (0x1008, 0x1020);
+        let step = rule.apply(&mut sp, &mut bp, &mut reader(&words)).unwrap();
+        assert!(matches!(step, Step::Caller(0x6262)));
+        assert_eq!((sp, bp), (0x1028, 0x1111));
+        // Same register: kept relative to the CFA, however large the frame.
+        let big = Rule::caller(
+            (Base::StackPointer, 100_000),
+            Some((Base::StackPointer, 99_984)),
+        );
+        assert_eq!(big.map(|rule| rule.bp_offset), Some(-16));
+        // An offset too large for a slot of its own register is refused.
+        assert_eq!(
+            Rule::caller(
+                (Base::FramePointer, 16),
+                Some((Base::StackPointer, 100_000))
+            ),
+            None
+        );
     }
 
     #[test]
@@ -310,10 +392,10 @@ mod tests {
     #[test]
     fn the_cache_misses_on_another_address_or_module_list() {
         let mut cache = RuleCache::new(64);
-        let rule = Rule::caller((Base::StackPointer, 8), None);
+        let rule = Rule::caller((Base::StackPointer, 8), None).unwrap();
         cache.insert(0x4000_1234, 1, rule);
-        assert_eq!(cache.get(0x4000_1234, 1), Some(rule));
-        assert_eq!(cache.get(0x4000_1234, 2), None);
-        assert_eq!(cache.get(0x4000_1235, 1), None);
+        assert_eq!(cache.reader(1).get(0x4000_1234), Some(rule));
+        assert_eq!(cache.reader(2).get(0x4000_1234), None);
+        assert_eq!(cache.reader(1).get(0x4000_1235), None);
     }
 }

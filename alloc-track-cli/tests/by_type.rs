@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alloc_track::dump::Dump;
+use alloc_track_cli::by_type::write_diff;
 use alloc_track_cli::report::{report, ReportOptions};
 use alloc_track_cli::weigh::Measure;
 
@@ -57,10 +59,23 @@ fn run(mut command: Command, what: &str) {
 /// Compiles the program with `mangling`, runs it, and returns the report
 /// of its dump by `measure`.
 fn report_of(mangling: &str, measure: Measure) -> String {
+    let dump = dump_of(mangling, measure.name());
+    let mut options = ReportOptions::new(&dump);
+    options.measure = measure;
+    options.top = 50;
+    options.type_sites = 1;
+    let mut out = Vec::new();
+    report(&options, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Compiles the program with `mangling` in a directory of its own (`use_`
+/// names it, so that tests running at once do not share one), runs it,
+/// and returns the path of its dump.
+fn dump_of(mangling: &str, use_: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("by_type_{mangling}_{}", measure.name()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("by_type_{mangling}_{use_}"));
     std::fs::create_dir_all(&dir).unwrap();
     let program = dir.join("types_program");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/types_program.rs");
@@ -85,17 +100,11 @@ fn report_of(mangling: &str, measure: Measure) -> String {
         rustc.args(["-C", "symbol-mangling-version=v0"]);
     }
     run(rustc, "rustc");
-    let dump = dir.join(format!("types_program.{}.json", measure.name()));
+    let dump = dir.join("types_program.json");
     let mut program = Command::new(&program);
     program.arg(&dump);
     run(program, "types_program");
-    let mut options = ReportOptions::new(&dump);
-    options.measure = measure;
-    options.top = 50;
-    options.type_sites = 1;
-    let mut out = Vec::new();
-    report(&options, &mut out).unwrap();
-    String::from_utf8(out).unwrap()
+    dump
 }
 
 /// The live blocks of the row whose type is exactly `name`.
@@ -160,4 +169,46 @@ fn temporary_allocations_are_reported_per_site() {
     assert_eq!(figures[0], "250", "{churn}");
     assert_eq!(figures[2], "250", "{churn}");
     assert!(!report.contains("types_program::hold"), "{report}");
+}
+
+#[test]
+fn diff_by_type_shows_which_types_grew() {
+    let after = Dump::load(dump_of("v0", "diff")).unwrap();
+    // Against itself nothing changed; against the same heap without its
+    // `Box<Node>`s, those grew.
+    let mut before = after.clone();
+    let report = {
+        let mut out = Vec::new();
+        write_diff(&mut out, &before, &after, 10).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert!(
+        report.contains("types whose live heap changed: 0"),
+        "{report}"
+    );
+    for site in &mut before.sites {
+        let stack = &before.stacks[site.stack as usize];
+        let boxed = stack.locations.iter().any(|&l| {
+            before.locations[l as usize]
+                .frames
+                .iter()
+                .any(|f| f.function.contains("Box<types_program::Node>>::new"))
+        });
+        if boxed {
+            site.live_bytes = 0;
+            site.live_blocks = 0;
+        }
+    }
+    let mut out = Vec::new();
+    write_diff(&mut out, &before, &after, 10).unwrap();
+    let report = String::from_utf8(out).unwrap();
+    let row = report
+        .lines()
+        .find(|line| line.ends_with("  Box<types_program::Node>"))
+        .unwrap_or_else(|| panic!("no Box<Node> row:\n{report}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>()[..3],
+        ["+160", "B", "+10"],
+        "{report}"
+    );
 }

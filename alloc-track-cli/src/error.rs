@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use alloc_track::dump::DumpError;
 use alloc_track::human::IoError;
 
+use crate::input::display_name;
+
 /// Why a command failed. `Display` is one line that names the file
 /// concerned; `main` prints it after `alloc-track: `.
 #[derive(Debug)]
@@ -45,6 +47,15 @@ pub enum CliError {
         /// What was weighed, e.g. "live bytes".
         measure: &'static str,
     },
+    /// `run` could not start the program.
+    Run {
+        /// The program as given.
+        program: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// Options that cannot go together (exit code 2, as for clap's own).
+    Usage(String),
     /// A figure does not fit the output format (pprof values are `i64`).
     TooLarge {
         /// The dump concerned.
@@ -59,6 +70,15 @@ impl CliError {
     pub fn output(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CliError {
         let path = path.into();
         move |source| CliError::Output { path, source }
+    }
+
+    /// The process exit code for this error: 2 for bad usage, as clap
+    /// uses, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
     }
 
     /// True when the error is only a closed standard output (`| head`).
@@ -78,20 +98,25 @@ impl fmt::Display for CliError {
         match self {
             CliError::Dump(error) => write!(f, "{error}"),
             CliError::Output { path, source } => {
-                write!(f, "{}: cannot write: {}", path.display(), IoError(source))
+                write!(
+                    f,
+                    "{}: cannot write: {}",
+                    display_name(path),
+                    IoError(source)
+                )
             }
             CliError::Stdout(source) => write!(f, "standard output: {}", IoError(source)),
             CliError::NoPeakBreakdown { path } => write!(
                 f,
                 "{}: this dump has no peak breakdown (its peak_sites list is empty); \
                  use --by live, allocated or blocks",
-                path.display()
+                display_name(path)
             ),
             CliError::NoSuchScope { path, name, known } => {
                 write!(
                     f,
                     "{}: no scope named {name:?} in this dump",
-                    path.display()
+                    display_name(path)
                 )?;
                 if known.is_empty() {
                     write!(f, " (it has none: nothing ran inside alloc_track::scope)")
@@ -108,9 +133,13 @@ impl fmt::Display for CliError {
             CliError::NothingToDraw { path, measure } => write!(
                 f,
                 "{}: nothing to draw: the dump has no {measure}",
-                path.display()
+                display_name(path)
             ),
-            CliError::TooLarge { path, what } => write!(f, "{}: {what}", path.display()),
+            CliError::Usage(what) => write!(f, "{what}"),
+            CliError::Run { program, source } => {
+                write!(f, "{program}: cannot run: {}", IoError(source))
+            }
+            CliError::TooLarge { path, what } => write!(f, "{}: {what}", display_name(path)),
         }
     }
 }
@@ -119,7 +148,9 @@ impl std::error::Error for CliError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CliError::Dump(error) => Some(error),
-            CliError::Output { source, .. } | CliError::Stdout(source) => Some(source),
+            CliError::Output { source, .. }
+            | CliError::Stdout(source)
+            | CliError::Run { source, .. } => Some(source),
             _ => None,
         }
     }

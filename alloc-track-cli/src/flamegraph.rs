@@ -9,13 +9,16 @@ use inferno::flamegraph::{self, Direction};
 
 use crate::error::CliError;
 use crate::export::folded::folded_lines;
-use crate::output::write_file;
+use crate::focus::StackFilter;
+use crate::input;
+use crate::output::Output;
 use crate::stacks::Order;
 use crate::weigh::Measure;
 
 /// How to draw a flamegraph. Defaults: live bytes, callers at the root
-/// (`main` at the bottom), growing upwards.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// (`main` at the bottom), growing upwards, a title naming the measure and
+/// the program, inferno's minimum frame width.
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct GraphOptions {
     /// What the width of each frame stands for.
@@ -26,27 +29,35 @@ pub struct GraphOptions {
     /// (memray's "inverted" view; inferno's reverse stack order), so that
     /// all allocations from one place merge into one wide frame.
     pub site_at_root: bool,
+    /// The title instead of "Live bytes of PROGRAM".
+    pub title: Option<String>,
+    /// Frames narrower than this percentage of the whole are left out
+    /// (inferno's `--minwidth`; its default is 0.01).
+    pub min_width: Option<f64>,
 }
 
 /// The `flamegraph` command's options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct FlamegraphOptions {
-    /// The dump to draw.
+    /// The dump to draw; `-` is standard input.
     pub dump: PathBuf,
-    /// The SVG to write.
-    pub output: PathBuf,
+    /// Where the SVG goes.
+    pub output: Output,
     /// How to draw it.
     pub graph: GraphOptions,
+    /// Which stacks to draw (`--focus`, `--ignore`).
+    pub filter: StackFilter,
 }
 
 impl FlamegraphOptions {
     /// Options drawing `dump` into `output` with default graph options.
-    pub fn new(dump: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+    pub fn new(dump: impl Into<PathBuf>, output: Output) -> Self {
         FlamegraphOptions {
             dump: dump.into(),
-            output: output.into(),
+            output,
             graph: GraphOptions::default(),
+            filter: StackFilter::default(),
         }
     }
 }
@@ -91,44 +102,47 @@ pub fn render_svg(dump: &Dump, path: &Path, graph: &GraphOptions) -> Result<Vec<
     if lines.is_empty() {
         return Err(nothing());
     }
-    let mut title = format!(
-        "{} of {}",
-        capitalised(graph.measure.describe()),
-        dump.program
-    );
-    if graph.site_at_root {
-        title.push_str(", allocation sites at the root");
-    }
+    let title = graph.title.clone().unwrap_or_else(|| {
+        let mut title = format!(
+            "{} of {}",
+            capitalised(graph.measure.describe()),
+            dump.program
+        );
+        if graph.site_at_root {
+            title.push_str(", allocation sites at the root");
+        }
+        title
+    });
     let mut options = inferno_options(title, graph.measure.unit(), graph.icicle);
-    options.subtitle = Some(path.display().to_string());
+    // `folded_lines` sorts the lines as inferno would.
+    options.no_sort = true;
+    if let Some(percent) = graph.min_width {
+        options.min_width = percent;
+    }
+    options.subtitle = Some(input::display_name(path));
     let mut svg = Vec::new();
     // Writing into memory fails only when inferno finds no counts.
     flamegraph::from_lines(&mut options, lines.lines(), &mut svg).map_err(|_| nothing())?;
     Ok(svg)
 }
 
-/// Draws `dump` into the file `svg`.
-pub fn write_svg_file(
-    dump: &Dump,
-    path: &Path,
-    graph: &GraphOptions,
-    svg: &Path,
-) -> Result<(), CliError> {
-    let bytes = render_svg(dump, path, graph)?;
-    write_file(svg, |w| w.write_all(&bytes))
-}
-
-/// The `flamegraph` command: writes the SVG and says where on `out`.
+/// The `flamegraph` command: writes the SVG and says where on `out`, or
+/// writes the SVG itself to `out` for `-o -`.
 pub fn flamegraph(options: &FlamegraphOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dump = Dump::load(&options.dump)?;
-    write_svg_file(&dump, &options.dump, &options.graph, &options.output)?;
-    writeln!(
-        out,
-        "flamegraph of {}: {}",
-        options.graph.measure.describe(),
-        options.output.display()
-    )
-    .map_err(CliError::Stdout)
+    let mut dump = input::load(&options.dump)?;
+    options.filter.apply(&mut dump);
+    let bytes = render_svg(&dump, &options.dump, &options.graph)?;
+    options.output.write_with(out, |w| w.write_all(&bytes))?;
+    match &options.output {
+        Output::Stdout => Ok(()),
+        Output::File(path) => writeln!(
+            out,
+            "flamegraph of {}: {}",
+            options.graph.measure.describe(),
+            path.display()
+        )
+        .map_err(CliError::Stdout),
+    }
 }
 
 pub(crate) fn capitalised(text: &str) -> String {

@@ -11,11 +11,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let cwd = std::env::current_dir().ok();
     let mut out = BufWriter::new(io::stdout().lock());
-    match alloc_track_cli::run(cli, cwd, &mut out) {
-        Ok(()) => ExitCode::SUCCESS,
+    let mut err = io::stderr().lock();
+    match alloc_track_cli::run(cli, cwd, &mut out, &mut err) {
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("alloc-track: {error}");
-            ExitCode::from(1)
+            ExitCode::from(error.exit_code())
         }
     }
 }

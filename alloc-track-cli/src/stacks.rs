@@ -76,7 +76,7 @@ pub fn is_std(frame: &Frame) -> bool {
 
 /// The frame that best answers "who allocated this": the first frame from
 /// the leaf that is not standard-library code, or the leaf itself when
-/// every frame is.
+/// every frame is (see [`site_label`] for what such a stack is called).
 pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> {
     let mut leaf = None;
     for frame in frames_leaf_first(dump, stack) {
@@ -89,14 +89,33 @@ pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> 
     leaf
 }
 
+/// The label of the tracker's catch-all site, whose stack is empty: what
+/// was allocated after the stack table filled up. The library's own tables
+/// call it the same.
+pub const OVERFLOW_LABEL: &str = "[other: stack table full]";
+
+/// The label of stacks that never reach the program's code: the Rust
+/// runtime's own start-up and thread bookkeeping.
+pub const RUNTIME_LABEL: &str = "[Rust runtime]";
+
+/// The frame standing for the callers a truncated stack lost.
+pub const TRUNCATED_FRAME: &str = "[truncated]";
+
 /// A site's label for tables: `function (file:line)`, the file shortened
-/// against `base`.
+/// against `base`; [`OVERFLOW_LABEL`] for the catch-all site and
+/// [`RUNTIME_LABEL`] for a whole stack with no frame outside the standard
+/// library.
 pub fn site_label(dump: &Dump, stack_index: u32, base: Option<&Path>) -> String {
     let Some(stack) = stack(dump, stack_index) else {
         return format!("<stack {stack_index} missing>");
     };
     match site_frame(dump, stack) {
-        None => "<empty stack>".to_string(),
+        None => OVERFLOW_LABEL.to_string(),
+        // Every frame is the standard library's, and the stack is whole:
+        // it never reached the program.
+        Some(FrameRef::Resolved(frame)) if is_std(frame) && !stack.truncated => {
+            RUNTIME_LABEL.to_string()
+        }
         Some(frame) => frame_label(frame, base),
     }
 }
@@ -134,11 +153,27 @@ pub enum Order {
     LeafFirst,
 }
 
+/// One location's frames for folded lines, joined with `;` once in the
+/// folder's order so that folding a stack is mostly copying; names are made
+/// safe for the format, so a `;` in the text always separates frames.
+struct Part {
+    joined: String,
+    /// Where the location's root-most frame of the program's own (not the
+    /// standard library's; an unresolved address may be anyone's, so it
+    /// counts as own) begins in `joined` (root first), or ends (leaf first).
+    own_cut: Option<usize>,
+}
+
 /// Builds folded-stack lines (`a;b;c`) for a dump's stacks. Each location's
 /// part is built once and reused: a dump with a million stack entries has
 /// far fewer distinct locations.
+///
+/// The start-up frames every stack shares (`_start`, `main`,
+/// `std::rt::lang_start`, ...) are trimmed: a line starts at the first frame
+/// that is not the standard library's. A stack with no such frame never
+/// reached the program: it is put under one `[Rust runtime]` frame.
 pub struct Folder {
-    parts: Vec<String>,
+    parts: Vec<Part>,
     order: Order,
 }
 
@@ -148,44 +183,143 @@ impl Folder {
         let parts = dump
             .locations
             .iter()
-            .map(|location| {
-                let mut part = String::new();
-                let frames: Vec<FrameRef<'_>> = location_frames(location).collect();
-                let mut push = |frame: &FrameRef<'_>| {
-                    if !part.is_empty() {
-                        part.push(';');
-                    }
-                    fold_name(&frame.function(), &mut part);
-                };
-                match order {
-                    Order::LeafFirst => frames.iter().for_each(&mut push),
-                    Order::RootFirst => frames.iter().rev().for_each(&mut push),
-                }
-                part
-            })
+            .map(|location| Part::new(location, order))
             .collect();
         Folder { parts, order }
     }
 
-    /// Appends the folded frames of `stack` to `out` (no count).
+    /// Appends the folded frames of `stack` to `out` (no count). A stack cut
+    /// at the capture limit gets a `[truncated]` frame where its missing
+    /// callers would be, so that it is not drawn as a root of its own, and
+    /// keeps all its frames (what it lost may have been the program's).
     pub fn fold(&self, stack: &Stack, out: &mut String) {
+        // Positions in the stack, so that `keep` below indexes the same way
+        // from either end; a location out of range (a validated dump has
+        // none) is skipped.
+        let parts = || {
+            stack
+                .locations
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &l)| Some((i, self.parts.get(l as usize)?)))
+        };
+        // The root-most location with a frame of the program's.
+        let first_own = parts().rev().find_map(|(i, p)| p.own_cut.map(|_| i));
         let start = out.len();
-        let mut push = |&l: &u32| {
-            if let Some(part) = self.parts.get(l as usize) {
+        let mut push = |text: &str| {
+            if !text.is_empty() {
                 if out.len() > start {
                     out.push(';');
                 }
-                out.push_str(part);
+                out.push_str(text);
             }
         };
+        let (root, keep) = match first_own {
+            _ if stack.truncated => (Some(TRUNCATED_FRAME), None),
+            Some(index) => (None, Some(index)),
+            None if stack.locations.is_empty() => (Some(OVERFLOW_LABEL), None),
+            None => return self.fold_runtime(stack, out),
+        };
         match self.order {
-            Order::LeafFirst => stack.locations.iter().for_each(&mut push),
-            Order::RootFirst => stack.locations.iter().rev().for_each(&mut push),
-        }
-        if out.len() == start {
-            out.push_str("[no frames]");
+            Order::RootFirst => {
+                root.into_iter().for_each(&mut push);
+                for (i, &l) in stack.locations.iter().enumerate().rev() {
+                    let Some(part) = self.parts.get(l as usize) else {
+                        continue;
+                    };
+                    match (keep, part.own_cut) {
+                        (Some(k), _) if i > k => {}
+                        (Some(k), Some(from)) if i == k => push(&part.joined[from..]),
+                        _ => push(&part.joined),
+                    }
+                }
+            }
+            Order::LeafFirst => {
+                for (i, part) in parts() {
+                    match (keep, part.own_cut) {
+                        (Some(k), _) if i > k => break,
+                        (Some(k), Some(to)) if i == k => push(&part.joined[..to]),
+                        _ => push(&part.joined),
+                    }
+                }
+                root.into_iter().for_each(&mut push);
+            }
         }
     }
+
+    /// A stack that never reached the program: `[Rust runtime]` at the
+    /// root, then its frames without the start-up ones.
+    fn fold_runtime(&self, stack: &Stack, out: &mut String) {
+        let mut names: Vec<&str> = stack
+            .locations
+            .iter()
+            .rev()
+            .filter_map(|&l| self.parts.get(l as usize))
+            .flat_map(|p| {
+                let mut names: Vec<&str> = p.joined.split(';').collect();
+                if self.order == Order::LeafFirst {
+                    names.reverse();
+                }
+                names
+            })
+            .skip_while(|name| is_entry_frame(name))
+            .collect();
+        names.insert(0, RUNTIME_LABEL);
+        if self.order == Order::LeafFirst {
+            names.reverse();
+        }
+        out.push_str(&names.join(";"));
+    }
+}
+
+impl Part {
+    fn new(location: &Location, order: Order) -> Part {
+        let frames: Vec<FrameRef<'_>> = location_frames(location).collect();
+        let mut part = Part {
+            joined: String::new(),
+            own_cut: None,
+        };
+        // `frames` is leaf first; the own frame that matters is the
+        // root-most one.
+        let root_most_own = frames.iter().rposition(is_own);
+        let in_order: Box<dyn Iterator<Item = (usize, &FrameRef<'_>)>> = match order {
+            Order::RootFirst => Box::new(frames.iter().enumerate().rev()),
+            Order::LeafFirst => Box::new(frames.iter().enumerate()),
+        };
+        for (i, frame) in in_order {
+            if !part.joined.is_empty() {
+                part.joined.push(';');
+            }
+            if order == Order::RootFirst && Some(i) == root_most_own {
+                part.own_cut = Some(part.joined.len());
+            }
+            fold_name(&frame.function(), &mut part.joined);
+            if order == Order::LeafFirst && Some(i) == root_most_own {
+                part.own_cut = Some(part.joined.len());
+            }
+        }
+        part
+    }
+}
+
+/// The frames through which every Rust program and thread starts.
+fn is_entry_frame(function: &str) -> bool {
+    matches!(
+        function,
+        "main"
+            | "_start"
+            | "__libc_start_main"
+            | "__libc_start_main_impl"
+            | "__libc_start_call_main"
+            | "start_thread"
+            | "clone"
+            | "clone3"
+    ) || function.starts_with("std::rt::lang_start")
+}
+
+/// Whether a frame is the program's own (see [`Part`]).
+fn is_own(frame: &FrameRef<'_>) -> bool {
+    frame.frame().map_or(true, |frame| !is_std(frame))
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn report_of(mangling: &str, measure: Measure) -> String {
     options.top = 50;
     options.type_sites = 1;
     let mut out = Vec::new();
-    report(&options, &mut out).unwrap();
+    report(&options, &mut out, &mut std::io::sink()).unwrap();
     String::from_utf8(out).unwrap()
 }
 

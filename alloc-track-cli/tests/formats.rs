@@ -158,10 +158,15 @@ fn pprof_locations_are_leaf_first_with_inlined_frames_before_their_caller() {
     assert_eq!(inlined.line[1].line, 42);
 }
 
+fn dhat_json(dump: &Dump, measure: Measure) -> serde_json::Value {
+    let bytes = dhat::to_json(dump, measure, Path::new("app.json")).expect("export");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
 #[test]
 fn the_dhat_export_has_dhats_shape() {
     let (dump, _) = load("app.json");
-    let json: serde_json::Value = serde_json::from_slice(&dhat::to_json(&dump)).expect("json");
+    let json = dhat_json(&dump, Measure::Live);
     assert_eq!(json["dhatFileVersion"], 2);
     let ftbl = json["ftbl"].as_array().expect("ftbl");
     assert_eq!(ftbl[0], "[root]");
@@ -169,10 +174,19 @@ fn the_dhat_export_has_dhats_shape() {
         |f| f.ends_with(": demo_app::cache::Cache::insert (/home/dev/demo-app/src/cache.rs:42:9)")
     )));
     let pps = json["pps"].as_array().expect("pps");
-    let sum = |field: &str| pps.iter().map(|p| p[field].as_u64().unwrap()).sum::<u64>();
-    assert_eq!(sum("eb"), dump.totals.live_bytes);
-    assert_eq!(sum("tb"), dump.totals.total_bytes);
-    assert_eq!(sum("gb"), 11 * 1024 * 1024);
+    let sum = |json: &serde_json::Value, field: &str| {
+        let pps = json["pps"].as_array().expect("pps");
+        pps.iter().map(|p| p[field].as_u64().unwrap()).sum::<u64>()
+    };
+    assert_eq!(sum(&json, "tb"), dump.totals.live_bytes);
+    assert_eq!(sum(&json, "tbk"), dump.totals.live_blocks);
+    let allocated = dhat_json(&dump, Measure::Allocated);
+    assert_eq!(sum(&allocated, "tb"), dump.totals.total_bytes);
+    assert_eq!(allocated["verb"], "Allocated");
+    assert_eq!(
+        sum(&dhat_json(&dump, Measure::Peak), "tb"),
+        11 * 1024 * 1024
+    );
     let mut lists: Vec<&serde_json::Value> = pps.iter().map(|p| &p["fs"]).collect();
     lists.sort_by_key(|v| v.to_string());
     lists.dedup();
@@ -188,6 +202,6 @@ fn dhat_merges_stacks_that_symbolize_alike() {
     let mut site = dump.sites[0].clone();
     site.stack = (dump.stacks.len() - 1) as u32;
     dump.sites.push(site);
-    let json: serde_json::Value = serde_json::from_slice(&dhat::to_json(&dump)).expect("json");
+    let json = dhat_json(&dump, Measure::Allocated);
     assert_eq!(json["pps"].as_array().unwrap().len(), dump.sites.len() - 1);
 }

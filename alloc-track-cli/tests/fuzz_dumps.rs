@@ -38,6 +38,7 @@ use alloc_track::dump::Dump;
 use alloc_track_cli::diff::{diff, DiffOptions};
 use alloc_track_cli::export::{dhat, folded, pprof};
 use alloc_track_cli::flamegraph::{render_svg, GraphOptions};
+use alloc_track_cli::output::Output;
 use alloc_track_cli::report::{write_report, ReportOptions};
 use alloc_track_cli::stacks::Order;
 use alloc_track_cli::trend::{trend, TrendOptions};
@@ -469,8 +470,9 @@ fn exercise(input: &[u8], scratch: &Scratch, full: bool) -> bool {
     if let Ok(bytes) = pprof::encode(&dump, &path) {
         assert!(!bytes.is_empty());
     }
-    let dhat = dhat::to_json(&dump);
-    serde_json::from_slice::<Value>(&dhat).expect("the DHAT export is JSON");
+    if let Ok(dhat) = dhat::to_json(&dump, Measure::Live, &path) {
+        serde_json::from_slice::<Value>(&dhat).expect("the DHAT export is JSON");
+    }
 
     if full {
         // The commands that read files: diff against a fixture and against
@@ -479,12 +481,12 @@ fn exercise(input: &[u8], scratch: &Scratch, full: bool) -> bool {
         let fixture = data_dir().join("app.json");
         for (before, after) in [(&fixture, &path), (&path, &fixture), (&path, &path)] {
             let mut options = DiffOptions::new(before, after);
-            options.flamegraph = Some(scratch.path("diff.svg"));
-            let _ = diff(&options, &mut Vec::new());
+            options.flamegraph = Some(Output::File(scratch.path("diff.svg")));
+            let _ = diff(&options, &mut Vec::new(), &mut Vec::new());
         }
         let mut options = TrendOptions::new(vec![fixture.clone(), path.clone(), fixture]);
-        options.chart = Some(scratch.path("trend.svg"));
-        let _ = trend(&options, &mut Vec::new());
+        options.chart = Some(Output::File(scratch.path("trend.svg")));
+        let _ = trend(&options, &mut Vec::new(), &mut Vec::new());
     }
     true
 }

@@ -85,7 +85,7 @@ fn report_without_peak_breakdown() {
 fn diff_live() {
     let options = DiffOptions::new(data("app.json"), data("after.json"));
     let mut out = Vec::new();
-    diff(&options, &mut out).expect("diff");
+    diff(&options, &mut out, &mut Vec::new()).expect("diff");
     check_golden("diff-live.txt", &out);
 }
 

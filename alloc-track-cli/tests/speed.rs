@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use alloc_track::dump::{Dump, Frame, Location, Site, Stack, Totals, FORMAT_NAME, FORMAT_VERSION};
+use alloc_track_cli::output::Output;
 use alloc_track_cli::report::{report, ReportOptions};
 use tempfile::TempDir;
 
@@ -132,9 +133,9 @@ fn a_generated_dump_reports() {
     let dir = TempDir::new().unwrap();
     let path = write_and_report(2_000, dir.path());
     let mut options = ReportOptions::new(&path);
-    options.flamegraph = Some(dir.path().join("big.svg"));
+    options.flamegraph = Some(Output::File(dir.path().join("big.svg")));
     let mut out = Vec::new();
-    report(&options, &mut out).expect("report");
+    report(&options, &mut out, &mut Vec::new()).expect("report");
     // Rows are per source line: the generated stacks share leaf functions,
     // so fewer rows than sites, but the table is full.
     let text = String::from_utf8_lossy(&out);

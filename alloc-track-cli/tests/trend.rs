@@ -10,6 +10,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use alloc_track_cli::output::Output;
 use alloc_track_cli::trend::{trend, TrendOptions};
 use common::{check_golden, run};
 use tempfile::TempDir;
@@ -25,7 +26,7 @@ fn series() -> Vec<PathBuf> {
 #[test]
 fn golden_table_ranks_the_leak_first_and_names_every_shape() {
     let mut out = Vec::new();
-    trend(&TrendOptions::new(series()), &mut out).expect("trend");
+    trend(&TrendOptions::new(series()), &mut out, &mut Vec::new()).expect("trend");
     let text = String::from_utf8(out).unwrap();
     check_golden("trend.txt", text.as_bytes());
 
@@ -75,10 +76,10 @@ fn the_chart_draws_one_line_per_site_with_escaped_labels() {
     let dir = TempDir::new().unwrap();
     let svg = dir.path().join("chart.svg");
     let mut options = TrendOptions::new(series());
-    options.chart = Some(svg.clone());
+    options.chart = Some(Output::File(svg.clone()));
     options.chart_sites = 3;
     let mut out = Vec::new();
-    trend(&options, &mut out).expect("trend");
+    trend(&options, &mut out, &mut Vec::new()).expect("trend");
     let text = String::from_utf8(out).unwrap();
     assert!(
         text.ends_with(&format!(

@@ -7,74 +7,64 @@
 //! location's address. Every program point must have a distinct frame list,
 //! so stacks that become equal once turned into strings are merged.
 //!
-//! What alloc-track does not record is written as zero: block lifetimes
-//! (`tl`) and times (`tg`, `te`: there is one moment, the dump). The
-//! per-site maximum (`mb`) is the larger of the live and peak figures, a
-//! lower bound of the true maximum. The figures at the global peak (`gb`)
-//! are the tracker's peak breakdown, or zero when the dump has none.
+//! DHAT's viewer shows block lifetimes, the figures at the global peak and
+//! at the end, and rates over the run only for a profile that claims to
+//! have recorded lifetimes (`bklt`). alloc-track records no lifetimes and no
+//! run time, so the export claims none (`bklt: false`) and carries one
+//! figure, the chosen measure, as DHAT's "total": the live bytes and blocks
+//! by default, the bytes allocated since tracking began, or the bytes held
+//! at the peak. `verb` and `mode` say which ("Live at {...}" in the viewer).
+//!
+//! A dump is one moment, not a run: DHAT's end time `te` is one dump
+//! (`1_000_000` of `tu = "µdump"`, `Mtu = "dump"`), so that the viewer's
+//! rates read as the figure per dump rather than as "∞/s".
+//!
 //! Temporary allocations (`sites[].temporary_blocks`) are not exported:
 //! DHAT has no field for them, and the lifetimes `dh_view` would use to
 //! call blocks short-lived are not recorded.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use alloc_track::dump::{Dump, Frame};
 use serde::Serialize;
+
+use crate::error::CliError;
+use crate::stacks::OVERFLOW_LABEL;
+use crate::weigh::{self, Measure};
 
 /// The whole file. Field names are DHAT's.
 #[derive(Serialize)]
 #[allow(non_snake_case)] // DHAT's own field names
 struct DhatFile<'a> {
     dhatFileVersion: u32,
-    mode: &'a str,
+    mode: String,
     verb: &'a str,
     bklt: bool,
     bkacc: bool,
     tu: &'a str,
     Mtu: &'a str,
-    tuth: u64,
     cmd: &'a str,
     pid: u32,
-    tg: u64,
     te: u64,
     pps: Vec<ProgramPoint>,
     ftbl: Vec<String>,
 }
 
-/// One program point (one distinct stack).
+/// One program point (one distinct stack): the measure's bytes and blocks
+/// there. With `bklt` false DHAT reads no other figure.
 #[derive(Clone, Debug, Default, Serialize)]
 struct ProgramPoint {
-    /// Total bytes and blocks allocated here.
     tb: u64,
     tbk: u64,
-    /// Total lifetime of those blocks: not recorded, so 0.
-    tl: u64,
-    /// The most bytes and blocks live here at once (a lower bound).
-    mb: u64,
-    mbk: u64,
-    /// Bytes and blocks live here at the global peak.
-    gb: u64,
-    gbk: u64,
-    /// Bytes and blocks live here at the end (the dump).
-    eb: u64,
-    ebk: u64,
     /// Frame-table indices, leaf first.
     fs: Vec<usize>,
 }
 
-impl ProgramPoint {
-    fn merge(&mut self, other: &ProgramPoint) {
-        self.tb = self.tb.saturating_add(other.tb);
-        self.tbk = self.tbk.saturating_add(other.tbk);
-        self.mb = self.mb.saturating_add(other.mb);
-        self.mbk = self.mbk.saturating_add(other.mbk);
-        self.gb = self.gb.saturating_add(other.gb);
-        self.gbk = self.gbk.saturating_add(other.gbk);
-        self.eb = self.eb.saturating_add(other.eb);
-        self.ebk = self.ebk.saturating_add(other.ebk);
-    }
-}
+/// `te`: one dump, in millionths of a dump, so that DHAT's "per `Mtu`"
+/// rates are the figure itself.
+const ONE_DUMP: u64 = 1_000_000;
 
 /// DHAT's frame text: `0x1a2b: name (file:line:col)`, or `(in program)`
 /// without a file, the way valgrind writes frames it cannot place.
@@ -106,8 +96,10 @@ fn frame_text(address: u64, frame: Option<&Frame>, program: &str) -> String {
     text
 }
 
-/// The dump as DHAT JSON bytes.
-pub fn to_json(dump: &Dump) -> Vec<u8> {
+/// The dump as DHAT JSON bytes, each program point weighed by `measure`
+/// (see the module docs). `path` names the dump in errors.
+pub fn to_json(dump: &Dump, measure: Measure, path: &Path) -> Result<Vec<u8>, CliError> {
+    let weights = weigh::weigh(dump, measure, path)?;
     // Frame-table indices of each location's frames, innermost first.
     let mut ftbl = vec!["[root]".to_string()];
     let mut ftbl_index: HashMap<String, usize> = HashMap::new();
@@ -136,45 +128,37 @@ pub fn to_json(dump: &Dump) -> Vec<u8> {
         })
         .collect();
 
-    // Peak figures by stack; sized by the stack table read from the file.
-    let mut peak = vec![(0u64, 0u64); dump.stacks.len()];
-    for p in &dump.peak_sites {
-        if let Some(slot) = peak.get_mut(p.stack as usize) {
-            slot.0 = slot.0.saturating_add(p.bytes);
-            slot.1 = slot.1.saturating_add(p.blocks);
-        }
-    }
-
     let mut pps: Vec<ProgramPoint> = Vec::new();
     let mut by_frames: HashMap<Vec<usize>, usize> = HashMap::new();
-    for site in &dump.sites {
-        let Some(stack) = dump.stacks.get(site.stack as usize) else {
+    for weight in &weights {
+        let Some(stack) = dump.stacks.get(weight.stack as usize) else {
             continue;
         };
-        let fs: Vec<usize> = stack
+        let mut fs: Vec<usize> = stack
             .locations
             .iter()
             .filter_map(|&l| location_frames.get(l as usize))
             .flatten()
             .copied()
             .collect();
-        let (gb, gbk) = peak.get(site.stack as usize).copied().unwrap_or_default();
+        if fs.is_empty() {
+            // The stack table's catch-all: named as every command names it.
+            let text = format!("0x0: {OVERFLOW_LABEL}");
+            fs.push(*ftbl_index.entry(text).or_insert_with_key(|text| {
+                ftbl.push(text.clone());
+                ftbl.len() - 1
+            }));
+        }
         let point = ProgramPoint {
-            tb: site.total_bytes,
-            tbk: site.total_blocks,
-            tl: 0,
-            mb: site.live_bytes.max(gb),
-            mbk: site.live_blocks.max(gbk),
-            gb,
-            gbk,
-            eb: site.live_bytes,
-            ebk: site.live_blocks,
+            tb: weight.bytes,
+            tbk: weight.blocks,
             fs: Vec::new(),
         };
         match by_frames.get(&fs) {
             Some(&i) => {
                 if let Some(existing) = pps.get_mut(i) {
-                    existing.merge(&point);
+                    existing.tb = existing.tb.saturating_add(point.tb);
+                    existing.tbk = existing.tbk.saturating_add(point.tbk);
                 }
             }
             None => {
@@ -184,25 +168,40 @@ pub fn to_json(dump: &Dump) -> Vec<u8> {
         }
     }
 
+    let (verb, what) = match measure {
+        Measure::Live | Measure::Blocks | Measure::Type => {
+            ("Live", "live bytes and blocks at the dump")
+        }
+        Measure::Temporary => (
+            "Temporary",
+            "blocks freed before their thread's next allocation",
+        ),
+        Measure::Allocated => (
+            "Allocated",
+            "bytes and blocks allocated since tracking began",
+        ),
+        Measure::Peak => (
+            "Live at the peak",
+            "bytes and blocks live at the heap's peak",
+        ),
+    };
     let file = DhatFile {
         dhatFileVersion: 2,
-        mode: "rust-heap",
-        verb: "Allocated",
-        bklt: true,
+        mode: format!("alloc-track {}: {what}", dump.mode),
+        verb,
+        bklt: false,
         bkacc: false,
-        tu: "µs",
-        Mtu: "s",
-        tuth: 10,
+        tu: "µdump",
+        Mtu: "dump",
         cmd: &dump.program,
         pid: dump.pid,
-        tg: 0,
-        te: 0,
+        te: ONE_DUMP,
         pps,
         ftbl,
     };
     // Serialising plain structs of strings and integers into memory cannot
     // fail; an empty document would be the only possible fallback.
-    serde_json::to_vec(&file).unwrap_or_default()
+    Ok(serde_json::to_vec(&file).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ pub mod pprof;
 use std::io::Write;
 use std::path::PathBuf;
 
-use alloc_track::dump::Dump;
-
 use crate::error::CliError;
+use crate::focus::StackFilter;
+use crate::input;
 use crate::output::Output;
 use crate::stacks::Order;
 use crate::weigh::Measure;
@@ -29,14 +29,16 @@ pub enum ExportFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExportOptions {
-    /// The dump to convert.
+    /// The dump to convert; `-` is standard input.
     pub dump: PathBuf,
     /// The format to write.
     pub format: ExportFormat,
     /// Where to write it.
     pub output: Output,
-    /// What the folded counts weigh (the other formats carry every figure).
+    /// What the folded and DHAT figures weigh (pprof carries every figure).
     pub measure: Measure,
+    /// Which stacks to export (`--focus`, `--ignore`).
+    pub filter: StackFilter,
 }
 
 impl ExportOptions {
@@ -47,21 +49,24 @@ impl ExportOptions {
             format,
             output,
             measure: Measure::Live,
+            filter: StackFilter::default(),
         }
     }
 }
 
 /// The `export` command. When the output is a file, one line on `out` says
-/// where it went; with `-o -` the export itself goes to `out`.
+/// where it went; with [`Output::Stdout`] (no `-o`, or `-o -`) the export
+/// itself goes to `out`.
 pub fn export(options: &ExportOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dump = Dump::load(&options.dump)?;
+    let mut dump = input::load(&options.dump)?;
+    options.filter.apply(&mut dump);
     let bytes = match options.format {
         ExportFormat::Folded => {
             folded::folded_lines(&dump, &options.dump, options.measure, Order::RootFirst)?
                 .into_bytes()
         }
         ExportFormat::Pprof => pprof::encode(&dump, &options.dump)?,
-        ExportFormat::Dhat => dhat::to_json(&dump),
+        ExportFormat::Dhat => dhat::to_json(&dump, options.measure, &options.dump)?,
     };
     options.output.write_with(out, |w| w.write_all(&bytes))?;
     if let Output::File(path) = &options.output {

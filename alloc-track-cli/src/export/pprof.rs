@@ -26,6 +26,7 @@ use flate2::Compression;
 use prost::Message;
 
 use crate::error::CliError;
+use crate::stacks::OVERFLOW_LABEL;
 
 /// `perftools.profiles.Profile`.
 #[derive(Clone, PartialEq, Message)]
@@ -204,7 +205,11 @@ pub fn build(dump: &Dump, path: &Path) -> Result<Profile, CliError> {
                 functions.push(Function {
                     id,
                     name,
-                    system_name: name,
+                    // No system (mangled) name: pprof would take a name equal
+                    // to it for a demangled C++ one and strip every `<...>`,
+                    // turning `<T as SpecFromElem>::from_elem` into
+                    // `::from_elem`. It leaves a name alone that differs.
+                    system_name: 0,
                     filename: file,
                     start_line: 0,
                 });
@@ -222,6 +227,33 @@ pub fn build(dump: &Dump, path: &Path) -> Result<Profile, CliError> {
         });
     }
 
+    // The stack table's catch-all has no frames; pprof shows a sample
+    // without locations as nothing, so it gets one named as every command
+    // names it.
+    let mut overflow_location = None;
+    if dump.stacks.iter().any(|s| s.locations.is_empty()) {
+        let name = strings.intern(OVERFLOW_LABEL);
+        let id = functions.len() as u64 + 1;
+        functions.push(Function {
+            id,
+            name,
+            system_name: 0,
+            filename: 0,
+            start_line: 0,
+        });
+        let location_id = location.len() as u64 + 1;
+        location.push(Location {
+            id: location_id,
+            mapping_id: 1,
+            address: 0,
+            line: vec![Line {
+                function_id: id,
+                line: 0,
+            }],
+        });
+        overflow_location = Some(location_id);
+    }
+
     let too_large = |what: &str, value: u64| CliError::TooLarge {
         path: path.to_path_buf(),
         what: format!("{what} {value} does not fit pprof's 64-bit signed values"),
@@ -232,8 +264,12 @@ pub fn build(dump: &Dump, path: &Path) -> Result<Profile, CliError> {
         let Some(stack) = dump.stacks.get(site.stack as usize) else {
             continue; // validated dumps have none
         };
+        let mut location_id: Vec<u64> = stack.locations.iter().map(|&l| u64::from(l) + 1).collect();
+        if location_id.is_empty() {
+            location_id.extend(overflow_location);
+        }
         sample.push(Sample {
-            location_id: stack.locations.iter().map(|&l| u64::from(l) + 1).collect(),
+            location_id,
             value: vec![
                 signed("allocated blocks", site.total_blocks)?,
                 signed("allocated bytes", site.total_bytes)?,

@@ -89,8 +89,8 @@ pub(super) fn chart(dumps: &[(PathBuf, Dump)], clock: &Clock, drawn: &[&Series])
 <svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="Verdana, sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>"#
     );
-    let first = dumps.first().map(|(p, _)| p.display().to_string());
-    let last = dumps.last().map(|(p, _)| p.display().to_string());
+    let first = dumps.first().map(|(p, _)| crate::input::display_name(p));
+    let last = dumps.last().map(|(p, _)| crate::input::display_name(p));
     let _ = writeln!(
         svg,
         r##"<text x="{}" y="24" font-size="17" text-anchor="middle">Live bytes per site over {} dumps</text>

@@ -2,14 +2,14 @@
 //! (the numbered periodic ones, say), each site's shape classified, the
 //! likely leaks first, and a line chart of the top sites over time.
 //!
-//! Sites are matched across dumps by symbolized stack, as `diff` does (see
-//! [`crate::matching`]). Dumps are put in the order they were taken (their
+//! Sites are matched across dumps by label, as `diff` does and as `report`
+//! groups them (see [`crate::rows`]). Dumps are put in the order they were taken (their
 //! timestamps), not the order given: a shell sorts `heap.10.json` before
 //! `heap.2.json`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use alloc_track::dump::Dump;
 use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
@@ -17,10 +17,11 @@ use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
 mod chart;
 
 use crate::error::CliError;
-use crate::matching::StackKeys;
-use crate::output::write_file;
+use crate::focus::StackFilter;
+use crate::input;
+use crate::output::Output;
 use crate::report::utc;
-use crate::stacks::site_label;
+use crate::rows::{self, Naming};
 use crate::weigh::{self, Measure};
 use chart::chart;
 
@@ -28,16 +29,21 @@ use chart::chart;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TrendOptions {
-    /// The dumps, in any order; at least two.
+    /// The dumps, in any order; at least two. One may be `-`, standard
+    /// input.
     pub dumps: Vec<PathBuf>,
     /// How many changing sites the table shows.
     pub top: usize,
-    /// Where to write the SVG line chart; `None` writes none.
-    pub chart: Option<PathBuf>,
+    /// Where to write the SVG line chart; `None` writes none. With
+    /// [`Output::Stdout`] the chart takes standard output and the table
+    /// goes to the error stream.
+    pub chart: Option<Output>,
     /// How many sites the chart draws.
     pub chart_sites: usize,
-    /// Source files below this directory are shown relative to it.
-    pub relative_to: Option<PathBuf>,
+    /// How stacks are named (and so which stacks are one series).
+    pub naming: Naming,
+    /// Which stacks to follow (`--focus`, `--ignore`).
+    pub filter: StackFilter,
 }
 
 impl TrendOptions {
@@ -49,7 +55,8 @@ impl TrendOptions {
             top: 10,
             chart: None,
             chart_sites: 8,
-            relative_to: None,
+            naming: Naming::default(),
+            filter: StackFilter::default(),
         }
     }
 }
@@ -136,9 +143,6 @@ struct Series {
     bytes: Vec<u64>,
     /// Live blocks likewise.
     blocks: Vec<u64>,
-    /// The newest dump the site appears in, and its stack there: the label
-    /// comes from the dump the user has now.
-    label_from: (usize, u32),
     shape: Shape,
     /// Least-squares slope, bytes per unit of [`Clock`].
     slope: f64,
@@ -245,50 +249,45 @@ fn slope(x: &[f64], y: &[u64]) -> f64 {
 
 /// Loads the dumps and puts them in the order they were taken.
 fn load(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Dump)>, CliError> {
+    input::at_most_one_stdin(paths)?;
     let mut dumps = Vec::with_capacity(paths.len());
     for path in paths {
-        dumps.push((path.clone(), Dump::load(path)?));
+        dumps.push((path.clone(), input::load(path)?));
     }
     // Stable: dumps with equal timestamps keep the order given.
     dumps.sort_by_key(|(_, d)| (d.timestamp_ms, d.pid, d.epoch));
     Ok(dumps)
 }
 
-/// Matches the sites of every dump and builds one series per site.
-fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, base: Option<&Path>) -> Vec<Series> {
+/// Matches the rows of every dump by label (see [`crate::rows`]) and
+/// builds one series per row.
+fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, naming: &Naming) -> Vec<Series> {
     let n = dumps.len();
-    let mut keys = StackKeys::default();
-    let mut by_key: HashMap<Vec<u32>, usize> = HashMap::new();
+    let mut by_label: HashMap<String, usize> = HashMap::new();
     let mut all: Vec<Series> = Vec::new();
     for (i, (path, dump)) in dumps.iter().enumerate() {
         // Live bytes cannot fail to weigh (only `peak` can); an error here
         // would be a bug, and an empty list is the safe answer.
         let weights = weigh::weigh(dump, Measure::Live, path).unwrap_or_default();
-        for weight in weights {
-            let key = keys.stack_key(dump, weight.stack);
-            let index = *by_key.entry(key).or_insert_with(|| {
+        for row in rows::group(&weights, Measure::Live, &naming.for_dump(dump)) {
+            let index = *by_label.entry(row.label.clone()).or_insert_with(|| {
                 all.push(Series {
                     bytes: vec![0; n],
                     blocks: vec![0; n],
-                    label_from: (i, weight.stack),
                     shape: Shape::Flat,
                     slope: 0.0,
-                    label: String::new(),
+                    label: row.label.clone(),
                 });
                 all.len() - 1
             });
-            if let Some(series) = all.get_mut(index) {
-                series.bytes[i] = series.bytes[i].saturating_add(weight.bytes);
-                series.blocks[i] = series.blocks[i].saturating_add(weight.blocks);
-                series.label_from = (i, weight.stack);
-            }
+            let series = &mut all[index];
+            series.bytes[i] = series.bytes[i].saturating_add(row.bytes);
+            series.blocks[i] = series.blocks[i].saturating_add(row.blocks);
         }
     }
     for series in &mut all {
         series.shape = classify(&series.bytes);
         series.slope = slope(&clock.x, &series.bytes);
-        let (dump, stack) = series.label_from;
-        series.label = site_label(&dumps[dump].1, stack, base);
     }
     // Likely leaks first; within a shape the biggest change first, then
     // the biggest site; the label last so that the order is stable.
@@ -303,11 +302,19 @@ fn build_series(dumps: &[(PathBuf, Dump)], clock: &Clock, base: Option<&Path>) -
 }
 
 /// The `trend` command: writes the chart (first, so that `trend | head`
-/// still writes it), then the table to `out`.
-pub fn trend(options: &TrendOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let dumps = load(&options.dumps)?;
+/// still writes it), then the table to `out` (to `err` when the chart
+/// takes standard output).
+pub fn trend(
+    options: &TrendOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut dumps = load(&options.dumps)?;
+    for (_, dump) in &mut dumps {
+        options.filter.apply(dump);
+    }
     let clock = Clock::new(&dumps);
-    let series = build_series(&dumps, &clock, options.relative_to.as_deref());
+    let series = build_series(&dumps, &clock, &options.naming);
     let mut chart_note = None;
     if let Some(svg) = &options.chart {
         let drawn: Vec<&Series> = series
@@ -319,17 +326,23 @@ pub fn trend(options: &TrendOptions, out: &mut impl Write) -> Result<(), CliErro
             chart_note = Some("no chart: no site has live bytes in any dump".to_string());
         } else {
             let text = chart(&dumps, &clock, &drawn);
-            write_file(svg, |w| w.write_all(text.as_bytes()))?;
-            chart_note = Some(format!(
-                "line chart of the top {} sites: {}",
-                drawn.len(),
-                svg.display()
-            ));
+            svg.write_with(out, |w| w.write_all(text.as_bytes()))?;
+            if let Output::File(path) = svg {
+                chart_note = Some(format!(
+                    "line chart of the top {}: {}",
+                    crate::rows::count_of(drawn.len() as u64, "site", "sites"),
+                    path.display()
+                ));
+            }
         }
     }
-    write_text(options, &dumps, &clock, &series, out).map_err(CliError::Stdout)?;
+    let text_out: &mut dyn Write = match options.chart {
+        Some(Output::Stdout) => err,
+        _ => out,
+    };
+    write_text(options, &dumps, &clock, &series, text_out).map_err(CliError::Stdout)?;
     if let Some(note) = chart_note {
-        writeln!(out, "\n{note}").map_err(CliError::Stdout)?;
+        writeln!(text_out, "\n{note}").map_err(CliError::Stdout)?;
     }
     Ok(())
 }
@@ -387,7 +400,7 @@ fn write_text(
     dumps: &[(PathBuf, Dump)],
     clock: &Clock,
     series: &[Series],
-    out: &mut impl Write,
+    out: &mut dyn Write,
 ) -> io::Result<()> {
     let (Some((first_path, first)), Some((last_path, last))) = (dumps.first(), dumps.last()) else {
         return Ok(());
@@ -400,7 +413,7 @@ fn write_text(
     writeln!(
         out,
         "first        {}: {} (pid {}), dumped {}",
-        first_path.display(),
+        input::display_name(first_path),
         first.program,
         first.pid,
         utc(first.timestamp_ms)
@@ -413,7 +426,7 @@ fn write_text(
     writeln!(
         out,
         "last         {}: {} (pid {}), {later}",
-        last_path.display(),
+        input::display_name(last_path),
         last.program,
         last.pid,
     )?;
@@ -496,8 +509,8 @@ fn write_text(
     if changing.len() > shown {
         writeln!(
             out,
-            "{} more changing sites (--top N shows more)",
-            Count((changing.len() - shown) as u64)
+            "{} more changing (--top N shows more)",
+            crate::rows::count_of((changing.len() - shown) as u64, "site", "sites")
         )?;
     }
     writeln!(out)?;

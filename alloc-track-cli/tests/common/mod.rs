@@ -40,3 +40,29 @@ pub fn run(args: &[&str], dir: &Path) -> Output {
         .output()
         .expect("run alloc-track")
 }
+
+/// Runs the binary with `args` in `dir`, `stdin` fed to its standard input.
+pub fn run_with_stdin(args: &[&str], dir: &Path, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run alloc-track");
+    let mut input = child.stdin.take().expect("stdin");
+    // A command that fails early closes its end: that is its answer.
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().expect("wait for alloc-track")
+}
+
+/// The test dumps in `tests/data/`.
+pub fn data(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}

@@ -13,31 +13,43 @@ use alloc_track::dump::Dump;
 use alloc_track::human::{Bytes, Count, SignedBytes, SignedCount};
 use inferno::flamegraph;
 
+mod json;
+
+pub use json::{DIFF_JSON_FORMAT, DIFF_JSON_VERSION};
+
 use crate::error::CliError;
 use crate::flamegraph::{capitalised, inferno_options};
-use crate::matching::StackKeys;
-use crate::output::{beside, write_file};
+use crate::focus::StackFilter;
+use crate::input;
+use crate::output::{beside, Output};
 use crate::report::utc;
-use crate::stacks::{self, site_label, Folder, Order};
+use crate::rows::{self, GroupBy, Naming};
+use crate::stacks::{self, Folder, Order};
 use crate::weigh::{self, Measure};
 
 /// The `diff` command's options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiffOptions {
-    /// The earlier dump.
+    /// The earlier dump; `-` is standard input.
     pub before: PathBuf,
-    /// The later dump.
+    /// The later dump; `-` is standard input.
     pub after: PathBuf,
     /// What is compared.
     pub measure: Measure,
     /// How many growing and how many shrinking sites the tables show.
     pub top: usize,
     /// The differential flamegraph sized by AFTER; the one sized by BEFORE
-    /// goes beside it (see [`shrank_path`]). `None` writes neither.
-    pub flamegraph: Option<PathBuf>,
-    /// Source files below this directory are shown relative to it.
-    pub relative_to: Option<PathBuf>,
+    /// goes beside it (see [`shrank_path`]). `None` writes neither; with
+    /// [`Output::Stdout`] the graph sized by AFTER goes to standard output,
+    /// the tables to the error stream, and the other graph is not drawn.
+    pub flamegraph: Option<Output>,
+    /// How stacks are named (and so which stacks are one row).
+    pub naming: Naming,
+    /// Which stacks to compare (`--focus`, `--ignore`).
+    pub filter: StackFilter,
+    /// Print the comparison as JSON (see `docs/json-output.md`).
+    pub json: bool,
 }
 
 impl DiffOptions {
@@ -49,7 +61,9 @@ impl DiffOptions {
             measure: Measure::Live,
             top: 20,
             flamegraph: None,
-            relative_to: None,
+            naming: Naming::default(),
+            filter: StackFilter::default(),
+            json: false,
         }
     }
 }
@@ -59,18 +73,14 @@ pub fn shrank_path(svg: &Path) -> PathBuf {
     beside(svg, ".shrank.svg")
 }
 
-/// Which dump a row's stack comes from, for its label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Before,
-    After,
-}
-
-/// One site's figures in both dumps.
+/// One row's figures in both dumps (see [`crate::rows`]: rows are matched
+/// by label, the same identity `report` shows).
 #[derive(Clone, Debug)]
 struct Row {
-    side: Side,
-    stack: u32,
+    label: String,
+    /// The row's heaviest stack, in AFTER when the row is there (true) or
+    /// else in BEFORE: where "your code" is looked up.
+    heaviest: (bool, u32),
     before: u64,
     after: u64,
     before_blocks: u64,
@@ -83,27 +93,65 @@ impl Row {
     }
 }
 
-/// Matches the sites of two dumps under `measure`; rows in no order.
+/// The rows of a comparison sorted into what grew and what shrank.
+struct Changes {
+    new: usize,
+    gone: usize,
+    changed: usize,
+    unchanged: usize,
+    /// Largest growth first; ties by label so the output is stable.
+    grew: Vec<Row>,
+    /// Largest shrinkage first, likewise.
+    shrank: Vec<Row>,
+}
+
+impl Changes {
+    fn split(rows: Vec<Row>) -> Changes {
+        let new = rows.iter().filter(|r| r.before == 0).count();
+        let gone = rows.iter().filter(|r| r.after == 0).count();
+        let unchanged = rows.iter().filter(|r| r.delta() == 0).count();
+        let changed = rows.len() - new - gone - unchanged;
+        let (mut grew, mut shrank): (Vec<Row>, Vec<Row>) = rows
+            .into_iter()
+            .filter(|r| r.delta() != 0)
+            .partition(|r| r.delta() > 0);
+        grew.sort_by(|a, b| {
+            b.delta()
+                .cmp(&a.delta())
+                .then_with(|| a.label.cmp(&b.label))
+        });
+        shrank.sort_by(|a, b| {
+            a.delta()
+                .cmp(&b.delta())
+                .then_with(|| a.label.cmp(&b.label))
+        });
+        Changes {
+            new,
+            gone,
+            changed,
+            unchanged,
+            grew,
+            shrank,
+        }
+    }
+}
+
+/// Matches the rows of two dumps under `measure`; rows in no order.
 fn compare(
-    before: &Dump,
-    before_path: &Path,
-    after: &Dump,
-    after_path: &Path,
+    (before, before_path): (&Dump, &Path),
+    (after, after_path): (&Dump, &Path),
     measure: Measure,
+    naming: &Naming,
 ) -> Result<Vec<Row>, CliError> {
-    let mut keys = StackKeys::default();
     let mut rows: Vec<Row> = Vec::new();
-    let mut by_key: HashMap<Vec<u32>, usize> = HashMap::new();
-    for (side, dump, path) in [
-        (Side::Before, before, before_path),
-        (Side::After, after, after_path),
-    ] {
-        for weight in weigh::weigh(dump, measure, path)? {
-            let key = keys.stack_key(dump, weight.stack);
-            let index = *by_key.entry(key).or_insert_with(|| {
+    let mut by_label: HashMap<String, usize> = HashMap::new();
+    for (is_after, dump, path) in [(false, before, before_path), (true, after, after_path)] {
+        let weights = weigh::weigh(dump, measure, path)?;
+        for group in rows::group(&weights, measure, &naming.for_dump(dump)) {
+            let index = *by_label.entry(group.label.clone()).or_insert_with(|| {
                 rows.push(Row {
-                    side,
-                    stack: weight.stack,
+                    label: group.label.clone(),
+                    heaviest: (is_after, group.heaviest),
                     before: 0,
                     after: 0,
                     before_blocks: 0,
@@ -111,36 +159,44 @@ fn compare(
                 });
                 rows.len() - 1
             });
-            let Some(row) = rows.get_mut(index) else {
-                continue;
+            let row = &mut rows[index];
+            if is_after {
+                row.heaviest = (true, group.heaviest);
+            }
+            let (value, blocks) = if is_after {
+                (&mut row.after, &mut row.after_blocks)
+            } else {
+                (&mut row.before, &mut row.before_blocks)
             };
-            let (value, blocks) = match side {
-                Side::Before => (&mut row.before, &mut row.before_blocks),
-                Side::After => {
-                    // Label from the later dump, the one the user has now.
-                    row.side = Side::After;
-                    row.stack = weight.stack;
-                    (&mut row.after, &mut row.after_blocks)
-                }
-            };
-            *value = value.saturating_add(weight.value(measure));
-            *blocks = blocks.saturating_add(weight.blocks);
+            *value = value.saturating_add(group.value(measure));
+            *blocks = blocks.saturating_add(group.blocks);
         }
     }
     Ok(rows)
 }
 
 /// The `diff` command: writes the two differential flamegraphs, then the
-/// change tables to `out`.
-pub fn diff(options: &DiffOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let before = Dump::load(&options.before)?;
-    let after = Dump::load(&options.after)?;
+/// change tables to `out` (to `err` when the graph takes standard output).
+pub fn diff(
+    options: &DiffOptions,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    input::at_most_one_stdin([&options.before, &options.after])?;
+    if options.json && options.flamegraph == Some(Output::Stdout) {
+        return Err(CliError::Usage(
+            "--json and -o - both want standard output; give the SVG a file name".into(),
+        ));
+    }
+    let mut before = input::load(&options.before)?;
+    let mut after = input::load(&options.after)?;
+    options.filter.apply(&mut before);
+    options.filter.apply(&mut after);
     let rows = compare(
-        &before,
-        &options.before,
-        &after,
-        &options.after,
+        (&before, &options.before),
+        (&after, &options.after),
         options.measure,
+        &options.naming,
     )?;
     let mut graphs = Vec::new();
     if let Some(svg) = &options.flamegraph {
@@ -149,18 +205,27 @@ pub fn diff(options: &DiffOptions, out: &mut impl Write) -> Result<(), CliError>
             (&after, &options.after),
             options.measure,
         )?;
-        graphs = write_graphs(options, &lines, svg)?;
+        graphs = write_graphs(options, &lines, svg, out)?;
+    }
+    let text_out: &mut dyn Write = match options.flamegraph {
+        Some(Output::Stdout) => err,
+        _ => out,
+    };
+    if options.json {
+        return json::write_json(options, &before, &after, Changes::split(rows), text_out)
+            .map_err(CliError::Stdout);
     }
     if options.measure == Measure::Type {
-        crate::by_type::write_diff(out, &before, &after, options.top).map_err(CliError::Stdout)?;
+        crate::by_type::write_diff(&mut &mut *text_out, &before, &after, options.top)
+            .map_err(CliError::Stdout)?;
     } else {
-        write_text(options, &before, &after, rows, out).map_err(CliError::Stdout)?;
+        write_text(options, &before, &after, rows, text_out).map_err(CliError::Stdout)?;
     }
     if !graphs.is_empty() {
-        writeln!(out).map_err(CliError::Stdout)?;
+        writeln!(text_out).map_err(CliError::Stdout)?;
     }
     for graph in graphs {
-        writeln!(out, "{graph}").map_err(CliError::Stdout)?;
+        writeln!(text_out, "{graph}").map_err(CliError::Stdout)?;
     }
     Ok(())
 }
@@ -202,15 +267,23 @@ fn differential_lines(
 fn write_graphs(
     options: &DiffOptions,
     lines: &BTreeMap<String, (u64, u64)>,
-    svg: &Path,
+    svg: &Output,
+    stdout: &mut impl Write,
 ) -> Result<Vec<String>, CliError> {
     let measure = options.measure;
     let mut notes = Vec::new();
     for sized_by_after in [true, false] {
-        let path = if sized_by_after {
-            svg.to_path_buf()
-        } else {
-            shrank_path(svg)
+        let output = match (svg, sized_by_after) {
+            (Output::File(path), true) => Output::File(path.clone()),
+            (Output::File(path), false) => Output::File(shrank_path(path)),
+            (Output::Stdout, true) => Output::Stdout,
+            (Output::Stdout, false) => {
+                notes.push(
+                    "the graph sized by BEFORE (what shrank) is drawn only into a file: -o FILE"
+                        .to_string(),
+                );
+                continue;
+            }
         };
         let text: String = lines
             .iter()
@@ -242,17 +315,20 @@ fn write_graphs(
         let mut inferno = inferno_options(title, measure.unit(), false);
         inferno.subtitle = Some(format!(
             "BEFORE {}, AFTER {}",
-            options.before.display(),
-            options.after.display()
+            input::display_name(&options.before),
+            input::display_name(&options.after)
         ));
         inferno.negate_differentials = !sized_by_after;
         let mut bytes = Vec::new();
+        let name = match &output {
+            Output::File(path) => path.display().to_string(),
+            Output::Stdout => "standard output".to_string(),
+        };
         flamegraph::from_lines(&mut inferno, text.lines(), &mut bytes)
-            .map_err(CliError::output(&path))?;
-        write_file(&path, |w| w.write_all(&bytes))?;
+            .map_err(CliError::output(&name))?;
+        output.write_with(stdout, |w| w.write_all(&bytes))?;
         notes.push(format!(
-            "differential flamegraph sized by {sized} ({shows}): {}",
-            path.display()
+            "differential flamegraph sized by {sized} ({shows}): {name}"
         ));
     }
     Ok(notes)
@@ -278,10 +354,9 @@ fn write_text(
     before: &Dump,
     after: &Dump,
     rows: Vec<Row>,
-    out: &mut impl Write,
+    out: &mut dyn Write,
 ) -> io::Result<()> {
     let measure = options.measure;
-    let base = options.relative_to.as_deref();
     writeln!(out, "alloc-track diff of {}", measure.describe())?;
     for (name, path, dump) in [
         ("before", &options.before, before),
@@ -290,7 +365,7 @@ fn write_text(
         writeln!(
             out,
             "{name}       {}: {} (pid {}), dumped {}, epoch {}",
-            path.display(),
+            input::display_name(path),
             dump.program,
             dump.pid,
             utc(dump.timestamp_ms),
@@ -335,36 +410,24 @@ fn write_text(
             Count(blocks)
         )?;
     }
-    let new = rows.iter().filter(|r| r.before == 0).count();
-    let gone = rows.iter().filter(|r| r.after == 0).count();
-    let unchanged = rows.iter().filter(|r| r.delta() == 0).count();
+    let before_names = options.naming.for_dump(before);
+    let after_names = options.naming.for_dump(after);
+    let changes = Changes::split(rows);
     writeln!(
         out,
         "sites        {} new, {} gone, {} changed, {} unchanged",
-        Count(new as u64),
-        Count(gone as u64),
-        Count((rows.len() - new - gone - unchanged) as u64),
-        Count(unchanged as u64)
+        Count(changes.new as u64),
+        Count(changes.gone as u64),
+        Count(changes.changed as u64),
+        Count(changes.unchanged as u64)
     )?;
-
-    let (mut grew, mut shrank): (Vec<Row>, Vec<Row>) = rows
-        .into_iter()
-        .filter(|r| r.delta() != 0)
-        .partition(|r| r.delta() > 0);
-    let label = |row: &Row| match row.side {
-        Side::Before => site_label(before, row.stack, base),
-        Side::After => site_label(after, row.stack, base),
-    };
-    // Largest change first; ties by label so the output is stable.
-    grew.sort_by_cached_key(|r| (std::cmp::Reverse(r.delta()), label(r)));
-    shrank.sort_by_cached_key(|r| (r.delta(), label(r)));
-    for (heading, rows) in [("grew", grew), ("shrank", shrank)] {
+    for (heading, rows) in [("grew", changes.grew), ("shrank", changes.shrank)] {
         writeln!(out)?;
         let shown = options.top.min(rows.len());
         writeln!(
             out,
-            "{heading}: {shown} of {} sites",
-            Count(rows.len() as u64)
+            "{heading}: {shown} of {}",
+            crate::rows::count_of(rows.len() as u64, "site", "sites")
         )?;
         if shown == 0 {
             continue;
@@ -387,8 +450,19 @@ fn write_text(
                 value_text(measure, row.before),
                 value_text(measure, row.after),
                 delta_text(Measure::Blocks, change(row.before_blocks, row.after_blocks)),
-                label(row)
+                row.label
             )?;
+            if options.naming.group_by == GroupBy::Site {
+                let (in_after, stack) = row.heaviest;
+                let names = if in_after {
+                    &after_names
+                } else {
+                    &before_names
+                };
+                if let Some(yours) = names.your_code(stack).filter(|y| *y != row.label) {
+                    writeln!(out, "{:50}from your code: {yours}", "")?;
+                }
+            }
         }
     }
     Ok(())
@@ -397,7 +471,7 @@ fn write_text(
 /// Live bytes and blocks in AFTER that were born after BEFORE was taken:
 /// only meaningful for two dumps of one process whose tracker recorded
 /// births.
-fn retained_since(before: &Dump, after: &Dump) -> Option<(u64, u64)> {
+pub(crate) fn retained_since(before: &Dump, after: &Dump) -> Option<(u64, u64)> {
     if before.pid != after.pid || after.epoch <= before.epoch {
         return None;
     }
@@ -442,7 +516,13 @@ mod tests {
             site.stack = last - site.stack;
         }
         after.validate().expect("still valid");
-        let rows = compare(&before, &path, &after, &path, Measure::Live).expect("compare");
+        let rows = compare(
+            (&before, &path),
+            (&after, &path),
+            Measure::Live,
+            &Naming::default(),
+        )
+        .expect("compare");
         // Only the unresolved frame (known by address alone) fails to match.
         let unmatched: Vec<&Row> = rows.iter().filter(|r| r.delta() != 0).collect();
         assert_eq!(unmatched.len(), 2, "{rows:?}");

@@ -1,119 +1,25 @@
-//! `alloc-track report`: what is holding the memory, where it was
-//! allocated, and what the peak consisted of, in one screen.
+//! The report as text: the summary lines and the ranked tables.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use alloc_track::dump::Dump;
 use alloc_track::human::{percent, Bytes, Count};
 
-use crate::error::CliError;
-use crate::flamegraph::{write_svg_file, GraphOptions};
-use crate::stacks::site_label;
+use super::ReportOptions;
+use crate::input;
+use crate::rows::{self, count_of, DumpNames, GroupBy};
 use crate::weigh::{self, Measure, Weight};
+use crate::your_code::CrateSource;
 use crate::{by_type, scopes, temporary};
 
-/// The `report` command's options.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReportOptions {
-    /// The dump to report on.
-    pub dump: PathBuf,
-    /// What the table ranks by and the flamegraph weighs.
-    pub measure: Measure,
-    /// How many sites the table shows.
-    pub top: usize,
-    /// Where to write the flamegraph SVG; `None` writes none.
-    pub flamegraph: Option<PathBuf>,
-    /// Source files below this directory are shown relative to it.
-    pub relative_to: Option<PathBuf>,
-    /// Report only the live blocks allocated inside this scope.
-    pub scope: Option<String>,
-    /// With [`Measure::Type`], how many sites to list under each type.
-    pub type_sites: usize,
-}
-
-impl ReportOptions {
-    /// Defaults: live bytes, top 10, no flamegraph, full file paths.
-    pub fn new(dump: impl Into<PathBuf>) -> Self {
-        ReportOptions {
-            dump: dump.into(),
-            measure: Measure::Live,
-            top: 10,
-            flamegraph: None,
-            relative_to: None,
-            scope: None,
-            type_sites: 0,
-        }
-    }
-}
-
-/// How many rows the peak breakdown shows under a report of another measure.
-const PEAK_ROWS: usize = 5;
-
-/// The `report` command: loads the dump, writes the flamegraph (first, so
-/// that `report | head` still writes it), prints the report to `out` and
-/// says where the flamegraph went.
-pub fn report(options: &ReportOptions, out: &mut impl Write) -> Result<(), CliError> {
-    let mut dump = Dump::load(&options.dump)?;
-    if let Some(name) = &options.scope {
-        dump = scopes::restrict(dump, name, &options.dump)?;
-    }
-    // Fails early on `--by peak` without a peak breakdown.
-    weigh::weigh(&dump, options.measure, &options.dump)?;
-    let drawn = match &options.flamegraph {
-        Some(svg) => {
-            let graph = GraphOptions {
-                measure: options.measure,
-                ..GraphOptions::default()
-            };
-            match write_svg_file(&dump, &options.dump, &graph, svg) {
-                Ok(()) => Some(Ok(svg)),
-                // An empty heap is worth a report, not an error.
-                Err(CliError::NothingToDraw { .. }) => Some(Err(())),
-                Err(error) => return Err(error),
-            }
-        }
-        None => None,
-    };
-    write_report(&dump, options, out)?;
-    let measure = options.measure.describe();
-    match drawn {
-        Some(Ok(svg)) => writeln!(
-            out,
-            "\nflamegraph of {measure}: {} (open it in a browser; click a frame to zoom, \
-             Ctrl-F to search)",
-            svg.display()
-        ),
-        Some(Err(())) => writeln!(out, "\nno flamegraph: the dump has no {measure}"),
-        None => Ok(()),
-    }
-    .map_err(CliError::Stdout)
-}
-
-/// Writes the summary and the tables (everything but the flamegraph line).
-pub fn write_report(
-    dump: &Dump,
-    options: &ReportOptions,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
-    let weights = weigh::weigh(dump, options.measure, &options.dump)?;
-    let peak = match options.measure {
-        Measure::Peak => None,
-        _ => weigh::weigh(dump, Measure::Peak, &options.dump).ok(),
-    };
-    write_text(dump, options, weights, peak, out).map_err(CliError::Stdout)
-}
-
-fn write_text(
+pub(super) fn write_text(
     dump: &Dump,
     options: &ReportOptions,
     weights: Vec<Weight>,
     peak: Option<Vec<Weight>>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let base = options.relative_to.as_deref();
     write_summary(dump, &options.dump, out)?;
     if let Some(name) = &options.scope {
         writeln!(
@@ -123,11 +29,18 @@ fn write_text(
     } else {
         scopes::write_table(dump, out)?;
     }
+    if let Some(filter) = options.filter.describe() {
+        writeln!(out, "filter       {filter}")?;
+    }
+    // Finding the program's crate may walk every stack: once per report.
+    let names = options.naming.for_dump(dump);
+    write_your_code(&names, out)?;
     writeln!(out)?;
+    let base = options.naming.relative_to.as_deref();
     match options.measure {
         Measure::Type => by_type::write_table(out, dump, options.top, options.type_sites, base)?,
         Measure::Temporary => temporary::write_table(out, dump, options.top, base)?,
-        _ => write_table(out, dump, weights, options.measure, options.top, base)?,
+        _ => write_table(out, &names, weights, options.measure, options.top)?,
     }
     if matches!(options.measure, Measure::Peak | Measure::Temporary) {
         return Ok(());
@@ -135,21 +48,14 @@ fn write_text(
     writeln!(out)?;
     write!(out, "at the peak ({}): ", Bytes(dump.totals.peak_bytes))?;
     match peak {
-        Some(peak) => write_table(
-            out,
-            dump,
-            peak,
-            Measure::Peak,
-            options.top.min(PEAK_ROWS),
-            base,
-        ),
+        Some(peak) => write_table(out, &names, peak, Measure::Peak, options.top),
         None => writeln!(out, "this dump has no breakdown by site"),
     }
 }
 
 fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<()> {
     let totals = &dump.totals;
-    writeln!(out, "alloc-track report of {}", path.display())?;
+    writeln!(out, "alloc-track report of {}", input::display_name(path))?;
     writeln!(
         out,
         "program      {} (pid {}), dumped {}, epoch {}, mode {}",
@@ -161,15 +67,15 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
     )?;
     writeln!(
         out,
-        "live heap    {} in {} blocks",
+        "live heap    {} in {}",
         Bytes(totals.live_bytes),
-        Count(totals.live_blocks)
+        count_of(totals.live_blocks, "block", "blocks")
     )?;
     writeln!(
         out,
-        "allocated    {} in {} blocks since tracking began",
+        "allocated    {} in {} since tracking began",
         Bytes(totals.total_bytes),
-        Count(totals.total_blocks)
+        count_of(totals.total_blocks, "block", "blocks")
     )?;
     writeln!(out, "peak heap    {}", Bytes(totals.peak_bytes))?;
     let os = &dump.os;
@@ -213,14 +119,39 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
             )?;
         }
     }
-    writeln!(
-        out,
-        "sites        {} call sites ({} stacks, {} code locations)",
-        Count(dump.sites.len() as u64),
-        Count(dump.stacks.len() as u64),
-        Count(dump.locations.len() as u64)
-    )?;
-    if let Some(walker) = &dump.stack_walker {
+    if dump.mode == "count" {
+        // Count mode keeps totals only: no site, and no stack was walked,
+        // whatever walker the build would have used.
+        writeln!(
+            out,
+            "sites        none: count mode keeps the totals only (ALLOC_TRACK_MODE=full or \
+             sampled records sites)"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "sites        {} ({}, {})",
+            count_of(dump.sites.len() as u64, "call site", "call sites"),
+            count_of(dump.stacks.len() as u64, "stack", "stacks"),
+            count_of(
+                dump.locations.len() as u64,
+                "code location",
+                "code locations"
+            )
+        )?;
+    }
+    let truncated = truncated_sites(dump);
+    if truncated.sites > 0 {
+        writeln!(
+            out,
+            "truncated    the stacks of {} ({} live in {}) were cut at the capture \
+             limit; their missing callers show as [truncated]",
+            count_of(truncated.sites, "site", "sites"),
+            Bytes(truncated.live_bytes),
+            count_of(truncated.live_blocks, "block", "blocks"),
+        )?;
+    }
+    if let Some(walker) = dump.stack_walker.as_ref().filter(|_| dump.mode != "count") {
         writeln!(
             out,
             "stacks       captured by {}",
@@ -238,6 +169,54 @@ fn write_summary(dump: &Dump, path: &Path, out: &mut impl Write) -> io::Result<(
         )?;
     }
     Ok(())
+}
+
+/// Which crate is "your code", and how that was decided.
+fn write_your_code(names: &DumpNames<'_>, out: &mut impl Write) -> io::Result<()> {
+    let naming = names.naming();
+    match names.program_crate() {
+        Some((name, source)) => {
+            let how = match source {
+                CrateSource::Given => "given with --crate",
+                CrateSource::ProgramName => "the program's name; --crate NAME picks another",
+                CrateSource::MainFunction => "the crate of main; --crate NAME picks another",
+            };
+            writeln!(out, "your code    crate {name} ({how})")
+        }
+        None if naming.group_by == GroupBy::YourCode || naming.crate_name.is_some() => writeln!(
+            out,
+            "your code    unknown: no frame of the program's crate in this dump (--crate NAME)"
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Sites whose stacks were cut at the capture limit, and what they hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Truncated {
+    /// How many sites.
+    pub sites: u64,
+    /// Their live bytes.
+    pub live_bytes: u64,
+    /// Their live blocks.
+    pub live_blocks: u64,
+}
+
+/// Counts the sites whose stack is marked truncated in the dump.
+pub fn truncated_sites(dump: &Dump) -> Truncated {
+    let mut truncated = Truncated::default();
+    for site in &dump.sites {
+        if dump
+            .stacks
+            .get(site.stack as usize)
+            .is_some_and(|s| s.truncated)
+        {
+            truncated.sites += 1;
+            truncated.live_bytes = truncated.live_bytes.saturating_add(site.live_bytes);
+            truncated.live_blocks = truncated.live_blocks.saturating_add(site.live_blocks);
+        }
+    }
+    truncated
 }
 
 /// One honest line on the gap between the live heap and the RSS.
@@ -263,49 +242,20 @@ fn heap_vs_rss(live: u64, rss: u64) -> String {
 /// heading, and a line for the rows left out.
 fn write_table(
     out: &mut impl Write,
-    dump: &Dump,
+    names: &DumpNames<'_>,
     weights: Vec<Weight>,
     measure: Measure,
     top: usize,
-    base: Option<&Path>,
 ) -> io::Result<()> {
     let total_value = weigh::total(&weights, measure);
     let total_bytes = weights.iter().fold(0u64, |s, w| s.saturating_add(w.bytes));
     let total_blocks = weights.iter().fold(0u64, |s, w| s.saturating_add(w.blocks));
-    // One row per place in the source: distinct stacks that end in the
-    // same function and line (two callers of one helper, `alloc` versus
-    // `realloc` under one `push`) are one answer to "who allocated this".
-    let mut rows: Vec<Row> = Vec::new();
-    let mut row_of_label: HashMap<String, usize> = HashMap::new();
-    for weight in weights {
-        let label = site_label(dump, weight.stack, base);
-        match row_of_label.get(&label) {
-            Some(&i) => {
-                rows[i].bytes = rows[i].bytes.saturating_add(weight.bytes);
-                rows[i].blocks = rows[i].blocks.saturating_add(weight.blocks);
-            }
-            None => {
-                row_of_label.insert(label.clone(), rows.len());
-                rows.push(Row {
-                    label,
-                    bytes: weight.bytes,
-                    blocks: weight.blocks,
-                });
-            }
-        }
-    }
-    // Largest first; ties broken by the other figure and then the label,
-    // so the output is the same on every run.
-    rows.sort_unstable_by(|a, b| {
-        (b.value(measure), b.bytes, b.blocks)
-            .cmp(&(a.value(measure), a.bytes, a.blocks))
-            .then_with(|| a.label.cmp(&b.label))
-    });
+    let rows = ranked(&weights, measure, names);
     let shown = top.min(rows.len());
     writeln!(
         out,
-        "top {shown} of {} sites by {}",
-        Count(rows.len() as u64),
+        "top {shown} of {} by {}",
+        count_of(rows.len() as u64, "site", "sites"),
         measure.describe()
     )?;
     if shown == 0 {
@@ -329,6 +279,12 @@ fn write_table(
             percent(cumulative as f64, total_value as f64),
             row.label
         )?;
+        // The user's own call that led to a site inside a library.
+        if names.naming().group_by == GroupBy::Site {
+            if let Some(yours) = names.your_code(row.heaviest).filter(|y| *y != row.label) {
+                writeln!(out, "{:45}from your code: {yours}", "")?;
+            }
+        }
     }
     let rest = &rows[shown..];
     if !rest.is_empty() {
@@ -339,9 +295,14 @@ fn write_table(
             Measure::Blocks => format!("{} blocks", Count(rest_value)),
             _ => Bytes(rest_value).to_string(),
         };
+        let noun = if rest.len() == 1 {
+            "site holds"
+        } else {
+            "sites hold"
+        };
         writeln!(
             out,
-            "{:>11} more sites hold {rest_text} ({:.1}%)",
+            "{:>11} more {noun} {rest_text} ({:.1}%)",
             Count(rest.len() as u64),
             percent(rest_value as f64, total_value as f64)
         )?;
@@ -349,20 +310,22 @@ fn write_table(
     Ok(())
 }
 
-/// One table row: every stack whose site label is `label`.
-struct Row {
-    label: String,
-    bytes: u64,
-    blocks: u64,
-}
-
-impl Row {
-    fn value(&self, measure: Measure) -> u64 {
-        match measure {
-            Measure::Blocks => self.blocks,
-            _ => self.bytes,
-        }
-    }
+/// The rows of `weights`, largest first. One row per label (see
+/// [`crate::rows`]): distinct stacks that end in the same function and line
+/// are one answer to "who allocated this". Ties are broken by the other
+/// figure and then the label, so the order is the same on every run.
+pub(super) fn ranked(
+    weights: &[Weight],
+    measure: Measure,
+    names: &DumpNames<'_>,
+) -> Vec<rows::Row> {
+    let mut rows = rows::group(weights, measure, names);
+    rows.sort_unstable_by(|a, b| {
+        (b.value(measure), b.bytes, b.blocks)
+            .cmp(&(a.value(measure), a.bytes, a.blocks))
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    rows
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch, by
@@ -500,7 +463,15 @@ mod tests {
         };
         let weights = weigh::weigh(&dump, Measure::Live, Path::new("d.json")).unwrap();
         let mut out = Vec::new();
-        write_table(&mut out, &dump, weights, Measure::Live, 10, None).unwrap();
+        let naming = crate::rows::Naming::default();
+        write_table(
+            &mut out,
+            &naming.for_dump(&dump),
+            weights,
+            Measure::Live,
+            10,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("top 2 of 2 sites"), "{text}");
         let rows: Vec<&str> = text.lines().skip(2).collect();

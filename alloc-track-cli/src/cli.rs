@@ -178,6 +178,9 @@ pub struct ReportArgs {
     /// given to alloc_track::scope; the report lists them).
     #[arg(long, value_name = "NAME")]
     pub scope: Option<String>,
+    /// With --by type: list this many top sites under each type.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub type_sites: usize,
     /// Print the report as one JSON document (a stable shape with a
     /// version field: see docs/json-output.md). No flamegraph is written
     /// unless -o FILE asks for one.
@@ -206,6 +209,7 @@ impl ReportArgs {
         options.flamegraph = flamegraph;
         options.naming = self.naming.into_naming(cwd);
         options.scope = self.scope;
+        options.type_sites = self.type_sites;
         options.filter = self.filter.into_filter();
         options.json = self.json;
         options

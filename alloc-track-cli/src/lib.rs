@@ -7,6 +7,7 @@
 //! input for `-`), which validates them first: nothing here indexes past a table or allocates by
 //! a number read from the file.
 
+pub mod by_type;
 pub mod cli;
 pub mod diff;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod run;
 pub mod scopes;
 pub mod shorten;
 pub mod stacks;
+pub mod temporary;
 pub mod trend;
 pub mod weigh;
 pub mod your_code;

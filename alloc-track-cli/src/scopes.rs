@@ -91,6 +91,7 @@ mod tests {
             total_bytes: live * 2,
             total_blocks: live / 50,
             births: Vec::new(),
+            temporary_blocks: 0,
             scopes: parts,
         };
         let part = |scope, bytes: u64| SiteScope {

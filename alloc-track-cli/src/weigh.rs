@@ -22,6 +22,12 @@ pub enum Measure {
     /// Live blocks (allocations) rather than bytes: where many small
     /// objects are kept.
     Blocks,
+    /// Temporary allocations: blocks freed by their thread before it
+    /// allocated anything else, the churn a reused buffer removes.
+    Temporary,
+    /// Live bytes grouped by the type of object that holds them (read
+    /// from the stacks: see `alloc_track::types`). Weighs as `live`.
+    Type,
 }
 
 impl Measure {
@@ -32,13 +38,15 @@ impl Measure {
             Measure::Peak => "bytes at the peak",
             Measure::Allocated => "allocated bytes",
             Measure::Blocks => "live blocks",
+            Measure::Temporary => "temporary allocations",
+            Measure::Type => "live bytes by type",
         }
     }
 
     /// The unit of the weight, for flamegraph tooltips.
     pub fn unit(self) -> &'static str {
         match self {
-            Measure::Blocks => "blocks",
+            Measure::Blocks | Measure::Temporary => "blocks",
             _ => "bytes",
         }
     }
@@ -50,6 +58,8 @@ impl Measure {
             Measure::Peak => "peak",
             Measure::Allocated => "allocated",
             Measure::Blocks => "blocks",
+            Measure::Temporary => "temporary",
+            Measure::Type => "type",
         }
     }
 }
@@ -70,7 +80,7 @@ impl Weight {
     /// bytes otherwise.
     pub fn value(&self, measure: Measure) -> u64 {
         match measure {
-            Measure::Blocks => self.blocks,
+            Measure::Blocks | Measure::Temporary => self.blocks,
             _ => self.bytes,
         }
     }
@@ -108,7 +118,7 @@ pub fn weigh(dump: &Dump, measure: Measure, path: &Path) -> Result<Vec<Weight>, 
         }
     };
     match measure {
-        Measure::Live | Measure::Blocks => {
+        Measure::Live | Measure::Blocks | Measure::Type => {
             for site in &dump.sites {
                 add(site.stack, site.live_bytes, site.live_blocks);
             }
@@ -116,6 +126,12 @@ pub fn weigh(dump: &Dump, measure: Measure, path: &Path) -> Result<Vec<Weight>, 
         Measure::Allocated => {
             for site in &dump.sites {
                 add(site.stack, site.total_bytes, site.total_blocks);
+            }
+        }
+        // Temporary blocks have no bytes of their own in the dump.
+        Measure::Temporary => {
+            for site in &dump.sites {
+                add(site.stack, 0, site.temporary_blocks);
             }
         }
         Measure::Peak => {

@@ -81,6 +81,7 @@ fn generated_dump(sites: usize, pool: usize) -> Dump {
             total_bytes: live_bytes * 3 + 64,
             total_blocks: live_blocks * 3 + 1,
             births: Vec::new(),
+            temporary_blocks: 0,
             scopes: Vec::new(),
         };
         totals.live_bytes += site.live_bytes;

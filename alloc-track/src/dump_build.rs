@@ -346,6 +346,7 @@ fn site_figures(
         site.live_blocks += member.live_blocks;
         site.total_bytes += member.total_bytes;
         site.total_blocks += member.total_blocks;
+        site.temporary_blocks += member.temporary_blocks;
         for &(scope, bytes, blocks) in &member.scopes {
             let entry = scoped.entry(scope).or_default();
             entry.0 += bytes;

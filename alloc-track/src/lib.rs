@@ -134,6 +134,7 @@ mod snapshot;
 mod symbolize;
 mod table;
 mod tracker;
+pub mod types;
 
 use std::sync::atomic::Ordering;
 

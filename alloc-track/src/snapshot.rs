@@ -54,6 +54,8 @@ pub struct Site {
     pub(crate) total_blocks: u64,
     pub(crate) peak_bytes: u64,
     pub(crate) peak_blocks: u64,
+    /// Blocks freed before their thread's next allocation.
+    pub(crate) temporary_blocks: u64,
     /// Live blocks by birth epoch, oldest first.
     pub(crate) births: Vec<Birth>,
     /// Live (bytes, blocks) by scope id, for blocks allocated in a scope.
@@ -88,6 +90,17 @@ impl Site {
     /// Blocks this site held live when the heap was at its peak.
     pub fn peak_blocks(&self) -> u64 {
         self.peak_blocks
+    }
+    /// Blocks allocated here and freed by the same thread before it
+    /// allocated anything else: "temporary" allocations, the churn that
+    /// reusing a buffer or keeping a value on the stack removes. Counted
+    /// since tracking began; exact in [`Mode::Full`], an estimate from the
+    /// samples in [`Mode::Sampled`] (each sample is tracked exactly, and
+    /// weighs as many blocks as it stands for), 0 in [`Mode::Count`].
+    /// A realloc that moves a block does not make the old one temporary;
+    /// the new block can be.
+    pub fn temporary_blocks(&self) -> u64 {
+        self.temporary_blocks
     }
     /// The call stack that allocated.
     pub fn stack(&self) -> Stack {
@@ -157,6 +170,7 @@ impl Snapshot {
                     total_blocks: view.total_blocks,
                     peak_bytes: view.peak_bytes,
                     peak_blocks: view.peak_blocks,
+                    temporary_blocks: view.temporary_blocks,
                     births: Vec::new(),
                     scopes: Vec::new(),
                 });
@@ -179,6 +193,7 @@ impl Snapshot {
                         total_blocks: 0,
                         peak_bytes: 0,
                         peak_blocks: 0,
+                        temporary_blocks: 0,
                         births: Vec::new(),
                         scopes: Vec::new(),
                     });
@@ -357,6 +372,7 @@ impl Snapshot {
                         total_blocks: blocks,
                         peak_bytes: 0,
                         peak_blocks: 0,
+                        temporary_blocks: 0,
                         births: Vec::new(),
                         scopes: vec![],
                         ..site.clone()

@@ -99,11 +99,11 @@ impl<A> Tracker<A> {
     /// 4,194,304). Allocations from further stacks are counted, exactly,
     /// against one "other" site, and snapshots report how many there were.
     ///
-    /// Each site costs the tracker 64 bytes of record, 18 to 37 bytes of
-    /// index and 8 bytes per frame of its stack, mapped as sites appear:
-    /// at the default cap, 384 MiB plus 32 MiB per frame of the average
-    /// stack (about 1.3 GiB for 30-frame stacks, 4.4 GiB for 128-frame
-    /// ones). A [`Snapshot`](crate::Snapshot) holds about 160 bytes per site
+    /// Each site costs the tracker 72 bytes of record (its temporary
+    /// count included), 18 to 37 bytes of index and 8 bytes per frame of
+    /// its stack, mapped as sites appear: at the default cap, 416 MiB plus
+    /// 32 MiB per frame of the average stack (about 1.4 GiB for 30-frame
+    /// stacks, 4.4 GiB for 128-frame ones). A [`Snapshot`](crate::Snapshot) holds about 160 bytes per site
     /// more; writing it as a dump, about 25.
     ///
     /// ```

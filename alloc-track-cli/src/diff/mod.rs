@@ -215,7 +215,12 @@ pub fn diff(
         return json::write_json(options, &before, &after, Changes::split(rows), text_out)
             .map_err(CliError::Stdout);
     }
-    write_text(options, &before, &after, rows, text_out).map_err(CliError::Stdout)?;
+    if options.measure == Measure::Type {
+        crate::by_type::write_diff(&mut &mut *text_out, &before, &after, options.top)
+            .map_err(CliError::Stdout)?;
+    } else {
+        write_text(options, &before, &after, rows, text_out).map_err(CliError::Stdout)?;
+    }
     if !graphs.is_empty() {
         writeln!(text_out).map_err(CliError::Stdout)?;
     }
@@ -331,7 +336,7 @@ fn write_graphs(
 
 fn value_text(measure: Measure, value: u64) -> String {
     match measure {
-        Measure::Blocks => Count(value).to_string(),
+        Measure::Blocks | Measure::Temporary => Count(value).to_string(),
         _ => Bytes(value).to_string(),
     }
 }
@@ -339,7 +344,7 @@ fn value_text(measure: Measure, value: u64) -> String {
 fn delta_text(measure: Measure, delta: i128) -> String {
     let clamped = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
     match measure {
-        Measure::Blocks => SignedCount(clamped).to_string(),
+        Measure::Blocks | Measure::Temporary => SignedCount(clamped).to_string(),
         _ => SignedBytes(clamped).to_string(),
     }
 }

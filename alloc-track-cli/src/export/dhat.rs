@@ -18,6 +18,10 @@
 //! A dump is one moment, not a run: DHAT's end time `te` is one dump
 //! (`1_000_000` of `tu = "µdump"`, `Mtu = "dump"`), so that the viewer's
 //! rates read as the figure per dump rather than as "∞/s".
+//!
+//! Temporary allocations (`sites[].temporary_blocks`) are not exported:
+//! DHAT has no field for them, and the lifetimes `dh_view` would use to
+//! call blocks short-lived are not recorded.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -165,7 +169,13 @@ pub fn to_json(dump: &Dump, measure: Measure, path: &Path) -> Result<Vec<u8>, Cl
     }
 
     let (verb, what) = match measure {
-        Measure::Live | Measure::Blocks => ("Live", "live bytes and blocks at the dump"),
+        Measure::Live | Measure::Blocks | Measure::Type => {
+            ("Live", "live bytes and blocks at the dump")
+        }
+        Measure::Temporary => (
+            "Temporary",
+            "blocks freed before their thread's next allocation",
+        ),
         Measure::Allocated => (
             "Allocated",
             "bytes and blocks allocated since tracking began",

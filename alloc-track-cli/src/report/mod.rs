@@ -37,6 +37,8 @@ pub struct ReportOptions {
     pub naming: Naming,
     /// Report only the live blocks allocated inside this scope.
     pub scope: Option<String>,
+    /// With [`Measure::Type`], how many sites to list under each type.
+    pub type_sites: usize,
     /// Which stacks to look at (`--focus`, `--ignore`).
     pub filter: StackFilter,
     /// Print the report as JSON (see `docs/json-output.md`) instead of
@@ -54,6 +56,7 @@ impl ReportOptions {
             flamegraph: None,
             naming: Naming::default(),
             scope: None,
+            type_sites: 0,
             filter: StackFilter::default(),
             json: false,
         }

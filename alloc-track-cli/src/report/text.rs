@@ -9,9 +9,9 @@ use alloc_track::human::{percent, Bytes, Count};
 use super::ReportOptions;
 use crate::input;
 use crate::rows::{self, count_of, DumpNames, GroupBy};
-use crate::scopes;
 use crate::weigh::{self, Measure, Weight};
 use crate::your_code::CrateSource;
+use crate::{by_type, scopes, temporary};
 
 pub(super) fn write_text(
     dump: &Dump,
@@ -36,8 +36,13 @@ pub(super) fn write_text(
     let names = options.naming.for_dump(dump);
     write_your_code(&names, out)?;
     writeln!(out)?;
-    write_table(out, &names, weights, options.measure, options.top)?;
-    if options.measure == Measure::Peak {
+    let base = options.naming.relative_to.as_deref();
+    match options.measure {
+        Measure::Type => by_type::write_table(out, dump, options.top, options.type_sites, base)?,
+        Measure::Temporary => temporary::write_table(out, dump, options.top, base)?,
+        _ => write_table(out, &names, weights, options.measure, options.top)?,
+    }
+    if matches!(options.measure, Measure::Peak | Measure::Temporary) {
         return Ok(());
     }
     writeln!(out)?;
@@ -409,6 +414,7 @@ mod tests {
             total_bytes: bytes,
             total_blocks: 1,
             births: Vec::new(),
+            temporary_blocks: 0,
             scopes: Vec::new(),
         };
         let dump = Dump {

@@ -243,6 +243,13 @@ pub struct Site {
     /// site's live figures (blocks outside any scope are not listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<SiteScope>,
+    /// Blocks allocated here and freed before their thread's next
+    /// allocation ("temporary" allocations), since tracking began: exact
+    /// in `"full"` mode, estimated from the samples in `"sampled"` mode, 0
+    /// in `"count"` mode. At most `total_blocks`. Absent when 0 (and in
+    /// dumps written before it existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub temporary_blocks: u64,
 }
 
 /// One site's share of the live heap at the peak.
@@ -270,6 +277,10 @@ pub struct Birth {
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[cfg(test)]

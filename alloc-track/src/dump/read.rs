@@ -153,7 +153,10 @@ impl Dump {
                     self.stacks.len()
                 )));
             }
-            if site.live_bytes > site.total_bytes || site.live_blocks > site.total_blocks {
+            if site.live_bytes > site.total_bytes
+                || site.live_blocks > site.total_blocks
+                || site.temporary_blocks > site.total_blocks
+            {
                 return Err(DumpError::invalid(format!(
                     "sites[{index}] has more live ({} bytes, {} blocks) than ever allocated \
                      ({} bytes, {} blocks)",

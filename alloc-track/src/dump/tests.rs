@@ -43,6 +43,7 @@ fn valid() -> Dump {
             live_blocks: 2,
             total_bytes: 300,
             total_blocks: 5,
+            temporary_blocks: 2,
             births: vec![
                 Birth {
                     epoch: 0,

@@ -11,6 +11,12 @@
 //!   inside a `measure`, and the tracker's own (marked so their frees are
 //!   not counted). The address filter tells a free whether to look.
 //!
+//! Every mode also notes each thread's last allocation (`ThreadState`), so
+//! that a recorded block freed before its thread allocates again is
+//! counted as "temporary" at its site: a compare at the free, a store at
+//! the allocation (the partial modes' fast path stores 0, so that a sample
+//! followed by unsampled allocations is not mistaken for one).
+//!
 //! Order matters in two places. A free forgets the block *before* the inner
 //! allocator frees it, because afterwards another thread may be handed the
 //! same address and record it. A realloc takes the old record out first
@@ -60,6 +66,7 @@ fn count_alloc_fast(size: usize) -> bool {
         }
         state.unpublished.set(unpublished + size);
         state.countdown.set(countdown - size);
+        state.note_allocation(0);
         thread_totals::count_alloc(Some(state), size as u64);
         true
     })
@@ -131,6 +138,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
         if state.slot.get().is_null() {
             return Next::Claim;
         }
+        state.note_allocation(0);
         COUNTERS.on_alloc(size as u64, config, Some(state));
         let sampled = match mode {
             Mode::Sampled { mean_bytes } => sampler::sample(state, size, mean_bytes),
@@ -210,7 +218,9 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
         // A record left at this address means its free was never seen;
         // count it freed now so that nothing stays live twice. (Its filter
         // mark stands for the new record.)
-        Ok(Some(stale)) if stale.site() != INTERNAL_SITE => forget(address, &stale, config),
+        Ok(Some(stale)) if stale.site() != INTERNAL_SITE => {
+            forget(address, &stale, config, Release::Moved)
+        }
         Ok(Some(_)) => {}
         Ok(None) if !full => filter::mark(address),
         Ok(None) => {}
@@ -220,6 +230,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
         // the site figures miss it.
         Err(_) => {
             UNRECORDED.fetch_add(1, Ordering::Relaxed);
+            let _ = thread::with(|state| state.note_allocation(0));
             return;
         }
     }
@@ -227,12 +238,13 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
     // must already see this block at its site.
     stacks::count_allocation(site, size as u64, weight);
     scopes::count_allocation(block.scope(), size as u64, weight);
-    if full {
-        let _ = thread::with(|state| {
+    let _ = thread::with(|state| {
+        if full {
             thread_totals::claim(state, busy);
             COUNTERS.on_alloc(size as u64, config, Some(state));
-        });
-    }
+        }
+        state.note_allocation(address);
+    });
     if let Some(measure) = measure {
         measure.on_alloc(address, size, site);
     }
@@ -251,13 +263,13 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
 fn on_free_slow(address: usize, size: usize, config: &Config) {
     if config.mode() == Mode::Full {
         if let Some(block) = live::remove(address) {
-            forget(address, &block, config);
+            forget(address, &block, config, Release::Freed);
         }
         return;
     }
     if let Some(block) = take_partial(address) {
         if block.site() != INTERNAL_SITE {
-            forget(address, &block, config);
+            forget(address, &block, config, Release::Freed);
         }
         return;
     }
@@ -299,20 +311,36 @@ fn forget_unrecorded(address: usize, size: usize, config: &Config) {
     }
 }
 
+/// How a recorded block leaves the live table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Freed by the program: temporary if it was the thread's last
+    /// allocation.
+    Freed,
+    /// Moved by a realloc (its contents live on in the new block), or a
+    /// stale record dropped: never temporary.
+    Moved,
+}
+
 /// Counts a removed record as freed. The measure state is updated only
 /// if this thread can enter the tracker: a caller already inside it (a
 /// stale record found while recording, the tracker's own code freeing a
 /// block) may be borrowing that state.
-fn forget(address: usize, block: &LiveBlock, config: &Config) {
+fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) {
     let entered = Busy::enter();
-    let counted = thread::with(|state| COUNTERS.on_free(block.size() as u64, config, Some(state)));
-    if counted.is_none() {
+    let temporary = thread::with(|state| {
+        COUNTERS.on_free(block.size() as u64, config, Some(state));
+        release == Release::Freed && state.frees_last_allocation(address)
+    });
+    if temporary.is_none() {
         COUNTERS.on_free(block.size() as u64, config, None);
     }
+    let weight = sampler::weight_of(block, config.mode());
     stacks::count_free(
         block.site(),
         block.size() as u64,
-        sampler::weight_of(block, config.mode()),
+        weight,
+        temporary == Some(true),
     );
     if entered.is_none() {
         return;
@@ -363,6 +391,7 @@ pub(crate) fn on_unrecorded_realloc(
         }
         state.unpublished.set(unpublished + delta);
         state.countdown.set(countdown - new);
+        state.note_allocation(0);
         thread_totals::count_free(Some(state), old as u64);
         thread_totals::count_alloc(Some(state), new as u64);
         true
@@ -420,7 +449,7 @@ pub(crate) fn finish_realloc(
                 Err(_) => {
                     UNRECORDED.fetch_add(1, Ordering::Relaxed);
                     if old.site() != INTERNAL_SITE {
-                        forget(old_address, &old, config);
+                        forget(old_address, &old, config, Release::Moved);
                     }
                 }
             }
@@ -428,7 +457,9 @@ pub(crate) fn finish_realloc(
         return;
     }
     match old {
-        Some(old) if old.site() != INTERNAL_SITE => forget(old_address, &old, config),
+        Some(old) if old.site() != INTERNAL_SITE => {
+            forget(old_address, &old, config, Release::Moved)
+        }
         Some(_) => {}
         None if full => {}
         None => {

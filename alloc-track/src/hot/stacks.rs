@@ -54,7 +54,15 @@ pub(crate) struct SiteRecord {
     peak_blocks: AtomicU64,
 }
 
-type Chunk = [SiteRecord; CHUNK_SIZE];
+/// A chunk of sites. The count of temporary allocations (blocks freed
+/// before their thread's next allocation) sits in an array beside the
+/// records rather than in them: a `SiteRecord` stays 64 bytes, one cache
+/// line, and the counter is written only at a temporary block's free.
+struct Chunk {
+    sites: [SiteRecord; CHUNK_SIZE],
+    /// Per site, in 1/1024ths of a block like its other block counts.
+    temporary_blocks: [AtomicU64; CHUNK_SIZE],
+}
 
 static CHUNKS: [AtomicPtr<Chunk>; MAX_CHUNKS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
@@ -83,13 +91,23 @@ static INDEX: [CachePadded<SpinLock<Shard>>; INDEX_SHARDS] = [const {
 
 /// The record of `id`, allocating its chunk if `create` and it is missing.
 fn record(id: SiteId, create: bool) -> Option<&'static SiteRecord> {
+    chunk(id, create).map(|chunk| &chunk.sites[id as usize & (CHUNK_SIZE - 1)])
+}
+
+/// The temporary-allocation counter of `id`, if its chunk exists.
+fn temporary_counter(id: SiteId) -> Option<&'static AtomicU64> {
+    chunk(id, false).map(|chunk| &chunk.temporary_blocks[id as usize & (CHUNK_SIZE - 1)])
+}
+
+/// The chunk holding `id`, allocating it if `create` and it is missing.
+fn chunk(id: SiteId, create: bool) -> Option<&'static Chunk> {
     let chunk_slot = CHUNKS.get((id >> CHUNK_BITS) as usize)?;
     let mut chunk = chunk_slot.load(Ordering::Acquire);
     if chunk.is_null() {
         if !create {
             return None;
         }
-        // Zeroed pages: an all-zero SiteRecord is valid (null frames, zero
+        // Zeroed pages: an all-zero Chunk is valid (null frames, zero
         // counters, false).
         let fresh = pages::alloc_zeroed(std::mem::size_of::<Chunk>()).cast::<Chunk>();
         if fresh.is_null() {
@@ -112,9 +130,8 @@ fn record(id: SiteId, create: bool) -> Option<&'static SiteRecord> {
             }
         }
     }
-    // SAFETY: chunks are never freed, so the reference is valid forever;
-    // the index is masked to the chunk's size.
-    Some(unsafe { &(*chunk)[id as usize & (CHUNK_SIZE - 1)] })
+    // SAFETY: chunks are never freed, so the reference is valid forever.
+    Some(unsafe { &*chunk })
 }
 
 fn frames_of(record: &SiteRecord) -> &'static [usize] {
@@ -252,17 +269,23 @@ pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u64) {
 }
 
 /// Counts a freed block (as counted by [`count_allocation`]), which takes
-/// it out of the site's live figures.
+/// it out of the site's live figures; `temporary` if it was freed before
+/// its thread's next allocation.
 #[inline]
-pub(crate) fn count_free(id: SiteId, size: u64, weight: u64) {
+pub(crate) fn count_free(id: SiteId, size: u64, weight: u64, temporary: bool) {
     if weight == 0 {
         return;
     }
-    if let Some(record) = record(id, false) {
+    if let Some(chunk) = chunk(id, false) {
+        let index = id as usize & (CHUNK_SIZE - 1);
+        let record = &chunk.sites[index];
         record
             .freed_bytes
             .fetch_add(sampler::weighted_bytes(size, weight), Ordering::Relaxed);
         record.freed_blocks.fetch_add(weight, Ordering::Relaxed);
+        if temporary {
+            chunk.temporary_blocks[index].fetch_add(weight, Ordering::Relaxed);
+        }
     }
 }
 
@@ -310,6 +333,7 @@ pub(crate) struct SiteView {
     pub(crate) total_blocks: u64,
     pub(crate) peak_bytes: u64,
     pub(crate) peak_blocks: u64,
+    pub(crate) temporary_blocks: u64,
 }
 
 /// Every site that has ever been counted, the overflow site included when
@@ -328,6 +352,9 @@ pub(crate) fn sites() -> Vec<SiteView> {
                 total_blocks: sampler::whole_blocks(total_blocks),
                 peak_bytes: record.peak_bytes.load(Ordering::Relaxed),
                 peak_blocks: sampler::whole_blocks(record.peak_blocks.load(Ordering::Relaxed)),
+                temporary_blocks: temporary_counter(id).map_or(0, |counter| {
+                    sampler::whole_blocks(counter.load(Ordering::Relaxed))
+                }),
             })
         })
         .collect()

@@ -43,6 +43,10 @@ pub(crate) struct ThreadState {
     pub(crate) countdown: Cell<i64>,
     /// Sampled mode: the thread's random state; 0 until seeded.
     pub(crate) rng: Cell<u64>,
+    /// The address of the thread's last recorded allocation while no other
+    /// allocation has followed it, else 0: a free of that address is a
+    /// "temporary" allocation (freed before the thread's next one).
+    last_allocation: Cell<usize>,
 }
 
 thread_local! {
@@ -55,6 +59,7 @@ thread_local! {
             unpublished: Cell::new(0),
             countdown: Cell::new(0),
             rng: Cell::new(0),
+            last_allocation: Cell::new(0),
         }
     };
 }
@@ -89,6 +94,26 @@ impl ThreadState {
     #[inline]
     pub(crate) fn is_measuring(&self) -> bool {
         self.blocked.get() & MEASURING != 0
+    }
+
+    /// Notes the thread's latest allocation: the recorded block at
+    /// `address`, or 0 for one that is not recorded (which still ends the
+    /// previous one's chance of being temporary).
+    #[inline(always)]
+    pub(crate) fn note_allocation(&self, address: usize) {
+        self.last_allocation.set(address);
+    }
+
+    /// True if `address`, being freed, is the thread's last allocation
+    /// with nothing allocated since: a temporary allocation. Forgets it,
+    /// so that a later block at the same address starts afresh.
+    #[inline(always)]
+    pub(crate) fn frees_last_allocation(&self, address: usize) -> bool {
+        let last = self.last_allocation.get() == address;
+        if last {
+            self.last_allocation.set(0);
+        }
+        last
     }
 
     /// Opens (`true`) or closes the fast path's `NOT_READY` gate: only

@@ -3,9 +3,12 @@
 //! `live_dump` module), then prints the report of each dump it wrote.
 //!
 //! For `cargo run`, `cargo test` and `cargo bench` the build gets frame
-//! pointers and limited debug info (`-C force-frame-pointers=yes -C
-//! debuginfo=limited`, appended to any `RUSTFLAGS`), the cheap stack walk
-//! and `function (file:line)` labels, in a target directory of its own
+//! pointers, limited debug info and v0 symbol names (`-C
+//! force-frame-pointers=yes -C debuginfo=limited -C
+//! symbol-mangling-version=v0`, appended to any `RUSTFLAGS`): the cheap
+//! stack walk, `function (file:line)` labels, and the concrete types of
+//! generic functions that `report --by type` reads from the allocating
+//! frames, in a target directory of its own
 //! (`target/alloc-track`, or `$CARGO_TARGET_DIR/alloc-track`), so that the
 //! user's normal build is not thrown away and rebuilt. The child's exit
 //! code is passed on; the report is printed whatever it was.
@@ -27,8 +30,10 @@ use crate::weigh::Measure;
 /// `line-tables-only`: line tables alone name inlined functions without
 /// their module path (`load_profile`, not `app::load_profile`), which hides
 /// both the standard library and the tracker's own frames from the
-/// functions that recognise them by path.
-pub const PROFILING_RUSTFLAGS: &str = "-C force-frame-pointers=yes -C debuginfo=limited";
+/// functions that recognise them by path. v0 mangling keeps generic
+/// arguments in symbol names (`Box<app::Node>::new`, not `Box<T>::new`).
+pub const PROFILING_RUSTFLAGS: &str =
+    "-C force-frame-pointers=yes -C debuginfo=limited -C symbol-mangling-version=v0";
 
 /// The `run` command's options.
 #[derive(Clone, Debug, PartialEq, Eq)]

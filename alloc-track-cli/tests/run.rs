@@ -116,7 +116,7 @@ fn cargo_builds_get_frame_pointers_in_their_own_target_dir() {
     assert_eq!(
         lines,
         [
-            "-C target-cpu=native -C force-frame-pointers=yes -C debuginfo=limited",
+            "-C target-cpu=native -C force-frame-pointers=yes -C debuginfo=limited -C symbol-mangling-version=v0",
             "target/alloc-track",
             "test --release",
         ]

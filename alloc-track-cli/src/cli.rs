@@ -166,7 +166,7 @@ pub struct ReportArgs {
     pub top: usize,
     /// Where to write the flamegraph SVG; - writes it to standard output
     /// and the report to standard error [default: beside the dump, DUMP
-    /// with .svg for live bytes, .<by>.svg otherwise; none for a dump read
+    /// with .svg for live bytes, .BY.svg otherwise; none for a dump read
     /// from standard input]. A graph that cannot be written is a warning:
     /// the report is printed anyway.
     #[arg(short = 'o', long = "output", value_name = "SVG")]
@@ -222,7 +222,7 @@ pub struct FlamegraphArgs {
     /// The dump (JSON) to draw; - reads standard input.
     pub dump: PathBuf,
     /// The SVG file to write, - for standard output [default: beside the
-    /// dump, DUMP with .svg, .by-site.svg with --site-at-root, and .<by>
+    /// dump, DUMP with .svg, .by-site.svg with --site-at-root, and .BY
     /// before .svg for measures other than live; standard output for a
     /// dump read from standard input].
     #[arg(short = 'o', long = "output", value_name = "SVG")]

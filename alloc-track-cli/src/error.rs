@@ -24,7 +24,7 @@ pub enum CliError {
         source: io::Error,
     },
     /// Writing to standard output failed (other than a closed pipe, which
-    /// is not an error: see [`crate::run`]).
+    /// is not an error: see [`crate::run()`]).
     Stdout(io::Error),
     /// `--by peak` on a dump whose tracker kept no peak breakdown.
     NoPeakBreakdown {

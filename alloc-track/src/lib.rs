@@ -92,7 +92,7 @@
 //!
 //! ## Dumps for the CLI
 //!
-//! [`Snapshot::save`] writes a JSON dump (schema in [`dump`], versioned);
+//! [`Snapshot::save`] writes a JSON dump (schema in [`dump`](mod@dump), versioned);
 //! `alloc-track report dump.json` turns it into a report and a flamegraph.
 //!
 //! ```no_run

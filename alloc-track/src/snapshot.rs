@@ -406,7 +406,7 @@ impl Snapshot {
         untracked(|| crate::dump_build::build(self))
     }
 
-    /// Saves the snapshot as a JSON dump (see [`crate::dump`]) at `path`,
+    /// Saves the snapshot as a JSON dump (see [`crate::dump`](mod@crate::dump)) at `path`,
     /// atomically: a crash mid-write never leaves a partial file there.
     /// Symbolic links, paths that are not regular files and concurrent
     /// saves are treated as [`Dump::save`](crate::dump::Dump::save) says.
@@ -423,7 +423,7 @@ impl Snapshot {
         })
     }
 
-    /// Writes the snapshot as a JSON dump (see [`crate::dump`]) to `out`,
+    /// Writes the snapshot as a JSON dump (see [`crate::dump`](mod@crate::dump)) to `out`,
     /// the same bytes as [`to_dump`](Snapshot::to_dump) then
     /// [`Dump::write_to`] but streamed: besides the snapshot and the symbol
     /// cache (one entry per distinct code address), writing takes about 25

@@ -185,3 +185,55 @@ fn one_call_site_is_one_site_across_the_periodic_checks() {
     assert_eq!(sites.len(), 1, "one call site recorded as several sites");
     assert_eq!(sites[0].retained_blocks(), BLOCKS as u64);
 }
+
+/// One frame per level, and no tail call: the block is used after the
+/// recursive call returns.
+#[inline(never)]
+fn deep(depth: u32) -> Box<[u8; 48]> {
+    if depth == 0 {
+        return black_box(Box::new([5u8; 48]));
+    }
+    let block = deep(black_box(depth - 1));
+    black_box(&block);
+    block
+}
+
+/// Stacks deeper than the capture limit: the walk, checked against the
+/// unwinder every 8,192nd capture, starts a frame or two deeper inside the
+/// check and so fills up a frame or two sooner. That must not count as a
+/// disagreement (the fast walker would be turned off for good), nor make
+/// the checked capture a site of its own.
+#[test]
+fn stacks_deeper_than_the_limit_keep_the_fast_walker_and_one_site() {
+    const BLOCKS: usize = 20_000;
+    let before = snapshot();
+    let kept: Vec<Box<[u8; 48]>> = (0..BLOCKS).map(|_| deep(200)).collect();
+    let diff = snapshot().diff(&before);
+    let sites: Vec<_> = diff
+        .sites()
+        .iter()
+        .filter(|s| s.retained_bytes() > 0 && s.retained_bytes() % 48 == 0)
+        .filter(|s| {
+            s.stack()
+                .frames()
+                .iter()
+                .any(|f| f.function.contains("stack_walkers::deep"))
+        })
+        .collect();
+    drop(kept);
+    assert_eq!(sites.len(), 1, "one call site recorded as several sites");
+    assert_eq!(sites[0].retained_blocks(), BLOCKS as u64);
+    if std::env::var_os("ALLOC_TRACK_UNWIND").is_none()
+        && cfg!(all(
+            target_os = "linux",
+            target_env = "gnu",
+            target_arch = "x86_64"
+        ))
+    {
+        assert_ne!(
+            alloc_track::stack_walker(),
+            Walker::Unwinder,
+            "a deep stack turned the fast walker off"
+        );
+    }
+}

@@ -43,7 +43,7 @@ use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, MustNotAllocateDuringUnwind};
 
 use super::trust::{self, Forced, Gate, Trust};
-use super::{stack_bounds, unwind, CapturedStack};
+use super::{keep_the_walk, stack_bounds, unwind, CapturedStack};
 use crate::hot::config::{settled_mode, Mode};
 
 /// Never allocates while unwinding: its DWARF evaluation works in
@@ -278,9 +278,7 @@ fn compare(stack: &mut CapturedStack) -> Option<bool> {
         return None;
     }
     let start = agree(&walked, stack);
-    if let Some(start) = start {
-        stack.copy_from(&walked, start);
-    }
+    keep_the_walk(stack, &walked, start);
     Some(start.is_some())
 }
 
@@ -297,14 +295,17 @@ fn agree(walked: &CapturedStack, unwound: &CapturedStack) -> Option<usize> {
         .first()
         .and_then(|first| walked.frames().iter().take(4).position(|ip| ip == first))?;
     let walked_frames = &walked.frames()[start..];
-    let same_length = if unwound.truncated {
-        walked_frames.len() >= unwound_frames.len()
-    } else {
-        walked_frames.len() == unwound_frames.len() && !walked.truncated
+    // Both stop at the same root, or the one that filled up first stops
+    // short of the other: the walk started a frame or two deeper, so it
+    // fills up that much sooner.
+    let lengths_agree = match (walked.truncated, unwound.truncated) {
+        (false, false) => walked_frames.len() == unwound_frames.len(),
+        (true, false) => walked_frames.len() <= unwound_frames.len(),
+        (false, true) => walked_frames.len() >= unwound_frames.len(),
+        (true, true) => true,
     };
-    (unwound_frames.len() >= 3
-        && same_length
-        && walked_frames[..unwound_frames.len()] == *unwound_frames)
+    let overlap = walked_frames.len().min(unwound_frames.len());
+    (overlap >= 3 && lengths_agree && walked_frames[..overlap] == unwound_frames[..overlap])
         .then_some(start)
 }
 

@@ -13,7 +13,7 @@
 use std::cell::Cell;
 
 use super::trust::{self, Gate, Trust};
-use super::{stack_bounds, unwind, CapturedStack};
+use super::{keep_the_walk, stack_bounds, unwind, CapturedStack};
 
 /// Whether the walk may be used: checked at the process's first capture.
 static TRUST: Trust = Trust::new();
@@ -127,9 +127,7 @@ fn compare(stack: &mut CapturedStack) -> Option<bool> {
         return None;
     }
     let start = agree(walked.frames(), stack.frames());
-    if let Some(start) = start {
-        stack.copy_from(&walked, start);
-    }
+    keep_the_walk(stack, &walked, start);
     Some(start.is_some())
 }
 

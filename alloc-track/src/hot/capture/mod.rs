@@ -275,6 +275,21 @@ pub(crate) fn release_thread() {
     cfi::release_thread();
 }
 
+/// After a check that compared a walk with the unwinder's stack (in
+/// `stack`): where they agree (`start`: where the unwinder's first frame is
+/// in the walk), leaves the walk's frames from there in `stack`, as every
+/// other walk of the same call gives them (the two may differ in the C
+/// runtime's last frames). A walk that filled up is the exception: it
+/// started a frame or two deeper, so it holds that many frames fewer than
+/// a walk from `capture`, and the unwinder's stack is the closer one.
+fn keep_the_walk(stack: &mut CapturedStack, walked: &CapturedStack, start: Option<usize>) {
+    if let Some(start) = start {
+        if !walked.truncated {
+            stack.copy_from(walked, start);
+        }
+    }
+}
+
 /// Captures the current stack with the platform unwinder into `stack`
 /// (empty on entry), from the same frame the fast walkers start at: the
 /// unwinder's own frames and the tracker's down to [`capture`] are

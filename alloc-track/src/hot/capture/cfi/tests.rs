@@ -76,6 +76,15 @@ fn agreement_means_the_same_frames_from_the_unwinders_first() {
     // The unwinder's stack filled up first: the walk may run on past it.
     let full = stack(&[1, 2, 3], true);
     assert!(agree(&stack(&[90, 1, 2, 3, 4, 5], true), &full).is_some());
+    // Both filled up: the walk, starting deeper, holds fewer of the
+    // unwinder's frames, and agrees on those.
+    let deep = stack(&[1, 2, 3, 4], true);
+    assert_eq!(agree(&stack(&[90, 91, 1, 2], true), &deep), None); // 2 < 3 frames
+    assert_eq!(agree(&stack(&[90, 1, 2, 3], true), &deep), Some(1));
+    assert_eq!(agree(&stack(&[90, 1, 2, 9], true), &deep), None);
+    // The walk filled up while the unwinder reached the root further on.
+    assert_eq!(agree(&stack(&[90, 1, 2, 3], true), &unwound), Some(1));
+    assert_eq!(agree(&stack(&[90, 1, 2, 3, 4], true), &unwound), Some(1));
     // Too short to tell.
     assert!(agree(&stack(&[90, 3, 4], false), &stack(&[3, 4], false)).is_none());
 }

@@ -4,12 +4,14 @@
 //! fork is held forever in the child. Here the child must allocate, take a
 //! snapshot and exit, every time, and the parent must carry on.
 
+mod common;
+
 use std::alloc::System;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloc_track::{measure, reset_peak, snapshot, Tracker};
 
@@ -71,30 +73,6 @@ fn child_work() -> i32 {
     0
 }
 
-/// Waits for `pid` with a deadline; kills it and returns `None` if it is
-/// still running then.
-fn wait_with_deadline(pid: libc::pid_t) -> Option<libc::c_int> {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: `pid` is our own child; `status` is a valid out pointer.
-        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if done == pid {
-            return Some(status);
-        }
-        assert!(done == 0, "waitpid failed");
-        if start.elapsed() > CHILD_DEADLINE {
-            // SAFETY: as above; the child is reaped right after.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return None;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn a_child_forked_during_allocations_can_allocate_snapshot_and_exit() {
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,7 +105,7 @@ fn a_child_forked_during_allocations_can_allocate_snapshot_and_exit() {
             unsafe { libc::_exit(code) };
         }
         assert!(pid > 0, "fork failed");
-        match wait_with_deadline(pid) {
+        match common::wait_with_deadline(pid, CHILD_DEADLINE) {
             None => failures.push(format!("fork {attempt}: child hung (killed)")),
             Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {}
             Some(status) => failures.push(format!("fork {attempt}: child status {status:#x}")),

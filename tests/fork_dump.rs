@@ -10,6 +10,8 @@
 //! a hang fails the test instead of stalling CI.
 #![cfg(unix)]
 
+mod common;
+
 use std::alloc::System;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -101,30 +103,6 @@ fn scenario_dir() -> PathBuf {
     PathBuf::from(std::env::var_os(DIR).expect("the scenario's directory"))
 }
 
-/// Waits for `pid` with a deadline; kills it and returns `None` if it is
-/// still running then.
-fn wait_with_deadline(pid: libc::pid_t) -> Option<libc::c_int> {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: `pid` is our own child; `status` is a valid out pointer.
-        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if done == pid {
-            return Some(status);
-        }
-        assert!(done == 0, "waitpid failed");
-        if start.elapsed() > CHILD_DEADLINE {
-            // SAFETY: as above; the child is reaped right after.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return None;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 fn exited_cleanly(status: libc::c_int) -> bool {
     libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
@@ -199,7 +177,7 @@ fn scenario_fork_while_dumping() {
             unsafe { libc::_exit(code) };
         }
         assert!(pid > 0, "fork failed");
-        match wait_with_deadline(pid) {
+        match common::wait_with_deadline(pid, CHILD_DEADLINE) {
             None => {
                 failures.push(format!("fork {attempt}: the child's dump hung (killed)"));
                 hung += 1;
@@ -283,7 +261,7 @@ fn scenario_child_of_a_process_with_live_dumps() {
         std::process::exit(if parent_dumped { 3 } else { 0 });
     }
     assert!(pid > 0, "fork failed");
-    let status = wait_with_deadline(pid).expect("the child hung");
+    let status = common::wait_with_deadline(pid, CHILD_DEADLINE).expect("the child hung");
     assert!(
         exited_cleanly(status),
         "status {status:#x} (3: the child's signal made the parent dump)"
@@ -385,7 +363,7 @@ fn scenario_fork_while_scopes_are_named() {
             unsafe { libc::_exit(code) };
         }
         assert!(pid > 0, "fork failed");
-        match wait_with_deadline(pid) {
+        match common::wait_with_deadline(pid, CHILD_DEADLINE) {
             None => {
                 failures.push(format!("fork {attempt}: the child hung (killed)"));
                 break;

@@ -11,13 +11,15 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::alloc::System;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloc_track::dump::Dump;
 use alloc_track::{snapshot, Tracker};
@@ -88,30 +90,6 @@ fn child_work(path: &Path) -> i32 {
 /// The child's exit code for a complete dump whose new site is not named.
 const NOT_NAMED: i32 = 6;
 
-/// Waits for `pid` with a deadline; kills it and returns `None` if it is
-/// still running then.
-fn wait_with_deadline(pid: libc::pid_t) -> Option<libc::c_int> {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: `pid` is our own child; `status` is a valid out pointer.
-        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if done == pid {
-            return Some(status);
-        }
-        assert!(done == 0, "waitpid failed");
-        if start.elapsed() > CHILD_DEADLINE {
-            // SAFETY: as above; the child is reaped right after.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return None;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn a_child_forked_while_symbols_are_resolved_can_dump_and_exit() {
     let dir: PathBuf =
@@ -147,7 +125,7 @@ fn a_child_forked_while_symbols_are_resolved_can_dump_and_exit() {
         thread::sleep(Duration::from_millis(10));
     }
     for (attempt, pid) in early.into_iter().enumerate() {
-        match wait_with_deadline(pid) {
+        match common::wait_with_deadline(pid, CHILD_DEADLINE) {
             None => failures.push(format!("early fork {attempt}: child hung (killed)")),
             Some(status)
                 if libc::WIFEXITED(status)
@@ -177,7 +155,7 @@ fn a_child_forked_while_symbols_are_resolved_can_dump_and_exit() {
             unsafe { libc::_exit(code) };
         }
         assert!(pid > 0, "fork failed");
-        match wait_with_deadline(pid) {
+        match common::wait_with_deadline(pid, CHILD_DEADLINE) {
             None => failures.push(format!("fork {attempt}: child hung (killed)")),
             Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => named += 1,
             Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == NOT_NAMED => {}

@@ -69,3 +69,29 @@ pub fn example(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// Waits for the child `pid` for at most `deadline`; kills and reaps it
+/// and returns `None` if it is still running then, so that a child that
+/// hangs fails its test instead of hanging the run.
+pub fn wait_with_deadline(pid: libc::pid_t, deadline: std::time::Duration) -> Option<libc::c_int> {
+    let start = std::time::Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is the caller's own child; `status` is a valid out
+        // pointer.
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if done == pid {
+            return Some(status);
+        }
+        assert!(done == 0, "waitpid failed");
+        if start.elapsed() > deadline {
+            // SAFETY: as above; the child is reaped right after.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

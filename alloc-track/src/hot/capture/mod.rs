@@ -131,14 +131,7 @@ impl CapturedStack {
     /// Appends a return address; false once full (and marked truncated).
     #[inline(always)]
     fn push(&mut self, ip: usize) -> bool {
-        let Some(slot) = self.ips.get_mut(self.len) else {
-            self.truncated = true;
-            return false;
-        };
-        slot.write(ip);
-        self.len += 1;
-        self.running_hash = hash_step(self.running_hash, ip);
-        true
+        self.push_with(|stack| stack.push(ip))
     }
 
     /// Runs a walk that pushes through a [`Pusher`], which keeps the length

@@ -358,6 +358,38 @@ mod tests {
     }
 
     #[test]
+    fn the_report_names_jemallocs_figures_by_their_names() {
+        let allocator = format!(
+            r#","allocator":{{"kind":"jemalloc","allocated_bytes":{allocated},"active_bytes":{active},
+            "metadata_bytes":{metadata},"resident_bytes":{resident},"mapped_bytes":{mapped},
+            "retained_bytes":{retained},"arenas":4}}"#,
+            allocated = 2 * MIB,
+            active = 20 * MIB,
+            metadata = 4 * MIB,
+            resident = 90 * MIB,
+            mapped = 95 * MIB,
+            retained = 300 * MIB,
+        );
+        let text = report_lines(&fragmented(&allocator));
+        assert!(
+            text.contains(
+                "jemalloc, 4 arenas: allocated 2.0 MiB, active 20.0 MiB, metadata 4.0 MiB, \
+                 resident 90.0 MiB, mapped 95.0 MiB, retained 300.0 MiB"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "84.0 MiB   65%  measured: jemalloc stats.resident - allocated - metadata"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("allocator metadata"), "{text}");
+        assert!(text.contains("66.0 MiB of dirty pages"), "{text}");
+        assert!(!text.contains("glibc"), "{text}");
+    }
+
+    #[test]
     fn without_the_allocator_figures_the_report_says_not_known() {
         let text = report_lines(&fragmented(""));
         assert!(text.contains("its own figures not known"), "{text}");

@@ -88,7 +88,6 @@ fn main() {
     assert_eq!(dump.allocator, Some(AllocatorStats::Jemalloc(stats)));
 
     let report = report(&path);
-    eprintln!("{report}");
     for figure in [
         "jemalloc",
         "allocated",

@@ -63,9 +63,9 @@ fn line(moment: &str, snapshot: &Snapshot) {
         .os()
         .rss_bytes
         .map_or("unknown".to_string(), |r| Bytes(r).to_string());
-    let free = snapshot
-        .allocator()
-        .map_or("not known".to_string(), |a| Bytes(a.free_bytes).to_string());
+    let free = snapshot.allocator().map_or("not known".to_string(), |a| {
+        Bytes(a.free_bytes()).to_string()
+    });
     println!(
         "{moment:<30} live heap {:>10}   RSS {:>10}   allocator free {:>10}   tracker's books {:>10}",
         Bytes(snapshot.live_bytes()).to_string(),
@@ -86,7 +86,7 @@ fn breakdown(snapshot: &Snapshot) {
             "  {:>10}  {} ({})",
             Bytes(part.bytes).to_string(),
             part.kind.label(),
-            part.kind.source()
+            part.source
         );
     }
     if breakdown.overcount_bytes > 0 {

@@ -49,6 +49,7 @@ fn the_allocator_keeps_the_freed_memory_and_trim_returns_it() {
     let snapshot = alloc_track::snapshot();
     let stats = *snapshot
         .allocator()
+        .and_then(|a| a.glibc())
         .expect("the System allocator on linux-gnu is glibc's malloc");
     // SAFETY: glibc's mallinfo2 has no preconditions.
     let glibc_free = unsafe { libc::mallinfo2() }.fordblks as f64;

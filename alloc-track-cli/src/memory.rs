@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use alloc_track::dump::Dump;
+use alloc_track::dump::{AllocatorStats, Dump};
 use alloc_track::human::{percent, Bytes, Count, SignedBytes};
 use alloc_track::{MemoryBreakdown, MemoryKind};
 use serde::Serialize;
@@ -17,26 +17,7 @@ pub fn write_report_section(out: &mut dyn Write, dump: &Dump) -> io::Result<()> 
     let Some(breakdown) = MemoryBreakdown::of_dump(dump) else {
         return Ok(());
     };
-    match &dump.allocator {
-        Some(stats) => {
-            let arenas = stats.arenas.map_or(String::new(), |n| {
-                format!(", {} arena{}", Count(n), if n == 1 { "" } else { "s" })
-            });
-            writeln!(
-                out,
-                "allocator    glibc malloc{arenas}: {} free in {} chunks (fast bins {}), {} in use, {} mapped one by one",
-                Bytes(stats.free_bytes),
-                Count(stats.free_chunks),
-                Bytes(stats.fastbin_free_bytes),
-                Bytes(stats.in_use_bytes),
-                Bytes(stats.mmapped_bytes),
-            )?;
-        }
-        None => writeln!(
-            out,
-            "allocator    its own figures not known (read only from glibc's malloc as the System allocator)"
-        )?,
-    }
+    write_allocator_line(out, dump.allocator.as_ref())?;
     writeln!(out, "RSS {} taken apart:", Bytes(breakdown.rss_bytes))?;
     let row = |out: &mut dyn Write, label: &str, bytes: u64, source: &str| {
         writeln!(
@@ -51,7 +32,7 @@ pub fn write_report_section(out: &mut dyn Write, dump: &Dump) -> io::Result<()> 
             out,
             part.kind.label(),
             part.bytes,
-            &format!("measured: {}", part.kind.source()),
+            &format!("measured: {}", part.source),
         )?;
     }
     let remainder = breakdown.remainder_label();
@@ -65,7 +46,7 @@ pub fn write_report_section(out: &mut dyn Write, dump: &Dump) -> io::Result<()> 
     if breakdown.overcount_bytes > 0 {
         writeln!(
             out,
-            "  the measured parts exceed the RSS by {}: the allocator counts free chunks whose pages \
+            "  the measured parts exceed the RSS by {}: the allocator counts free memory whose pages \
              are not resident (trimmed or never touched), the tracker its tables as mapped",
             Bytes(breakdown.overcount_bytes)
         )?;
@@ -74,6 +55,45 @@ pub fn write_report_section(out: &mut dyn Write, dump: &Dump) -> io::Result<()> 
         writeln!(out, "advice       {advice}")?;
     }
     Ok(())
+}
+
+/// The allocator's own figures, by the names it gives them.
+fn write_allocator_line(out: &mut dyn Write, stats: Option<&AllocatorStats>) -> io::Result<()> {
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    match stats {
+        Some(AllocatorStats::Glibc(stats)) => {
+            let arenas = stats
+                .arenas
+                .map_or(String::new(), |n| format!(", {} arena{}", Count(n), plural(n)));
+            writeln!(
+                out,
+                "allocator    glibc malloc{arenas}: {} free in {} chunks (fast bins {}), {} in use, {} mapped one by one",
+                Bytes(stats.free_bytes),
+                Count(stats.free_chunks),
+                Bytes(stats.fastbin_free_bytes),
+                Bytes(stats.in_use_bytes),
+                Bytes(stats.mmapped_bytes),
+            )
+        }
+        Some(AllocatorStats::Jemalloc(stats)) => writeln!(
+            out,
+            "allocator    jemalloc, {} arena{}: allocated {}, active {}, metadata {}, resident {}, mapped {}, retained {}",
+            Count(stats.arenas),
+            plural(stats.arenas),
+            Bytes(stats.allocated_bytes),
+            Bytes(stats.active_bytes),
+            Bytes(stats.metadata_bytes),
+            Bytes(stats.resident_bytes),
+            Bytes(stats.mapped_bytes),
+            Bytes(stats.retained_bytes),
+        ),
+        Some(other) => writeln!(out, "allocator    {}", other.name()),
+        None => writeln!(
+            out,
+            "allocator    its own figures not known (read from glibc's malloc as the System allocator, \
+             and from tikv_jemallocator::Jemalloc with alloc-track's jemalloc feature)"
+        ),
+    }
 }
 
 /// The breakdown as `report --json` writes it (`docs/json-output.md`).
@@ -116,7 +136,7 @@ pub fn breakdown_json(dump: &Dump) -> Option<BreakdownJson> {
             .map(|part| PartJson {
                 part: part.kind.label(),
                 bytes: part.bytes,
-                measured_by: part.kind.source(),
+                measured_by: part.source,
             })
             .collect(),
         remainder_bytes: breakdown.remainder_bytes,
@@ -152,7 +172,7 @@ pub fn write_trend_section(out: &mut dyn Write, dumps: &[&Dump]) -> io::Result<(
             let breakdown = MemoryBreakdown::of_dump(dump)?;
             Some(Point {
                 live: breakdown.part(MemoryKind::LiveHeap),
-                free: dump.allocator.map(|a| a.free_bytes),
+                free: dump.allocator.map(|a| a.free_bytes()),
                 rss: breakdown.rss_bytes,
             })
         })
@@ -180,9 +200,13 @@ pub fn write_trend_section(out: &mut dyn Write, dumps: &[&Dump]) -> io::Result<(
     writeln!(out, "RSS over the dumps, taken apart:")?;
     line(out, "live heap", first.live, last.live)?;
     if all_known {
+        let source = match dumps.last().and_then(|dump| dump.allocator) {
+            Some(AllocatorStats::Jemalloc(_)) => "jemalloc resident beyond allocated",
+            _ => "glibc fordblks",
+        };
         line(
             out,
-            "allocator free memory (glibc fordblks)",
+            &format!("allocator free memory ({source})"),
             first.free.unwrap_or(0),
             last.free.unwrap_or(0),
         )?;
@@ -331,6 +355,38 @@ mod tests {
                 .any(|l| l.starts_with("  remainder") && l.contains("8.0 MiB")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_report_names_jemallocs_figures_by_their_names() {
+        let allocator = format!(
+            r#","allocator":{{"kind":"jemalloc","allocated_bytes":{allocated},"active_bytes":{active},
+            "metadata_bytes":{metadata},"resident_bytes":{resident},"mapped_bytes":{mapped},
+            "retained_bytes":{retained},"arenas":4}}"#,
+            allocated = 2 * MIB,
+            active = 20 * MIB,
+            metadata = 4 * MIB,
+            resident = 90 * MIB,
+            mapped = 95 * MIB,
+            retained = 300 * MIB,
+        );
+        let text = report_lines(&fragmented(&allocator));
+        assert!(
+            text.contains(
+                "jemalloc, 4 arenas: allocated 2.0 MiB, active 20.0 MiB, metadata 4.0 MiB, \
+                 resident 90.0 MiB, mapped 95.0 MiB, retained 300.0 MiB"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "84.0 MiB   65%  measured: jemalloc stats.resident - allocated - metadata"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("allocator metadata"), "{text}");
+        assert!(text.contains("66.0 MiB of dirty pages"), "{text}");
+        assert!(!text.contains("glibc"), "{text}");
     }
 
     #[test]

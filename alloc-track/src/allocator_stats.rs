@@ -1,25 +1,57 @@
 //! The inner allocator's own view of its memory, beside the live heap and
 //! the OS's RSS, and [`trim`], which asks it to give free memory back.
 //!
-//! Known for glibc's malloc only: the installed [`Tracker`](crate::Tracker)
-//! wraps `System` on linux-gnu and `malloc` is glibc's own (no `LD_PRELOAD`
-//! allocator interposed). Anything else is "not known" (`None`): jemalloc's
-//! and mimalloc's statistics are not read (yet).
+//! Known for glibc's malloc (the installed [`Tracker`](crate::Tracker)
+//! wraps `System` on linux-gnu and `malloc` is glibc's own, no `LD_PRELOAD`
+//! allocator interposed) and, with the crate's `jemalloc` feature, for
+//! jemalloc (the tracker wraps `tikv_jemallocator::Jemalloc`). Which one is
+//! told by the inner allocator's type name, which `Tracker::new` records.
+//! Anything else is "not known" (`None`): mimalloc's statistics are not
+//! read (yet).
 
-use crate::dump::AllocatorStats;
+use crate::dump::{AllocatorStats, GlibcStats};
 use crate::hot::thread::untracked;
 
-/// What [`trim`] did: the RSS before and after `malloc_trim(0)`.
+#[cfg(feature = "jemalloc")]
+mod jemalloc;
+
+/// Without the `jemalloc` feature jemalloc's figures are not read.
+#[cfg(not(feature = "jemalloc"))]
+mod jemalloc {
+    use crate::dump::AllocatorStats;
+
+    pub(super) struct Purged {
+        pub(super) free_bytes_before: Option<u64>,
+        pub(super) returned_memory: bool,
+    }
+
+    pub(super) fn is_inner() -> bool {
+        false
+    }
+
+    pub(super) fn stats() -> Option<AllocatorStats> {
+        None
+    }
+
+    pub(super) fn purge() -> Option<Purged> {
+        None
+    }
+}
+
+/// What [`trim`] did: the RSS before and after `malloc_trim(0)` (glibc) or
+/// `arena.<all>.purge` (jemalloc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trimmed {
     /// The RSS just before, when the OS tells it.
     pub rss_before: Option<u64>,
     /// The RSS just after.
     pub rss_after: Option<u64>,
-    /// The allocator's free bytes before (`mallinfo2`'s `fordblks`), when
-    /// known: what trimming could at best have returned.
+    /// The allocator's free bytes before, when known
+    /// ([`AllocatorStats::free_bytes`]): what trimming could at best have
+    /// returned.
     pub free_bytes_before: Option<u64>,
-    /// Whether glibc says it returned any memory.
+    /// Whether the allocator says it returned any memory: glibc's
+    /// `malloc_trim` result; jemalloc's `stats.resident` dropping.
     pub returned_memory: bool,
 }
 
@@ -31,16 +63,18 @@ impl Trimmed {
     }
 }
 
-/// Asks the allocator to return its free memory to the OS, as glibc's
-/// `malloc_trim(0)` does: every whole page inside a free chunk, in every
-/// arena, and the top of the main heap. The program's live blocks are not
-/// touched; a later allocation that reuses a returned page takes a page
-/// fault to get it back.
+/// Asks the allocator to return its free memory to the OS. glibc's
+/// `malloc_trim(0)` returns every whole page inside a free chunk, in every
+/// arena, and the top of the main heap. jemalloc's `arena.<all>.purge`
+/// (with the `jemalloc` feature) returns every arena's dirty pages now
+/// rather than after their decay time (`dirty_decay_ms`, 10 s by default);
+/// free regions in pages that still hold live blocks stay. The program's
+/// live blocks are not touched; a later allocation that reuses a returned
+/// page takes a page fault to get it back.
 ///
-/// Returns what the RSS did, or `None` when the inner allocator is not
-/// known to be glibc's malloc (nothing is done then). It walks every
-/// arena's free chunks under their locks: call it between tasks, not on a
-/// latency-critical path.
+/// Returns what the RSS did, or `None` when the inner allocator is neither
+/// (nothing is done then). It walks every arena under its locks: call it
+/// between tasks, not on a latency-critical path.
 ///
 /// ```no_run
 /// # use std::alloc::System;
@@ -55,8 +89,18 @@ impl Trimmed {
 pub fn trim() -> Option<Trimmed> {
     crate::is_installed();
     untracked(|| {
+        if jemalloc::is_inner() {
+            let rss_before = crate::os_memory::read().rss_bytes;
+            let purged = jemalloc::purge()?;
+            return Some(Trimmed {
+                rss_before,
+                rss_after: crate::os_memory::read().rss_bytes,
+                free_bytes_before: purged.free_bytes_before,
+                returned_memory: purged.returned_memory,
+            });
+        }
         let glibc = glibc::malloc()?;
-        let free_bytes_before = glibc.stats().map(|s| s.free_bytes);
+        let free_bytes_before = glibc.stats().map(|s| s.free_bytes());
         let rss_before = crate::os_memory::read().rss_bytes;
         let returned_memory = glibc.trim();
         let rss_after = crate::os_memory::read().rss_bytes;
@@ -71,7 +115,7 @@ pub fn trim() -> Option<Trimmed> {
 
 /// The inner allocator's figures now, `None` where not known.
 pub(crate) fn read() -> Option<AllocatorStats> {
-    glibc::malloc()?.stats()
+    jemalloc::stats().or_else(|| glibc::malloc()?.stats())
 }
 
 /// Whole pages inside free chunks, estimated from one histogram bin of
@@ -128,7 +172,7 @@ mod glibc {
     use std::ffi::{c_char, c_int, c_void};
     use std::sync::OnceLock;
 
-    use super::{parse_malloc_info, AllocatorStats};
+    use super::{parse_malloc_info, AllocatorStats, GlibcStats};
 
     type Mallinfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
 
@@ -188,7 +232,7 @@ mod glibc {
             let page = page_size();
             let histogram = malloc_info().map(|xml| parse_malloc_info(&xml, page));
             let releasable_top_bytes = info.keepcost as u64;
-            Some(AllocatorStats {
+            Some(AllocatorStats::Glibc(GlibcStats {
                 arena_bytes: info.arena as u64,
                 mmapped_bytes: info.hblkhd as u64,
                 in_use_bytes: info.uordblks as u64,
@@ -202,7 +246,7 @@ mod glibc {
                     let top = releasable_top_bytes.saturating_sub(page) / page * page;
                     (h.whole_free_pages_bytes + top).min(info.fordblks as u64)
                 }),
-            })
+            }))
         }
 
         /// `malloc_trim(0)`: true if glibc returned any memory.

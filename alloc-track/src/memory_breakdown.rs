@@ -1,7 +1,7 @@
 //! [`MemoryBreakdown`]: the RSS taken apart into what the tracker, the
 //! allocator and the OS each measured, and what is left over.
 
-use crate::dump::{AllocatorStats, Dump, OsMemory};
+use crate::dump::{AllocatorStats, Dump, GlibcStats, JemallocStats, OsMemory};
 use crate::human::{percent, Bytes};
 
 const MIB: u64 = 1024 * 1024;
@@ -10,9 +10,10 @@ const MIB: u64 = 1024 * 1024;
 /// and overhead, the tracker's own tables, file-backed and shared pages,
 /// and a remainder (thread stacks, direct `mmap`, anything not measured).
 ///
-/// Each [`MemoryPart`] is measured, by the source its
-/// [`MemoryKind::source`] names; the remainder is the RSS minus them. The
-/// allocator's figures count virtual bytes and the tracker's tables count
+/// Each [`MemoryPart`] is measured, by the figures its
+/// [`source`](MemoryPart::source) names; the remainder is the RSS minus
+/// them. glibc's figures count virtual bytes, jemalloc's `resident` is a
+/// maximum (pages never touched count), and the tracker's tables count
 /// mapped bytes, while the RSS counts resident pages: when free memory is
 /// not resident (trimmed, or never touched) the measured parts can add up
 /// to more than the RSS, and [`overcount_bytes`](Self::overcount_bytes)
@@ -27,7 +28,7 @@ pub struct MemoryBreakdown {
     pub remainder_bytes: u64,
     /// The measured parts minus the RSS, when they sum to more.
     pub overcount_bytes: u64,
-    /// The allocator's own figures, when known (glibc's malloc).
+    /// The allocator's own figures, when known (glibc's malloc, jemalloc).
     pub allocator: Option<AllocatorStats>,
     /// The number of threads in the process, when known.
     pub threads: Option<u64>,
@@ -40,6 +41,9 @@ pub struct MemoryPart {
     pub kind: MemoryKind,
     /// Its size.
     pub bytes: u64,
+    /// Which figures measured it (`"tracker"`, `"mallinfo2 fordblks,
+    /// virtual"`, `"jemalloc stats.metadata"`, …).
+    pub source: &'static str,
 }
 
 /// The parts of a [`MemoryBreakdown`].
@@ -54,9 +58,14 @@ pub enum MemoryKind {
     /// tracker (C libraries' `malloc`; the tracker's own snapshots and
     /// symbol caches, which resolving a dump's stacks fills).
     AllocatorInUseBeyondHeap,
-    /// Free chunks the allocator keeps (virtual bytes: some pages may not
-    /// be resident).
+    /// Memory the allocator keeps that no block in use occupies: glibc's
+    /// free chunks (virtual bytes: some pages may not be resident);
+    /// jemalloc's resident bytes beyond its allocated blocks and metadata
+    /// (free regions in active pages, dirty pages).
     AllocatorFree,
+    /// The allocator's own bookkeeping (jemalloc's `stats.metadata`; glibc
+    /// keeps its chunk headers inside the in-use figure).
+    AllocatorMetadata,
     /// The tracker's live and stack tables (mapped bytes, an upper bound
     /// on their resident share).
     TrackerTables,
@@ -74,22 +83,55 @@ impl MemoryKind {
             MemoryKind::LiveHeap => "live heap",
             MemoryKind::AllocatorInUseBeyondHeap => "allocator in use beyond the live heap",
             MemoryKind::AllocatorFree => "allocator free memory",
+            MemoryKind::AllocatorMetadata => "allocator metadata",
             MemoryKind::TrackerTables => "tracker's own tables",
             MemoryKind::FileBacked => "file-backed (code, mapped files)",
             MemoryKind::SharedMemory => "shared memory",
         }
     }
+}
 
-    /// Which figure measured it.
-    pub fn source(self) -> &'static str {
-        match self {
-            MemoryKind::LiveHeap => "tracker",
-            MemoryKind::AllocatorInUseBeyondHeap => "mallinfo2 uordblks+hblkhd - live heap",
-            MemoryKind::AllocatorFree => "mallinfo2 fordblks, virtual",
-            MemoryKind::TrackerTables => "tracker, mapped",
-            MemoryKind::FileBacked => "RssFile",
-            MemoryKind::SharedMemory => "RssShmem",
-        }
+/// The allocator's parts of the RSS, as its own figures measure them.
+fn allocator_parts(stats: &AllocatorStats, live_heap_bytes: u64) -> Vec<MemoryPart> {
+    let part = |kind, bytes, source| MemoryPart {
+        kind,
+        bytes,
+        source,
+    };
+    match stats {
+        AllocatorStats::Glibc(glibc) => vec![
+            part(
+                MemoryKind::AllocatorInUseBeyondHeap,
+                (glibc.in_use_bytes.saturating_add(glibc.mmapped_bytes))
+                    .saturating_sub(live_heap_bytes),
+                "mallinfo2 uordblks+hblkhd - live heap",
+            ),
+            part(
+                MemoryKind::AllocatorFree,
+                glibc.free_bytes,
+                "mallinfo2 fordblks, virtual",
+            ),
+        ],
+        // Together these are jemalloc's `resident` (when `allocated`
+        // covers the live heap): it counts metadata, active pages and
+        // dirty pages, nothing else.
+        AllocatorStats::Jemalloc(jemalloc) => vec![
+            part(
+                MemoryKind::AllocatorInUseBeyondHeap,
+                jemalloc.allocated_bytes.saturating_sub(live_heap_bytes),
+                "jemalloc stats.allocated - live heap",
+            ),
+            part(
+                MemoryKind::AllocatorFree,
+                jemalloc.free_bytes(),
+                "jemalloc stats.resident - allocated - metadata",
+            ),
+            part(
+                MemoryKind::AllocatorMetadata,
+                jemalloc.metadata_bytes,
+                "jemalloc stats.metadata",
+            ),
+        ],
     }
 }
 
@@ -106,28 +148,26 @@ impl MemoryBreakdown {
         let mut parts = vec![MemoryPart {
             kind: MemoryKind::LiveHeap,
             bytes: live_heap_bytes,
+            source: "tracker",
         }];
         if let Some(stats) = allocator {
-            let in_use = stats.in_use_bytes.saturating_add(stats.mmapped_bytes);
-            parts.push(MemoryPart {
-                kind: MemoryKind::AllocatorInUseBeyondHeap,
-                bytes: in_use.saturating_sub(live_heap_bytes),
-            });
-            parts.push(MemoryPart {
-                kind: MemoryKind::AllocatorFree,
-                bytes: stats.free_bytes,
-            });
+            parts.extend(allocator_parts(stats, live_heap_bytes));
         }
         parts.push(MemoryPart {
             kind: MemoryKind::TrackerTables,
             bytes: tracker_tables_bytes,
+            source: "tracker, mapped",
         });
-        for (kind, bytes) in [
-            (MemoryKind::FileBacked, os.rss_file_bytes),
-            (MemoryKind::SharedMemory, os.rss_shmem_bytes),
+        for (kind, bytes, source) in [
+            (MemoryKind::FileBacked, os.rss_file_bytes, "RssFile"),
+            (MemoryKind::SharedMemory, os.rss_shmem_bytes, "RssShmem"),
         ] {
             if let Some(bytes) = bytes {
-                parts.push(MemoryPart { kind, bytes });
+                parts.push(MemoryPart {
+                    kind,
+                    bytes,
+                    source,
+                });
             }
         }
         let measured = parts
@@ -181,12 +221,20 @@ impl MemoryBreakdown {
         let Some(stats) = self.allocator else {
             return Vec::new();
         };
+        let free = stats.free_bytes();
+        if free < MIB || percent(free as f64, self.rss_bytes as f64) < 10.0 {
+            return Vec::new();
+        }
+        match &stats {
+            AllocatorStats::Glibc(glibc) => self.glibc_advice(glibc),
+            AllocatorStats::Jemalloc(jemalloc) => self.jemalloc_advice(jemalloc),
+        }
+    }
+
+    fn glibc_advice(&self, stats: &GlibcStats) -> Vec<String> {
         let mut advice = Vec::new();
         let free = stats.free_bytes;
         let live = self.part(MemoryKind::LiveHeap);
-        if free < MIB || percent(free as f64, self.rss_bytes as f64) < 10.0 {
-            return advice;
-        }
         let arenas = match stats.arenas {
             Some(n) if n > 1 => format!(" across {n} arenas"),
             _ => String::new(),
@@ -229,6 +277,40 @@ impl MemoryBreakdown {
         }
         advice
     }
+
+    fn jemalloc_advice(&self, stats: &JemallocStats) -> Vec<String> {
+        let free = stats.free_bytes();
+        let live = self.part(MemoryKind::LiveHeap);
+        let mut advice = vec![format!(
+            "jemalloc keeps {} resident beyond its allocated blocks and metadata ({:.0}% of RSS, \
+             {:.1}x the live heap): {} in dirty pages and {} in free regions of pages that still \
+             hold live blocks.",
+            Bytes(free),
+            percent(free as f64, self.rss_bytes as f64),
+            free as f64 / live.max(1) as f64,
+            Bytes(stats.dirty_bytes()),
+            Bytes(stats.free_in_active_bytes()),
+        )];
+        if stats.dirty_bytes() >= MIB {
+            advice.push(format!(
+                "alloc_track::trim() (jemalloc's arena.<all>.purge) would return the {} of dirty pages \
+                 now; jemalloc returns them by itself after dirty_decay_ms (10 s by default; \
+                 _RJEM_MALLOC_CONF=dirty_decay_ms:1000 for tikv-jemallocator shortens it).",
+                Bytes(stats.dirty_bytes())
+            ));
+        }
+        let stuck = stats.free_in_active_bytes();
+        if stuck >= MIB && stuck * 4 >= free {
+            advice.push(format!(
+                "{} ({:.0}%) lies in free regions of pages that still hold live blocks: \
+                 fragmentation that purging cannot return, only freeing or moving the blocks \
+                 that keep those pages active.",
+                Bytes(stuck),
+                percent(stuck as f64, free as f64)
+            ));
+        }
+        advice
+    }
 }
 
 #[cfg(test)]
@@ -245,15 +327,62 @@ mod tests {
         }
     }
 
-    fn glibc(free: u64, trimmable: u64) -> AllocatorStats {
-        AllocatorStats {
+    fn glibc_stats(free: u64, trimmable: u64) -> GlibcStats {
+        GlibcStats {
             arena_bytes: 10 * MIB + free,
             in_use_bytes: 10 * MIB,
             free_bytes: free,
             arenas: Some(1),
             trimmable_estimate_bytes: Some(trimmable),
-            ..AllocatorStats::default()
+            ..GlibcStats::default()
         }
+    }
+
+    fn glibc(free: u64, trimmable: u64) -> AllocatorStats {
+        AllocatorStats::Glibc(glibc_stats(free, trimmable))
+    }
+
+    /// 10 MiB allocated in 12 MiB of active pages, 2 MiB of metadata, 80
+    /// MiB of dirty pages.
+    fn jemalloc() -> AllocatorStats {
+        AllocatorStats::Jemalloc(JemallocStats {
+            allocated_bytes: 10 * MIB,
+            active_bytes: 12 * MIB,
+            metadata_bytes: 2 * MIB,
+            resident_bytes: 94 * MIB,
+            mapped_bytes: 100 * MIB,
+            retained_bytes: 300 * MIB,
+            arenas: 8,
+        })
+    }
+
+    #[test]
+    fn jemalloc_parts_add_up_to_its_resident_bytes() {
+        let breakdown =
+            MemoryBreakdown::new(9 * MIB, &os(130 * MIB), MIB, Some(&jemalloc())).unwrap();
+        assert_eq!(breakdown.part(MemoryKind::AllocatorInUseBeyondHeap), MIB);
+        assert_eq!(breakdown.part(MemoryKind::AllocatorFree), 82 * MIB);
+        assert_eq!(breakdown.part(MemoryKind::AllocatorMetadata), 2 * MIB);
+        let heap_and_allocator = breakdown.parts[..4].iter().map(|p| p.bytes).sum::<u64>();
+        assert_eq!(heap_and_allocator, 94 * MIB);
+        // 130 = 94 resident + 1 tables + 4 file + 31 rest.
+        assert_eq!(breakdown.remainder_bytes, 31 * MIB);
+        assert!(breakdown.parts[2].source.contains("stats.resident"));
+    }
+
+    #[test]
+    fn jemalloc_advice_tells_dirty_pages_from_fragmentation() {
+        let breakdown =
+            MemoryBreakdown::new(9 * MIB, &os(130 * MIB), MIB, Some(&jemalloc())).unwrap();
+        let advice = breakdown.advice().join("\n");
+        assert!(
+            advice.contains("jemalloc keeps 82.0 MiB resident"),
+            "{advice}"
+        );
+        assert!(advice.contains("80.0 MiB in dirty pages"), "{advice}");
+        assert!(advice.contains("2.0 MiB in free regions"), "{advice}");
+        assert!(advice.contains("arena.<all>.purge"), "{advice}");
+        assert!(!advice.contains("malloc_trim"), "{advice}");
     }
 
     #[test]
@@ -293,10 +422,10 @@ mod tests {
 
     #[test]
     fn many_arenas_name_malloc_arena_max_with_the_figures() {
-        let stats = AllocatorStats {
+        let stats = AllocatorStats::Glibc(GlibcStats {
             arenas: Some(16),
-            ..glibc(100 * MIB, 90 * MIB)
-        };
+            ..glibc_stats(100 * MIB, 90 * MIB)
+        });
         let breakdown = MemoryBreakdown::new(MIB, &os(130 * MIB), 0, Some(&stats)).unwrap();
         let advice = breakdown.advice();
         assert!(advice[0].contains("across 16 arenas"), "{advice:?}");

@@ -312,7 +312,8 @@ impl Snapshot {
         &self.os
     }
     /// What the inner allocator said of its own memory at the same moment
-    /// (glibc's malloc only; `None` when not known): see [`AllocatorStats`].
+    /// (glibc's malloc, or jemalloc with the `jemalloc` feature; `None` when
+    /// not known): see [`AllocatorStats`].
     pub fn allocator(&self) -> Option<&AllocatorStats> {
         self.allocator.as_ref()
     }

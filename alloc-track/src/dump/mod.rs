@@ -22,7 +22,7 @@ pub(crate) mod stream;
 
 use serde::{Deserialize, Serialize};
 
-pub use allocator::AllocatorStats;
+pub use allocator::{AllocatorStats, GlibcStats, JemallocStats};
 pub use error::DumpError;
 
 /// The value of the `format` field, which tells a dump from any other JSON.
@@ -69,7 +69,8 @@ pub struct Dump {
     #[serde(default)]
     pub os: OsMemory,
     /// What the inner allocator said of its own memory at the same moment
-    /// (glibc's malloc only); absent when not known.
+    /// (glibc's malloc, or jemalloc with the `jemalloc` feature); absent
+    /// when not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocator: Option<AllocatorStats>,
     /// The tracker's own health: anything it could not attribute.

@@ -244,11 +244,13 @@ mod tests {
             epoch: 2,
             totals: Default::default(),
             os: Default::default(),
-            allocator: Some(super::super::AllocatorStats {
-                free_bytes: 5,
-                arenas: Some(2),
-                ..Default::default()
-            }),
+            allocator: Some(super::super::AllocatorStats::Glibc(
+                super::super::GlibcStats {
+                    free_bytes: 5,
+                    arenas: Some(2),
+                    ..Default::default()
+                },
+            )),
             tracker: Default::default(),
             locations: vec![],
             stacks: vec![],
@@ -264,6 +266,13 @@ mod tests {
         assert_eq!(streamed(&dump), serde_json::to_vec(&dump).unwrap());
         dump.sample_mean_bytes = None;
         dump.stack_walker = None;
+        dump.allocator = Some(super::super::AllocatorStats::Jemalloc(
+            super::super::JemallocStats {
+                resident_bytes: 9,
+                ..Default::default()
+            },
+        ));
+        assert_eq!(streamed(&dump), serde_json::to_vec(&dump).unwrap());
         dump.allocator = None;
         assert_eq!(streamed(&dump), serde_json::to_vec(&dump).unwrap());
     }

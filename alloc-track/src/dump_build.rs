@@ -352,7 +352,7 @@ fn site_figures(
             entry.0 += bytes;
             entry.1 += blocks;
         }
-        for birth in &member.births {
+        for birth in member.births.as_slice() {
             let entry = births.entry(birth.epoch).or_default();
             entry.0 += birth.bytes;
             entry.1 += birth.blocks;

@@ -15,7 +15,7 @@ use crate::hot::stacks::{self, SiteId};
 use crate::hot::thread;
 use crate::hot::thread::untracked;
 use crate::human::{percent, Bytes, Count};
-use crate::live_by_site::{self, by_row, LiveBySite, NO_ROW};
+use crate::live_by_site::{self, by_row, LiveBySite, LiveTally, NO_ROW};
 use crate::site::{self, Stack};
 use crate::table::Table;
 use crate::{os_memory, Diff};
@@ -57,9 +57,57 @@ pub struct Site {
     /// Blocks freed before their thread's next allocation.
     pub(crate) temporary_blocks: u64,
     /// Live blocks by birth epoch, oldest first.
-    pub(crate) births: Vec<Birth>,
+    pub(crate) births: Births,
     /// Live (bytes, blocks) by scope id, for blocks allocated in a scope.
     pub(crate) scopes: Vec<(u16, u64, u64)>,
+}
+
+/// A site's live blocks by birth epoch. Most sites' live blocks were all
+/// born in one epoch: that one is kept inline, so that a snapshot of many
+/// sites does not make one small heap block per site (about 40 bytes each
+/// with the allocator's own header).
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Births {
+    #[default]
+    None,
+    One(Birth),
+    Many(Box<[Birth]>),
+}
+
+impl Births {
+    /// The births of a site whose `tally` met several epochs, `others`
+    /// being (row, epoch, bytes, blocks) of the epochs but the tally's:
+    /// the tally's epoch holds the rest. Blocks in 1/1024ths until here.
+    fn mixed(tally: LiveTally, others: &[(u32, u32, u64, u64)]) -> Births {
+        let (other_bytes, other_blocks) = others
+            .iter()
+            .fold((0u64, 0u64), |(b, n), &(_, _, bytes, blocks)| {
+                (b + bytes, n + blocks)
+            });
+        let mut births: Vec<Birth> = others
+            .iter()
+            .map(|&(_, epoch, bytes, blocks)| Birth {
+                epoch,
+                bytes,
+                blocks: sampler::whole_blocks(blocks),
+            })
+            .collect();
+        births.push(Birth {
+            epoch: tally.epoch,
+            bytes: tally.bytes.saturating_sub(other_bytes),
+            blocks: sampler::whole_blocks(tally.blocks.saturating_sub(other_blocks)),
+        });
+        births.sort_by_key(|birth| birth.epoch);
+        Births::Many(births.into_boxed_slice())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Birth] {
+        match self {
+            Births::None => &[],
+            Births::One(birth) => std::slice::from_ref(birth),
+            Births::Many(births) => births,
+        }
+    }
 }
 
 impl Site {
@@ -109,6 +157,7 @@ impl Site {
     /// Live bytes and blocks born after the snapshot of epoch `epoch`.
     pub(crate) fn born_after(&self, epoch: u32) -> (u64, u64) {
         self.births
+            .as_slice()
             .iter()
             .filter(|b| b.epoch > epoch)
             .fold((0, 0), |(bytes, blocks), b| {
@@ -134,30 +183,19 @@ impl Snapshot {
             // OOM risk (see `live_by_site`).
             let LiveBySite {
                 tallies: live,
-                births,
+                other_births,
                 scoped,
             } = live_by_site::sum(mode);
-            let views = stacks::sites();
-            // The row of each site id in `sites`: the table's sites first,
-            // then those with live blocks recorded a moment before their
-            // site's totals.
-            let ids = views
-                .iter()
-                .map(|view| view.id as usize + 1)
-                .max()
-                .unwrap_or(0)
-                .max(live.len());
+            // Rows straight from the stack table, in id order; the row of
+            // each site id: the table's sites first, then those with live
+            // blocks recorded a moment before their site's totals.
+            let ids = stacks::ids_handed_out().max(live.len());
             let mut row_of: Vec<u32> = vec![NO_ROW; ids];
-            for (row, view) in views.iter().enumerate() {
-                row_of[view.id as usize] = row as u32;
-            }
-            let early = live
-                .iter()
-                .zip(&row_of)
-                .filter(|(tally, row)| tally.blocks > 0 && **row == NO_ROW)
-                .count();
-            let mut sites: Vec<Site> = Vec::with_capacity(views.len() + early);
-            for view in views {
+            let mut sites: Vec<Site> = Vec::with_capacity(stacks::ids_handed_out());
+            stacks::for_each_site(|view| {
+                if let Some(row) = row_of.get_mut(view.id as usize) {
+                    *row = sites.len() as u32;
+                }
                 sites.push(Site {
                     id: view.id,
                     stack: Stack {
@@ -171,10 +209,10 @@ impl Snapshot {
                     peak_bytes: view.peak_bytes,
                     peak_blocks: view.peak_blocks,
                     temporary_blocks: view.temporary_blocks,
-                    births: Vec::new(),
+                    births: Births::default(),
                     scopes: Vec::new(),
                 });
-            }
+            });
             for (id, tally) in live.iter().enumerate() {
                 if tally.blocks == 0 {
                     continue;
@@ -194,7 +232,7 @@ impl Snapshot {
                         peak_bytes: 0,
                         peak_blocks: 0,
                         temporary_blocks: 0,
-                        births: Vec::new(),
+                        births: Births::default(),
                         scopes: Vec::new(),
                     });
                 }
@@ -206,20 +244,26 @@ impl Snapshot {
                 // allocated.
                 site.total_bytes = site.total_bytes.max(tally.bytes);
                 site.total_blocks = site.total_blocks.max(site.live_blocks);
+                if !tally.mixed {
+                    site.births = Births::One(Birth {
+                        epoch: tally.epoch,
+                        bytes: tally.bytes,
+                        blocks: site.live_blocks,
+                    });
+                }
             }
+            // Sites whose blocks were born in several epochs (few): the
+            // tally's epoch holds what the other epochs do not.
+            let other_births = by_row(other_births, &row_of);
+            for group in other_births.chunk_by(|a, b| a.0 == b.0) {
+                let row = group[0].0 as usize;
+                let Some(&first) = live.get(sites[row].id as usize) else {
+                    continue;
+                };
+                sites[row].births = Births::mixed(first, group);
+            }
+            drop(other_births);
             drop(live);
-            let births = by_row(births, &row_of);
-            for group in births.chunk_by(|a, b| a.0 == b.0) {
-                sites[group[0].0 as usize].births = group
-                    .iter()
-                    .map(|&(_, epoch, bytes, blocks)| Birth {
-                        epoch,
-                        bytes,
-                        blocks: sampler::whole_blocks(blocks),
-                    })
-                    .collect();
-            }
-            drop(births);
             let scoped = by_row(scoped, &row_of);
             for group in scoped.chunk_by(|a, b| a.0 == b.0) {
                 sites[group[0].0 as usize].scopes = group
@@ -374,7 +418,7 @@ impl Snapshot {
                         peak_bytes: 0,
                         peak_blocks: 0,
                         temporary_blocks: 0,
-                        births: Vec::new(),
+                        births: Births::default(),
                         scopes: vec![],
                         ..site.clone()
                     })

@@ -315,6 +315,9 @@
 //!
 //! # Live dumps, and every environment variable
 //!
+//! The people this is for run workers and servers that grow for hours, and
+//! cannot stop them to look.
+//!
 //! A deployed binary that has the `Tracker` installed needs no rebuild to be
 //! profiled: set environment variables when starting it. Values are read in
 //! any case, blanks around them ignored; an empty value is unset. A bad

@@ -2,8 +2,9 @@
 //! as little memory as the sums allow: a periodic dump of a table of
 //! hundreds of thousands of sites must not be an OOM risk.
 //!
-//! Live figures go to a vector indexed by site id (ids are dense), 16
-//! bytes a site; births and scopes, of which most sites have one or none,
+//! Live figures go to a vector indexed by site id (ids are dense), 24
+//! bytes a site, with the birth epoch of the site's blocks when they share
+//! one (most do); other epochs and scopes, of which most sites have none,
 //! to maps of their own keyed by (site, epoch) and (site, scope). A map of
 //! per-site maps, the obvious shape, took about 300 bytes a site.
 

@@ -178,9 +178,9 @@ impl Snapshot {
                 .map_or(0, |d| d.as_millis() as u64);
 
             let mode = crate::hot::config::settled_mode().unwrap_or(Mode::Full);
-            // Built in a few hundred bytes a site, the snapshot's own 160
-            // included: a periodic dump of a large table must not be an
-            // OOM risk (see `live_by_site`).
+            // Built in under 200 bytes a site at its peak, the snapshot's
+            // own rows included: a periodic dump of a large table must not
+            // be an OOM risk (see `live_by_site`, `tests/dump_memory.rs`).
             let LiveBySite {
                 tallies: live,
                 other_births,

@@ -103,8 +103,9 @@ impl<A> Tracker<A> {
     /// count included), 18 to 37 bytes of index and 8 bytes per frame of
     /// its stack, mapped as sites appear: at the default cap, 416 MiB plus
     /// 32 MiB per frame of the average stack (about 1.4 GiB for 30-frame
-    /// stacks, 4.4 GiB for 128-frame ones). A [`Snapshot`](crate::Snapshot) holds about 160 bytes per site
-    /// more; writing it as a dump, about 25.
+    /// stacks, 4.4 GiB for 128-frame ones). A [`Snapshot`](crate::Snapshot) holds about 150 bytes per site
+    /// more; writing it as a dump, about 25; `alloc_track::dump` peaks at
+    /// about 190 in all.
     ///
     /// ```
     /// use std::alloc::System;

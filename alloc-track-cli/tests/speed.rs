@@ -1,6 +1,6 @@
 //! Speed of `report` on a large generated dump (100,000 sites, 1,000,000
 //! frames). The normal test only proves the generator and the report run
-//! (on a small dump); the figure for the README comes from
+//! (on a small dump); the figure in docs/cli.md comes from
 //!
 //! ```text
 //! cargo test --release -p alloc-track-cli --test speed -- --ignored --nocapture

@@ -1,6 +1,6 @@
 //! The tracker's overhead against `std::alloc::System`: one binary, run
 //! with `cargo bench -p alloc-track --bench overhead`, that prints one table of median
-//! times and ratios (README, "Performance").
+//! times and ratios (`alloc-track/docs/performance.md`).
 //!
 //! Run without `--child`, the binary is the *driver*: it re-executes itself
 //! once per measurement, as a *child* that installs one allocator (System,

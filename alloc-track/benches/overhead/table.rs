@@ -1,5 +1,5 @@
 //! The bench's output: one Markdown table of times and ratios (so that it
-//! pastes into the README unchanged), the depth series' per-frame cost,
+//! pastes into docs/performance.md unchanged), the depth series' per-frame cost,
 //! callgrind's instructions per allocation, and what the children said
 //! about how they ran.
 

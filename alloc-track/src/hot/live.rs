@@ -10,8 +10,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::raw_map::{OutOfMemory, RawMap};
+use super::site_id::{SiteId, SITE_BITS};
 use super::spin::{CachePadded, SpinLock};
-use super::stacks::SiteId;
 
 /// What the tracker knows of one live block. There is one per live
 /// allocation, so it is packed: 16 bytes, 24 with its address in the table
@@ -34,8 +34,6 @@ const _: () = assert!(std::mem::size_of::<LiveBlock>() == 16);
 const SIZE_BITS: u32 = 47;
 const SAMPLED_BIT: u64 = 1 << SIZE_BITS;
 const SCOPE_SHIFT: u32 = 48;
-/// Bits of a site id; `stacks::MAX_SITES` is `1 << SITE_BITS`.
-pub(crate) const SITE_BITS: u32 = 22;
 /// Measure tags run from 1 to `MAX_TAG`.
 pub(crate) const MAX_TAG: u32 = (1 << (32 - SITE_BITS)) - 1;
 

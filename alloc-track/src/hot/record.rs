@@ -32,8 +32,10 @@ use super::filter;
 use super::live::{self, LiveBlock};
 use super::sampler;
 use super::scopes;
-use super::stacks::{self, INTERNAL_SITE, OVERFLOW_SITE};
+use super::site_id::{INTERNAL_SITE, OVERFLOW_SITE};
+use super::stacks;
 use super::thread::{self, Busy};
+use super::thread_life;
 use super::thread_totals::{self, PUBLISH_STEP};
 
 /// Records a block the inner allocator just returned.
@@ -167,7 +169,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
         }
         Next::Claim => {
             if let Ok(busy) = Busy::try_enter() {
-                let _ = thread::with(|state| thread_totals::claim(state, &busy));
+                let _ = thread::with(|state| thread_life::claim(state, &busy));
             }
             // Counted now through the fast path (or, without a slot, the
             // shared fallback).
@@ -240,7 +242,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
     scopes::count_allocation(block.scope(), size as u64, weight);
     let _ = thread::with(|state| {
         if full {
-            thread_totals::claim(state, busy);
+            thread_life::claim(state, busy);
             COUNTERS.on_alloc(size as u64, config, Some(state));
         }
         state.note_allocation(address);
@@ -305,7 +307,7 @@ fn forget_unrecorded(address: usize, size: usize, config: &Config) {
             // SAFETY: as in `record_with_stack`; `_busy` keeps this thread
             // from reentering the state while it is borrowed.
             if let Some(measure) = unsafe { thread::measuring().as_mut() } {
-                measure.on_free(address, &block);
+                measure.on_free(address, block.size(), block.site(), block.tag());
             }
         }
     }
@@ -348,7 +350,7 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) 
     // SAFETY: as in `record_with_stack`; `entered` keeps this thread from
     // reentering the state while it is borrowed.
     if let Some(state) = unsafe { thread::measuring().as_mut() } {
-        state.on_free(address, block);
+        state.on_free(address, block.size(), block.site(), block.tag());
     }
 }
 

@@ -21,6 +21,7 @@
 //! site, so its retained figures become an upper bound (and say so). The
 //! flows above need no tag and stay exact.
 
+use super::live_block::LiveBlock;
 use super::raw_map::RawMap;
 use super::site_id::SiteId;
 
@@ -134,18 +135,16 @@ impl MeasureState {
         }
     }
 
-    /// A free of the live block at `address` (its size, site and tag as
-    /// the live record has them).
     #[inline]
-    pub(crate) fn on_free(&mut self, address: usize, size: usize, site: SiteId, tag: u32) {
-        let size = size as u64;
-        if tag == self.tag {
+    pub(crate) fn on_free(&mut self, address: usize, block: &LiveBlock) {
+        let size = block.size() as u64;
+        if block.tag() == self.tag {
             self.births.remove(address);
         }
         for frame in &mut self.frames[..self.depth] {
             match frame
                 .sites
-                .get_or_insert(site as usize + 1, SiteFlow::default())
+                .get_or_insert(block.site() as usize + 1, SiteFlow::default())
             {
                 Ok(flow) => {
                     flow.freed_bytes += size;

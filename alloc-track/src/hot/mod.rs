@@ -29,8 +29,9 @@
 //!    thread's open `measure` calls. `config`: the mode and limits.
 //! 5. Building blocks. `raw_map`: an open-addressing map in mapped pages.
 //!    `pages`: memory straight from the kernel. `spin`: a spin lock.
-//!    `filter`: which addresses may be recorded. `site_id`: site ids and
-//!    the few with a fixed meaning.
+//!    `filter`: which addresses may be recorded. `live_block`: the packed
+//!    record of one live block. `site_id`: site ids and the few with a
+//!    fixed meaning.
 
 // One group per layer, top to bottom.
 #[cfg(unix)]
@@ -52,6 +53,7 @@ mod thread;
 mod thread_totals;
 
 mod filter;
+mod live_block;
 mod pages;
 mod raw_map;
 mod site_id;
@@ -87,7 +89,8 @@ pub(crate) mod view {
     }
     /// The live table, walked by snapshots and looked up by `measure`.
     pub(crate) mod live {
-        pub(crate) use crate::hot::live::{for_each, get, heap_bytes, MAX_TAG};
+        pub(crate) use crate::hot::live::{for_each, get, heap_bytes};
+        pub(crate) use crate::hot::live_block::MAX_TAG;
     }
     /// The books of a thread's open `measure` calls.
     pub(crate) mod measuring {

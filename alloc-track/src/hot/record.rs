@@ -29,7 +29,8 @@ use super::capture::{self, CapturedStack};
 use super::config::{Config, Mode};
 use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
 use super::filter;
-use super::live::{self, LiveBlock};
+use super::live;
+use super::live_block::LiveBlock;
 use super::sampler;
 use super::scopes;
 use super::site_id::{INTERNAL_SITE, OVERFLOW_SITE};
@@ -307,7 +308,7 @@ fn forget_unrecorded(address: usize, size: usize, config: &Config) {
             // SAFETY: as in `record_with_stack`; `_busy` keeps this thread
             // from reentering the state while it is borrowed.
             if let Some(measure) = unsafe { thread::measuring().as_mut() } {
-                measure.on_free(address, block.size(), block.site(), block.tag());
+                measure.on_free(address, &block);
             }
         }
     }
@@ -350,7 +351,7 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) 
     // SAFETY: as in `record_with_stack`; `entered` keeps this thread from
     // reentering the state while it is borrowed.
     if let Some(state) = unsafe { thread::measuring().as_mut() } {
-        state.on_free(address, block.size(), block.site(), block.tag());
+        state.on_free(address, block);
     }
 }
 

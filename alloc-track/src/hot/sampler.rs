@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::config::Mode;
-use super::live::LiveBlock;
+use super::live_block::LiveBlock;
 use super::site_id::INTERNAL_SITE;
 use super::thread::{self, ThreadState};
 

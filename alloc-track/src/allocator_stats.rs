@@ -10,7 +10,7 @@
 //! read (yet).
 
 use crate::dump::{AllocatorStats, GlibcStats};
-use crate::hot::thread::untracked;
+use crate::hot::view::thread::untracked;
 
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
@@ -188,7 +188,7 @@ mod glibc {
     /// glibc's malloc if the installed tracker wraps `System` and `malloc`
     /// is glibc's own; `None` when unsure.
     pub(super) fn malloc() -> Option<Glibc> {
-        let inner = crate::hot::config::inner_allocator_type_name()?;
+        let inner = crate::hot::view::config::inner_allocator_type_name()?;
         if inner != std::any::type_name::<std::alloc::System>() {
             return None;
         }

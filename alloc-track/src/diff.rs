@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::hot::stacks::SiteId;
-use crate::hot::thread::untracked;
+use crate::hot::view::stacks::SiteId;
+use crate::hot::view::thread::untracked;
 use crate::human::{percent, Bytes, Count, SignedBytes, SignedCount};
 use crate::measure::Approximation;
 use crate::site::{self, Stack};

@@ -396,7 +396,7 @@ fn header(snapshot: &Snapshot) -> Dump {
             Mode::Count => "count",
         }
         .to_string(),
-        stack_walker: crate::hot::capture::walker_if_settled().map(|walker| {
+        stack_walker: crate::hot::view::capture::walker_if_settled().map(|walker| {
             match walker {
                 crate::Walker::FramePointers => "frame-pointers",
                 crate::Walker::Cfi => "cfi",

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[cfg(unix)]
-use crate::hot::fork::generation;
+use crate::hot::view::fork::generation;
 
 /// No `fork` here: one process image, one generation.
 #[cfg(not(unix))]

@@ -528,8 +528,8 @@ use std::sync::atomic::Ordering;
 pub use allocator_stats::{trim, Trimmed};
 pub use diff::{Diff, SiteDiff};
 pub use dump::Frame;
-pub use hot::capture::Walker;
-pub use hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
+pub use hot::view::capture::Walker;
+pub use hot::view::config::{Mode, DEFAULT_SAMPLE_BYTES};
 pub use limits::{limits, Exceeded, Limits};
 pub use live_dump::{dump, numbered_path, start_live_dumps};
 pub use measure::{measure, Approximation};
@@ -555,7 +555,7 @@ pub fn snapshot() -> Snapshot {
 /// the per-site peak figures describe the high-water mark since this call.
 /// Use it between the phases of a job to see each phase's own peak.
 pub fn reset_peak() {
-    hot::thread::untracked(|| hot::counters::COUNTERS.reset_peak());
+    hot::view::thread::untracked(|| hot::view::counters::COUNTERS.reset_peak());
 }
 
 /// The mode the tracker records in: the one chosen in code
@@ -564,7 +564,7 @@ pub fn reset_peak() {
 /// program's first allocation and fixed from then on.
 pub fn mode() -> Mode {
     is_installed();
-    hot::config::settled_mode().unwrap_or(Mode::Full)
+    hot::view::config::settled_mode().unwrap_or(Mode::Full)
 }
 
 /// Seeds the sampler of [`Mode::Sampled`] so that a test's samples are
@@ -572,7 +572,7 @@ pub fn mode() -> Mode {
 /// `seed`, and threads that start sampling afterwards derive theirs from
 /// it. Figures stay estimates; only their randomness becomes repeatable.
 pub fn seed_sampler(seed: u64) {
-    hot::sampler::reseed(seed);
+    hot::view::sampler::reseed(seed);
 }
 
 /// How stacks are being captured: [`Walker::FramePointers`] when the binary
@@ -583,24 +583,26 @@ pub fn seed_sampler(seed: u64) {
 /// Settled at the first captured stack.
 pub fn stack_walker() -> Walker {
     is_installed();
-    hot::capture::walker()
+    hot::view::capture::walker()
 }
 
 /// True when a [`Tracker`] is this program's global allocator.
 pub fn is_installed() -> bool {
-    if !hot::counters::INSTALLED.load(Ordering::Relaxed) {
+    if !hot::view::counters::INSTALLED.load(Ordering::Relaxed) {
         // One allocation through the global allocator: a Tracker, if it is
         // installed, notices it.
         drop(std::hint::black_box(Box::new(0u64)));
     }
-    hot::counters::INSTALLED.load(Ordering::Relaxed)
+    hot::view::counters::INSTALLED.load(Ordering::Relaxed)
 }
 
 /// Bytes of memory the tracker itself uses for its books (the live table
 /// and the stack table), outside every figure it reports. Divide by
 /// [`Snapshot::live_blocks`] for its cost per live block.
 pub fn bookkeeping_bytes() -> u64 {
-    hot::thread::untracked(|| (hot::live::heap_bytes() + hot::stacks::heap_bytes()) as u64)
+    hot::view::thread::untracked(|| {
+        (hot::view::live::heap_bytes() + hot::view::stacks::heap_bytes()) as u64
+    })
 }
 
 fn ensure_installed(api: &str) {

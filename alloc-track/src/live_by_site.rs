@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 
-use crate::hot::config::Mode;
-use crate::hot::live;
-use crate::hot::sampler;
-use crate::hot::stacks::{self, SiteId};
+use crate::hot::view::config::Mode;
+use crate::hot::view::live;
+use crate::hot::view::sampler;
+use crate::hot::view::stacks::{self, SiteId};
 
 /// A site's live figures. Blocks are summed in 1/1024ths (a sample's
 /// weight is rarely whole) and rounded to whole blocks once, at the end.

@@ -8,10 +8,10 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::diff::SiteDiff;
-use crate::hot::live::{self, MAX_TAG};
-use crate::hot::measuring::{Frame, MeasureState, MAX_NESTING};
-use crate::hot::stacks::{self, SiteId};
-use crate::hot::thread::{self, untracked};
+use crate::hot::view::live::{self, MAX_TAG};
+use crate::hot::view::measuring::{Frame, MeasureState, MAX_NESTING};
+use crate::hot::view::stacks::{self, SiteId};
+use crate::hot::view::thread::{self, untracked};
 use crate::site::Stack;
 use crate::Diff;
 

@@ -6,10 +6,10 @@ use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
-use crate::hot::measuring::MAX_NESTING;
-use crate::hot::scopes::MAX_SCOPES;
-use crate::hot::spin::SpinLock;
-use crate::hot::thread::{self, untracked};
+use crate::hot::view::measuring::MAX_NESTING;
+use crate::hot::view::scopes::MAX_SCOPES;
+use crate::hot::view::spin::SpinLock;
+use crate::hot::view::thread::{self, untracked};
 use crate::human::{Bytes, Count, SignedBytes, SignedCount};
 use crate::measure::OpenFrame;
 

@@ -19,8 +19,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::hot::config::{self, Mode};
-use crate::hot::thread::untracked;
+use crate::hot::view::config::{self, Mode};
+use crate::hot::view::thread::untracked;
 
 /// Prints one line per bad value, the first time it is called in the
 /// process; later calls do nothing.
@@ -85,7 +85,7 @@ fn bytes(value: &OsString) -> Vec<u8> {
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 fn unwind_setting_is_valid(value: &[u8]) -> bool {
-    crate::hot::capture::trust::is_valid_unwind_setting(value)
+    crate::hot::view::capture::is_valid_unwind_setting(value)
 }
 
 /// Only the platform unwinder exists here, so the variable is never read:

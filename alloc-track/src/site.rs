@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::dump::Frame;
-use crate::hot::thread::untracked;
+use crate::hot::view::thread::untracked;
 use crate::symbolize::{self, ResolvedLocation};
 
 /// A call stack as captured: raw return addresses, leaf first. Cheap to

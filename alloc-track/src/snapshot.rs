@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::dump::{self, AllocatorStats, Birth, Dump, DumpError, OsMemory, Totals, TrackerHealth};
-use crate::hot::config::Mode;
-use crate::hot::counters::{COUNTERS, EPOCH, UNRECORDED};
-use crate::hot::sampler;
-use crate::hot::stacks::{self, SiteId};
-use crate::hot::thread;
-use crate::hot::thread::untracked;
+use crate::hot::view::config::Mode;
+use crate::hot::view::counters::{COUNTERS, EPOCH, UNRECORDED};
+use crate::hot::view::sampler;
+use crate::hot::view::stacks::{self, SiteId};
+use crate::hot::view::thread;
+use crate::hot::view::thread::untracked;
 use crate::human::{percent, Bytes, Count};
 use crate::live_by_site::{self, by_row, LiveBySite, LiveTally, NO_ROW};
 use crate::site::{self, Stack};
@@ -177,7 +177,7 @@ impl Snapshot {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
 
-            let mode = crate::hot::config::settled_mode().unwrap_or(Mode::Full);
+            let mode = crate::hot::view::config::settled_mode().unwrap_or(Mode::Full);
             // Built in under 200 bytes a site at its peak, the snapshot's
             // own rows included: a periodic dump of a large table must not
             // be an OOM risk (see `live_by_site`, `tests/dump_memory.rs`).
@@ -627,9 +627,9 @@ fn scope_stats(sites: &[Site]) -> Vec<ScopeStats> {
             entry.1 += blocks;
         }
     }
-    let mut stats: Vec<ScopeStats> = (1..crate::hot::scopes::MAX_SCOPES as u16)
+    let mut stats: Vec<ScopeStats> = (1..crate::hot::view::scopes::MAX_SCOPES as u16)
         .filter_map(|id| {
-            let (total_bytes, total_blocks) = crate::hot::scopes::totals(id);
+            let (total_bytes, total_blocks) = crate::hot::view::scopes::totals(id);
             let (live_bytes, live_blocks) = live.get(&id).copied().unwrap_or_default();
             (total_blocks > 0 || live_blocks > 0).then(|| ScopeStats {
                 id,

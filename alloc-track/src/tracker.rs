@@ -30,9 +30,9 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
-use crate::hot::config::{Config, Mode};
-use crate::hot::record;
-use crate::hot::stacks::MAX_SITES;
+use crate::hot::view::config::{Config, Mode};
+use crate::hot::view::record;
+use crate::hot::view::stacks::MAX_SITES;
 
 /// A global allocator that wraps `A` and records every live allocation
 /// with the call stack that made it.

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::dump::Frame;
-use crate::hot::thread::untracked;
+use crate::hot::view::thread::untracked;
 use crate::Snapshot;
 
 /// The kind of container that owns a block.

@@ -14,7 +14,7 @@ const JEMALLOCATOR_TYPE_NAME: &str = "tikv_jemallocator::Jemalloc";
 
 /// Whether the installed tracker wraps `tikv_jemallocator::Jemalloc`.
 pub(super) fn is_inner() -> bool {
-    crate::hot::config::inner_allocator_type_name() == Some(JEMALLOCATOR_TYPE_NAME)
+    crate::hot::view::config::inner_allocator_type_name() == Some(JEMALLOCATOR_TYPE_NAME)
 }
 
 /// jemalloc's statistics now, `None` if the tracker wraps another

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use super::stacks::MAX_SITES;
+use super::site_id::MAX_SITES;
 
 /// How much the tracker records. Chosen in code with
 /// [`Tracker::sampled`](crate::Tracker::sampled) and

@@ -12,7 +12,7 @@ use super::thread_totals;
 pub(crate) struct Counters {
     /// Live bytes. Full mode adds every allocation here at once, so the
     /// peak is exact; the partial modes add each thread's drift in steps
-    /// (`thread_totals::publish_live`), so their peak is exact to within
+    /// (`thread_totals::drift`), so their peak is exact to within
     /// one step per thread. Exact live figures come from `thread_totals`.
     pub(crate) live_bytes: AtomicU64,
     pub(crate) peak_bytes: AtomicU64,

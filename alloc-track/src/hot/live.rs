@@ -9,86 +9,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::live_block::LiveBlock;
 use super::raw_map::{OutOfMemory, RawMap};
 use super::spin::{CachePadded, SpinLock};
-use super::stacks::SiteId;
-
-/// What the tracker knows of one live block. There is one per live
-/// allocation, so it is packed: 16 bytes, 24 with its address in the table
-/// (whose memory is most of the tracker's own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LiveBlock {
-    /// The size in the low 47 bits (no allocation reaches 128 TiB), the
-    /// "sampled" flag in bit 47, the scope in the high 16 bits.
-    size_word: u64,
-    /// The site in the low 22 bits (the stack table's capacity), the tag
-    /// of the thread's open `measure` in the high 10 (0: none).
-    site_and_tag: u32,
-    /// The epoch (snapshot count) when the block was allocated.
-    pub(crate) birth: u32,
-}
-
-// The table's memory is one of these (plus an address) per live block.
-const _: () = assert!(std::mem::size_of::<LiveBlock>() == 16);
-
-const SIZE_BITS: u32 = 47;
-const SAMPLED_BIT: u64 = 1 << SIZE_BITS;
-const SCOPE_SHIFT: u32 = 48;
-/// Bits of a site id; `stacks::MAX_SITES` is `1 << SITE_BITS`.
-pub(crate) const SITE_BITS: u32 = 22;
-/// Measure tags run from 1 to `MAX_TAG`.
-pub(crate) const MAX_TAG: u32 = (1 << (32 - SITE_BITS)) - 1;
-
-impl LiveBlock {
-    /// A record; `site` must be below `1 << SITE_BITS` and `tag` at most
-    /// [`MAX_TAG`] (both are, by construction of their allocators).
-    pub(crate) fn new(
-        size: usize,
-        scope: u16,
-        site: SiteId,
-        birth: u32,
-        tag: u32,
-        sampled: bool,
-    ) -> Self {
-        LiveBlock {
-            size_word: (size as u64 & (SAMPLED_BIT - 1))
-                | if sampled { SAMPLED_BIT } else { 0 }
-                | (u64::from(scope) << SCOPE_SHIFT),
-            site_and_tag: (site & ((1 << SITE_BITS) - 1)) | ((tag & MAX_TAG) << SITE_BITS),
-            birth,
-        }
-    }
-
-    /// The block's size in bytes.
-    #[inline]
-    pub(crate) fn size(&self) -> usize {
-        (self.size_word & (SAMPLED_BIT - 1)) as usize
-    }
-
-    /// True for a sample of the sampled mode (it stands for others).
-    #[inline]
-    pub(crate) fn sampled(&self) -> bool {
-        self.size_word & SAMPLED_BIT != 0
-    }
-
-    /// The scope the block was allocated in (0: none).
-    #[inline]
-    pub(crate) fn scope(&self) -> u16 {
-        (self.size_word >> SCOPE_SHIFT) as u16
-    }
-
-    /// The block's call site.
-    #[inline]
-    pub(crate) fn site(&self) -> SiteId {
-        self.site_and_tag & ((1 << SITE_BITS) - 1)
-    }
-
-    /// The tag of the `measure` it was born in (0: none).
-    #[inline]
-    pub(crate) fn tag(&self) -> u32 {
-        self.site_and_tag >> SITE_BITS
-    }
-}
 
 const SHARD_BITS: u32 = 7;
 const SHARDS: usize = 1 << SHARD_BITS;

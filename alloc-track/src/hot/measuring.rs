@@ -21,9 +21,9 @@
 //! site, so its retained figures become an upper bound (and say so). The
 //! flows above need no tag and stay exact.
 
-use super::live::LiveBlock;
+use super::live_block::LiveBlock;
 use super::raw_map::RawMap;
-use super::stacks::SiteId;
+use super::site_id::SiteId;
 
 /// The deepest nesting of `measure` calls on one thread.
 pub(crate) const MAX_NESTING: usize = 32;

@@ -4,23 +4,128 @@
 //! `tracker.rs`: they never allocate through the global allocator (their
 //! own memory comes straight from the kernel: `pages.rs`), never panic,
 //! never do I/O, never resolve symbols, and never hold a lock while a stack
-//! is captured. The cold path (snapshots, symbols, dumps) reads their state
-//! through the small accessor functions each module exports.
+//! is captured. The cold path (snapshots, symbols, dumps) reaches them only
+//! through [`view`], at the bottom of this file.
+//!
+//! # Layers
+//!
+//! Read top to bottom: a module uses only modules listed after it (within
+//! a layer too), never one above.
+//!
+//! 1. Entry points. `record`: what the allocator methods of `tracker.rs`
+//!    call, the fast path and the slow path that captures and records.
+//!    `fork`: the `fork` handlers, which hold every lock across a fork.
+//! 2. Recording's shared steps. `thread_life`: a thread's first and last
+//!    moments (claiming its totals slot, its exit fold). `counters`: the
+//!    process-wide live bytes and peak, and the counting of an allocation
+//!    or a free.
+//! 3. Tables and capture. `stacks`: call stacks to site ids, with each
+//!    site's totals. `scopes`: each scope's totals. `sampler`: sampled
+//!    mode's draws and weights. `live`: every live block by address.
+//!    `capture/`: walking the stack.
+//! 4. Per-thread state and configuration. `thread_totals`: the threads'
+//!    totals slots. `thread`: the one thread-local the hot path reads (it
+//!    also defines the slot type it points to). `measuring`: the books of a
+//!    thread's open `measure` calls. `config`: the mode and limits.
+//! 5. Building blocks. `raw_map`: an open-addressing map in mapped pages.
+//!    `pages`: memory straight from the kernel. `spin`: a spin lock.
+//!    `filter`: which addresses may be recorded. `live_block`: the packed
+//!    record of one live block. `site_id`: site ids and the few with a
+//!    fixed meaning.
 
-pub(crate) mod capture;
-pub(crate) mod config;
-pub(crate) mod counters;
-pub(crate) mod filter;
+// One group per layer, top to bottom.
 #[cfg(unix)]
-pub(crate) mod fork;
-pub(crate) mod live;
-pub(crate) mod measuring;
-pub(crate) mod pages;
-pub(crate) mod raw_map;
-pub(crate) mod record;
-pub(crate) mod sampler;
-pub(crate) mod scopes;
-pub(crate) mod spin;
-pub(crate) mod stacks;
-pub(crate) mod thread;
-pub(crate) mod thread_totals;
+mod fork;
+mod record;
+
+mod counters;
+mod thread_life;
+
+mod capture;
+mod live;
+mod sampler;
+mod scopes;
+mod stacks;
+
+mod config;
+mod measuring;
+mod thread;
+mod thread_totals;
+
+mod filter;
+mod live_block;
+mod pages;
+mod raw_map;
+mod site_id;
+mod spin;
+
+/// The cold path's view of the hot path: every name code outside `hot/`
+/// may use, grouped by the module that defines it. The modules above are
+/// private, so this list is the whole interface: a name missing here is
+/// the hot path's own business.
+pub(crate) mod view {
+    /// How stacks are captured (`walker` reports the settled choice).
+    pub(crate) mod capture {
+        pub use crate::hot::capture::Walker;
+        pub(crate) use crate::hot::capture::{
+            trust::is_valid_unwind_setting, walker, walker_if_settled,
+        };
+    }
+    /// The tracker's settings, read by `tracker.rs` and `settings.rs`.
+    pub(crate) mod config {
+        pub(crate) use crate::hot::config::{
+            inner_allocator_type_name, mode_setting, settled_mode, Config,
+        };
+        pub use crate::hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
+    }
+    /// The process-wide totals, peak, epoch and the count of blocks lost.
+    pub(crate) mod counters {
+        pub(crate) use crate::hot::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
+    }
+    /// Whether a `fork` happened since a lock was taken.
+    #[cfg(unix)]
+    pub(crate) mod fork {
+        pub(crate) use crate::hot::fork::generation;
+    }
+    /// The live table, walked by snapshots and looked up by `measure`.
+    pub(crate) mod live {
+        pub(crate) use crate::hot::live::{for_each, get, heap_bytes};
+        pub(crate) use crate::hot::live_block::MAX_TAG;
+    }
+    /// The books of a thread's open `measure` calls.
+    pub(crate) mod measuring {
+        pub(crate) use crate::hot::measuring::{Frame, MeasureState, MAX_NESTING};
+    }
+    /// The entry points `tracker.rs` calls from the allocator methods.
+    pub(crate) mod record {
+        pub(crate) use crate::hot::record::{
+            finish_realloc, is_unrecorded_on_fast_path, on_alloc, on_free, on_unrecorded_realloc,
+            take_for_realloc,
+        };
+    }
+    /// Sampled mode's weights, to turn recorded blocks into estimates.
+    pub(crate) mod sampler {
+        pub(crate) use crate::hot::sampler::{reseed, weight_of, weighted_bytes, whole_blocks};
+    }
+    /// Per-scope totals.
+    pub(crate) mod scopes {
+        pub(crate) use crate::hot::scopes::{totals, MAX_SCOPES};
+    }
+    /// The lock `scope.rs` guards its name table with.
+    pub(crate) mod spin {
+        pub(crate) use crate::hot::spin::SpinLock;
+    }
+    /// The stack table: site ids, their frames and their totals.
+    pub(crate) mod stacks {
+        pub(crate) use crate::hot::site_id::{SiteId, MAX_SITES};
+        pub(crate) use crate::hot::stacks::{
+            for_each_site, frames, heap_bytes, ids_handed_out, is_truncated, overflowed,
+        };
+    }
+    /// The calling thread's state: its measure books, its scope, and
+    /// `untracked`, which keeps the cold path's own memory out of the
+    /// figures.
+    pub(crate) mod thread {
+        pub(crate) use crate::hot::thread::{measuring, set_measuring, set_scope, untracked};
+    }
+}

@@ -29,11 +29,14 @@ use super::capture::{self, CapturedStack};
 use super::config::{Config, Mode};
 use super::counters::{COUNTERS, EPOCH, INSTALLED, UNRECORDED};
 use super::filter;
-use super::live::{self, LiveBlock};
+use super::live;
+use super::live_block::LiveBlock;
 use super::sampler;
 use super::scopes;
-use super::stacks::{self, INTERNAL_SITE, OVERFLOW_SITE};
+use super::site_id::{INTERNAL_SITE, OVERFLOW_SITE};
+use super::stacks;
 use super::thread::{self, Busy};
+use super::thread_life;
 use super::thread_totals::{self, PUBLISH_STEP};
 
 /// Records a block the inner allocator just returned.
@@ -167,7 +170,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
         }
         Next::Claim => {
             if let Ok(busy) = Busy::try_enter() {
-                let _ = thread::with(|state| thread_totals::claim(state, &busy));
+                let _ = thread::with(|state| thread_life::claim(state, &busy));
             }
             // Counted now through the fast path (or, without a slot, the
             // shared fallback).
@@ -240,7 +243,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
     scopes::count_allocation(block.scope(), size as u64, weight);
     let _ = thread::with(|state| {
         if full {
-            thread_totals::claim(state, busy);
+            thread_life::claim(state, busy);
             COUNTERS.on_alloc(size as u64, config, Some(state));
         }
         state.note_allocation(address);

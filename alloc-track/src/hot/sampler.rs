@@ -11,8 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::config::Mode;
-use super::live::LiveBlock;
-use super::stacks::INTERNAL_SITE;
+use super::live_block::LiveBlock;
+use super::site_id::INTERNAL_SITE;
 use super::thread::{self, ThreadState};
 
 /// Distinct seeds for every thread without a system call.

@@ -17,22 +17,14 @@ use super::capture::CapturedStack;
 use super::pages::{self, Arena};
 use super::raw_map::RawMap;
 use super::sampler;
+use super::site_id::{SiteId, MAX_SITES, OVERFLOW_SITE, SITE_BITS};
 use super::spin::{CachePadded, SpinLock};
-
-/// A call site's index in the stack table.
-pub(crate) type SiteId = u32;
-
-/// The catch-all site for stacks that found the table full (or whose
-/// frames could not be stored): it has no frames.
-pub(crate) const OVERFLOW_SITE: SiteId = 0;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK_SIZE: usize = 1 << CHUNK_BITS;
 const MAX_CHUNKS: usize = 1024;
-/// The most sites the table can ever hold (4 Mi, less the internal
-/// marker): a site id must fit the live record's 22 bits.
-pub(crate) const MAX_SITES: u32 = (CHUNK_SIZE * MAX_CHUNKS) as u32 - 1;
-const _: () = assert!(CHUNK_SIZE * MAX_CHUNKS == 1 << super::live::SITE_BITS);
+// The chunks hold exactly every id a live record can carry.
+const _: () = assert!(CHUNK_SIZE * MAX_CHUNKS == 1 << SITE_BITS);
 
 const INDEX_SHARDS: usize = 64;
 
@@ -317,12 +309,6 @@ pub(crate) fn record_peak_breakdown() {
         }
     }
 }
-
-/// The marker site of blocks the tracker allocated for itself in the modes
-/// that record only some blocks (they must be found again at their free so
-/// that they are not counted). Never a real site: ids stay below
-/// [`MAX_SITES`].
-pub(crate) const INTERNAL_SITE: SiteId = MAX_SITES;
 
 /// A site as the cold path sees it.
 pub(crate) struct SiteView {

@@ -19,9 +19,9 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use super::measuring::MeasureState;
-use super::thread_totals::Slot;
 
 pub(crate) struct ThreadState {
     /// Why the partial modes' fast path is closed to this thread: a set of
@@ -222,4 +222,38 @@ pub(crate) fn set_scope(scope: u16) -> u16 {
     THREAD
         .try_with(|thread| thread.scope.replace(scope))
         .unwrap_or(0)
+}
+
+/// One thread's totals slot (`thread_totals` owns the array of them and
+/// is the only module that reads or writes one): what the thread allocated
+/// and what it freed (possibly blocks other threads allocated). Live
+/// figures are their differences. Defined here, beside the pointer to it
+/// in [`ThreadState`], so that the thread state needs nothing above it.
+pub(crate) struct Slot {
+    pub(crate) claimed: AtomicBool,
+    pub(crate) total_bytes: AtomicU64,
+    pub(crate) total_blocks: AtomicU64,
+    pub(crate) freed_bytes: AtomicU64,
+    pub(crate) freed_blocks: AtomicU64,
+}
+
+impl Slot {
+    pub(crate) const fn new() -> Self {
+        Slot {
+            claimed: AtomicBool::new(false),
+            total_bytes: AtomicU64::new(0),
+            total_blocks: AtomicU64::new(0),
+            freed_bytes: AtomicU64::new(0),
+            freed_blocks: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn fields(&self) -> [&AtomicU64; 4] {
+        [
+            &self.total_bytes,
+            &self.total_blocks,
+            &self.freed_bytes,
+            &self.freed_blocks,
+        ]
+    }
 }

@@ -9,56 +9,21 @@
 //! load and store on a line no other core writes.
 //!
 //! A thread claims a slot the first time it is counted, inside the tracker
-//! (claiming registers a thread-local destructor, which may allocate, and
-//! that allocation must find the thread busy). When the thread exits, the
-//! destructor folds the slot's figures into `RETIRED` and frees the slot
+//! (`thread_life.rs` registers a thread-local destructor, which may
+//! allocate, and that allocation must find the thread busy). When the
+//! thread exits, the destructor folds the slot's figures into `RETIRED` and frees the slot
 //! for another thread. A thread without a slot (all taken, or its
 //! thread-locals already torn down) adds straight into `RETIRED` with
 //! atomics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::capture;
-use super::config::{settled_mode, Mode};
-use super::counters::COUNTERS;
-use super::live;
 use super::spin::{CachePadded, SpinLock};
-use super::thread::{self, Busy, ThreadState};
+use super::thread::{Slot, ThreadState};
 
 /// Enough for every thread of a large server at once; later threads share
 /// the atomic fallback.
 const SLOTS: usize = 1024;
-
-/// One thread's figures: what it allocated and what it freed (possibly
-/// blocks other threads allocated). Live figures are their differences.
-pub(crate) struct Slot {
-    claimed: AtomicBool,
-    total_bytes: AtomicU64,
-    total_blocks: AtomicU64,
-    freed_bytes: AtomicU64,
-    freed_blocks: AtomicU64,
-}
-
-impl Slot {
-    const fn new() -> Self {
-        Slot {
-            claimed: AtomicBool::new(false),
-            total_bytes: AtomicU64::new(0),
-            total_blocks: AtomicU64::new(0),
-            freed_bytes: AtomicU64::new(0),
-            freed_blocks: AtomicU64::new(0),
-        }
-    }
-
-    fn fields(&self) -> [&AtomicU64; 4] {
-        [
-            &self.total_bytes,
-            &self.total_blocks,
-            &self.freed_bytes,
-            &self.freed_blocks,
-        ]
-    }
-}
 
 /// Adds to a field of the calling thread's own slot: the owner is its only
 /// writer, so a load and a store (no lock prefix) are exact.
@@ -82,53 +47,10 @@ static FOLD: SpinLock<()> = SpinLock::new(());
 /// A thread's slot pointer after it found none free, or after it exited.
 const NO_SLOT: *const Slot = 1 as *const Slot;
 
-/// Exists only for its destructor, registered when the thread claims a
-/// slot: at the thread's exit it folds the slot into `RETIRED`.
-struct ExitFold;
-
-impl Drop for ExitFold {
-    fn drop(&mut self) {
-        let _ = thread::with(|state| {
-            let unpublished = state.unpublished.replace(0);
-            if unpublished != 0 {
-                COUNTERS.publish_live(unpublished);
-            }
-            // Closed first: the fast path counts only into a claimed slot.
-            state.set_ready(false);
-            let slot = state.slot.replace(NO_SLOT);
-            if slot.is_null() || slot == NO_SLOT {
-                return;
-            }
-            // SAFETY: a claimed slot points into the static array.
-            let slot = unsafe { &*slot };
-            let _fold = FOLD.lock();
-            for (from, to) in slot.fields().into_iter().zip(RETIRED.fields()) {
-                to.fetch_add(from.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-            }
-            slot.claimed.store(false, Ordering::Release);
-        });
-        // What `claim` prepared for capturing stacks goes with the thread.
-        capture::release_thread();
-    }
-}
-
-thread_local! {
-    static EXIT_FOLD: ExitFold = const { ExitFold };
-}
-
-/// Claims a slot for this thread, once; the caller is inside the tracker.
-#[cold]
-#[inline(never)]
-pub(crate) fn claim(state: &ThreadState, _busy: &Busy) {
-    if !state.slot.get().is_null() {
-        return;
-    }
-    // Registering the destructor first: if the thread-local is already
-    // gone (the thread is exiting), claim nothing.
-    if EXIT_FOLD.try_with(|_| ()).is_err() {
-        state.slot.set(NO_SLOT);
-        return;
-    }
+/// Gives this thread a slot of its own if one is free (true), else marks
+/// it as having none. The caller is inside the tracker and has registered
+/// the thread's exit fold (`thread_life.rs`), which calls [`retire`].
+pub(crate) fn claim_slot(state: &ThreadState) -> bool {
     let free = THREAD_SLOTS.iter().find(|slot| {
         !slot.claimed.load(Ordering::Relaxed)
             && slot
@@ -139,17 +61,31 @@ pub(crate) fn claim(state: &ThreadState, _busy: &Busy) {
     state
         .slot
         .set(free.map_or(NO_SLOT, |slot| &slot.0 as *const Slot));
-    // The partial modes' fast path opens once the thread has a slot of its
-    // own; full mode records every block on the slow path and keeps it shut.
-    let mode = settled_mode();
-    let partial = matches!(mode, Some(Mode::Count | Mode::Sampled { .. }));
-    state.set_ready(partial && free.is_some());
-    if mode != Some(Mode::Count) {
-        capture::prepare_thread();
+    free.is_some()
+}
+
+/// Marks this thread as having no slot, for good: it is exiting, and no
+/// exit fold could release one.
+pub(crate) fn go_without_slot(state: &ThreadState) {
+    state.slot.set(NO_SLOT);
+}
+
+/// At the thread's exit: closes its fast path, folds its slot into
+/// `RETIRED` and frees the slot for another thread.
+pub(crate) fn retire(state: &ThreadState) {
+    // Closed first: the fast path counts only into a claimed slot.
+    state.set_ready(false);
+    let slot = state.slot.replace(NO_SLOT);
+    if slot.is_null() || slot == NO_SLOT {
+        return;
     }
-    if matches!(mode, Some(Mode::Sampled { .. })) {
-        live::allocate_all();
+    // SAFETY: a claimed slot points into the static array.
+    let slot = unsafe { &*slot };
+    let _fold = FOLD.lock();
+    for (from, to) in slot.fields().into_iter().zip(RETIRED.fields()) {
+        to.fetch_add(from.swap(0, Ordering::Relaxed), Ordering::Relaxed);
     }
+    slot.claimed.store(false, Ordering::Release);
 }
 
 /// The thread's claimed slot, if it has one.

@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 
 use crate::dump::DumpError;
 use crate::fork_safe_mutex::ForkSafeMutex;
-use crate::hot::thread::untracked;
+use crate::hot::view::thread::untracked;
 
 /// Writes a dump of the live heap to `path` now, atomically (a temporary
 /// file renamed into place). For code that decides itself when to dump,

@@ -81,10 +81,12 @@ pub fn write_table(dump: &Dump, out: &mut impl Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc_track::dump::{Location, Scope, Site, SiteScope, Stack, FORMAT_NAME, FORMAT_VERSION};
+    use alloc_track::dump::{
+        Location, Scope, SiteRecord, SiteScope, StackRecord, FORMAT_NAME, FORMAT_VERSION,
+    };
 
     fn dump() -> Dump {
-        let site = |stack, live: u64, parts: Vec<SiteScope>| Site {
+        let site = |stack, live: u64, parts: Vec<SiteScope>| SiteRecord {
             stack,
             live_bytes: live,
             live_blocks: live / 100,
@@ -128,11 +130,11 @@ mod tests {
             tracker: Default::default(),
             locations: vec![Location::default(), Location::default()],
             stacks: vec![
-                Stack {
+                StackRecord {
                     locations: vec![0],
                     truncated: false,
                 },
-                Stack {
+                StackRecord {
                     locations: vec![1],
                     truncated: false,
                 },

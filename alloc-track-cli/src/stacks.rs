@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use alloc_track::dump::{Dump, Frame, Location, Stack};
+use alloc_track::dump::{Dump, Frame, Location, StackRecord};
 
 /// One frame of an expanded stack: a resolved source frame, or a bare
 /// address the tracker could not resolve.
@@ -54,7 +54,7 @@ fn location_frames(location: &Location) -> impl Iterator<Item = FrameRef<'_>> {
 /// indices out of range are skipped (a validated dump has none).
 pub fn frames_leaf_first<'d>(
     dump: &'d Dump,
-    stack: &'d Stack,
+    stack: &'d StackRecord,
 ) -> impl Iterator<Item = FrameRef<'d>> {
     stack
         .locations
@@ -64,7 +64,7 @@ pub fn frames_leaf_first<'d>(
 }
 
 /// The stack at `index`, if there is one.
-pub fn stack(dump: &Dump, index: u32) -> Option<&Stack> {
+pub fn stack(dump: &Dump, index: u32) -> Option<&StackRecord> {
     dump.stacks.get(index as usize)
 }
 
@@ -77,7 +77,7 @@ pub fn is_std(frame: &Frame) -> bool {
 /// The frame that best answers "who allocated this": the first frame from
 /// the leaf that is not standard-library code, or the leaf itself when
 /// every frame is (see [`site_label`] for what such a stack is called).
-pub fn site_frame<'d>(dump: &'d Dump, stack: &'d Stack) -> Option<FrameRef<'d>> {
+pub fn site_frame<'d>(dump: &'d Dump, stack: &'d StackRecord) -> Option<FrameRef<'d>> {
     let mut leaf = None;
     for frame in frames_leaf_first(dump, stack) {
         leaf.get_or_insert(frame);
@@ -192,7 +192,7 @@ impl Folder {
     /// at the capture limit gets a `[truncated]` frame where its missing
     /// callers would be, so that it is not drawn as a root of its own, and
     /// keeps all its frames (what it lost may have been the program's).
-    pub fn fold(&self, stack: &Stack, out: &mut String) {
+    pub fn fold(&self, stack: &StackRecord, out: &mut String) {
         // Positions in the stack, so that `keep` below indexes the same way
         // from either end; a location out of range (a validated dump has
         // none) is skipped.
@@ -249,7 +249,7 @@ impl Folder {
 
     /// A stack that never reached the program: `[Rust runtime]` at the
     /// root, then its frames without the start-up ones.
-    fn fold_runtime(&self, stack: &Stack, out: &mut String) {
+    fn fold_runtime(&self, stack: &StackRecord, out: &mut String) {
         let mut names: Vec<&str> = stack
             .locations
             .iter()

@@ -11,7 +11,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use alloc_track::dump::{Dump, Frame, Location, Site, Stack, Totals, FORMAT_NAME, FORMAT_VERSION};
+use alloc_track::dump::{
+    Dump, Frame, Location, SiteRecord, StackRecord, Totals, FORMAT_NAME, FORMAT_VERSION,
+};
 use alloc_track_cli::output::Output;
 use alloc_track_cli::report::{report, ReportOptions};
 use tempfile::TempDir;
@@ -68,13 +70,13 @@ fn generated_dump(sites: usize, pool: usize) -> Dump {
                 (mix((k * DEPTH + d) as u64) % width) as u32
             })
             .collect();
-        stacks.push(Stack {
+        stacks.push(StackRecord {
             locations,
             truncated: false,
         });
         let live_bytes = mix(k as u64) % 100_000 + 1;
         let live_blocks = live_bytes / 64 + 1;
-        let site = Site {
+        let site = SiteRecord {
             stack: k as u32,
             live_bytes,
             live_blocks,

@@ -70,7 +70,7 @@ pub(crate) fn build(snapshot: &Snapshot) -> Dump {
 trait Entries {
     fn location(&mut self, address: u64, frames: &[Frame]) -> io::Result<()>;
     fn stack(&mut self, locations: &[u32], truncated: bool) -> io::Result<()>;
-    fn site(&mut self, site: &dump::Site) -> io::Result<()>;
+    fn site(&mut self, site: &dump::SiteRecord) -> io::Result<()>;
     fn peak_site(&mut self, peak: &dump::PeakSite) -> io::Result<()>;
     fn scope(&mut self, scope: &dump::Scope) -> io::Result<()>;
 }
@@ -82,7 +82,7 @@ impl<W: Write> Entries for DumpWriter<W> {
     fn stack(&mut self, locations: &[u32], truncated: bool) -> io::Result<()> {
         DumpWriter::stack(self, locations, truncated)
     }
-    fn site(&mut self, site: &dump::Site) -> io::Result<()> {
+    fn site(&mut self, site: &dump::SiteRecord) -> io::Result<()> {
         DumpWriter::site(self, site)
     }
     fn peak_site(&mut self, peak: &dump::PeakSite) -> io::Result<()> {
@@ -104,13 +104,13 @@ impl Entries for Collect<'_> {
         Ok(())
     }
     fn stack(&mut self, locations: &[u32], truncated: bool) -> io::Result<()> {
-        self.0.stacks.push(dump::Stack {
+        self.0.stacks.push(dump::StackRecord {
             locations: locations.to_vec(),
             truncated,
         });
         Ok(())
     }
-    fn site(&mut self, site: &dump::Site) -> io::Result<()> {
+    fn site(&mut self, site: &dump::SiteRecord) -> io::Result<()> {
         self.0.sites.push(site.clone());
         Ok(())
     }
@@ -333,10 +333,10 @@ fn site_figures(
     leader: usize,
     stack: u32,
     scope_index: &HashMap<u16, u32>,
-) -> dump::Site {
-    let mut site = dump::Site {
+) -> dump::SiteRecord {
+    let mut site = dump::SiteRecord {
         stack,
-        ..dump::Site::default()
+        ..dump::SiteRecord::default()
     };
     let mut births: HashMap<u32, (u64, u64)> = HashMap::new();
     let mut scoped: HashMap<u16, (u64, u64)> = HashMap::new();

@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn stacks_ending_in_the_same_line_share_one_row() {
-        use alloc_track::dump::{Frame, Location, Site, Stack, Totals};
+        use alloc_track::dump::{Frame, Location, SiteRecord, StackRecord, Totals};
         let frame = |function: &str, line| Frame {
             function: function.into(),
             file: Some("/app/src/main.rs".into()),
@@ -407,7 +407,7 @@ mod tests {
             column: None,
         };
         let location = |address, frames| Location { address, frames };
-        let site = |stack, bytes| Site {
+        let site = |stack, bytes| SiteRecord {
             stack,
             live_bytes: bytes,
             live_blocks: 1,
@@ -445,15 +445,15 @@ mod tests {
                 location(4, vec![frame("app::other", 40)]),
             ],
             stacks: vec![
-                Stack {
+                StackRecord {
                     locations: vec![0, 1],
                     truncated: false,
                 },
-                Stack {
+                StackRecord {
                     locations: vec![0, 2],
                     truncated: false,
                 },
-                Stack {
+                StackRecord {
                     locations: vec![3],
                     truncated: false,
                 },

@@ -80,9 +80,9 @@ pub struct Dump {
     pub locations: Vec<Location>,
     /// Unique call stacks, each a list of indices into `locations`,
     /// leaf (the allocating function) first.
-    pub stacks: Vec<Stack>,
+    pub stacks: Vec<StackRecord>,
     /// Per-call-site figures; `stack` indexes into `stacks`.
-    pub sites: Vec<Site>,
+    pub sites: Vec<SiteRecord>,
     /// What the live heap consisted of at its peak, by call site, when the
     /// tracker kept that breakdown; empty otherwise. Sums to at most
     /// `totals.peak_bytes` (the breakdown is refreshed in steps, so it may
@@ -213,7 +213,7 @@ pub struct Frame {
 
 /// A call stack: indices into [`Dump::locations`], leaf first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stack {
+pub struct StackRecord {
     /// Location indices, the allocating function first, `main` last.
     pub locations: Vec<u32>,
     /// True when the stack was deeper than the capture limit and its
@@ -224,7 +224,7 @@ pub struct Stack {
 
 /// Figures for one call site (one unique stack).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Site {
+pub struct SiteRecord {
     /// Index into [`Dump::stacks`].
     pub stack: u32,
     /// Bytes allocated here and still live.

@@ -250,7 +250,7 @@ struct SiteSum {
 }
 
 impl SiteSum {
-    fn add(&mut self, site: &super::Site) -> Option<()> {
+    fn add(&mut self, site: &super::SiteRecord) -> Option<()> {
         self.live_bytes = self.live_bytes.checked_add(site.live_bytes)?;
         self.live_blocks = self.live_blocks.checked_add(site.live_blocks)?;
         self.total_bytes = self.total_bytes.checked_add(site.total_bytes)?;

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{Dump, Frame, PeakSite, Scope, Site};
+use super::{Dump, Frame, PeakSite, Scope, SiteRecord};
 
 /// A location as written: the same JSON as [`super::Location`], borrowing
 /// its frames from the symbol cache instead of copying them.
@@ -21,7 +21,7 @@ struct LocationRef<'a> {
     frames: &'a [Frame],
 }
 
-/// A stack as written: the same JSON as [`super::Stack`].
+/// A stack as written: the same JSON as [`super::StackRecord`].
 #[derive(Serialize)]
 struct StackRef<'a> {
     locations: &'a [u32],
@@ -165,7 +165,7 @@ impl<W: Write> DumpWriter<W> {
         )
     }
 
-    pub(crate) fn site(&mut self, site: &Site) -> io::Result<()> {
+    pub(crate) fn site(&mut self, site: &SiteRecord) -> io::Result<()> {
         self.entry(Section::Sites, site)
     }
 
@@ -208,7 +208,7 @@ mod erased {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Location, Stack};
+    use super::super::{Location, StackRecord};
     use super::*;
 
     fn streamed(dump: &Dump) -> Vec<u8> {
@@ -296,16 +296,16 @@ mod tests {
             },
         ];
         dump.stacks = vec![
-            Stack {
+            StackRecord {
                 locations: vec![0, 1],
                 truncated: true,
             },
-            Stack {
+            StackRecord {
                 locations: vec![1],
                 truncated: false,
             },
         ];
-        dump.sites = vec![Site::default(), Site::default()];
+        dump.sites = vec![SiteRecord::default(), SiteRecord::default()];
         assert_eq!(streamed(&dump), serde_json::to_vec(&dump).unwrap());
         // Each optional array alone, and both.
         dump.scopes = vec![Scope::default()];

@@ -33,11 +33,11 @@ fn valid() -> Dump {
                 column: None,
             }],
         }],
-        stacks: vec![Stack {
+        stacks: vec![StackRecord {
             locations: vec![0],
             truncated: false,
         }],
-        sites: vec![Site {
+        sites: vec![SiteRecord {
             stack: 0,
             live_bytes: 100,
             live_blocks: 2,

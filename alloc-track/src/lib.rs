@@ -535,8 +535,8 @@ pub use live_dump::{dump, numbered_path, start_live_dumps};
 pub use measure::{measure, Approximation};
 pub use memory_breakdown::{MemoryBreakdown, MemoryKind, MemoryPart};
 pub use scope::{scope, LoggedScope, ScopeGuard};
-pub use site::Stack;
-pub use snapshot::{ScopeStats, Site, Snapshot};
+pub use site::{Site, Stack};
+pub use snapshot::{ScopeStats, Snapshot};
 pub use tracker::Tracker;
 
 /// Takes a [`Snapshot`] of the live heap now.

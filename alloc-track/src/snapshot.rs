@@ -15,8 +15,8 @@ use crate::hot::view::stacks::{self, SiteId};
 use crate::hot::view::thread;
 use crate::hot::view::thread::untracked;
 use crate::human::{percent, Bytes, Count};
-use crate::live_by_site::{self, by_row, LiveBySite, LiveTally, NO_ROW};
-use crate::site::{self, Stack};
+use crate::live_by_site::{self, by_row, LiveBySite, NO_ROW};
+use crate::site::{self, Births, Site, Stack};
 use crate::table::Table;
 use crate::{os_memory, Diff};
 
@@ -41,129 +41,6 @@ pub struct Snapshot {
     pub(crate) allocator: Option<AllocatorStats>,
     pub(crate) health: TrackerHealth,
     pub(crate) sites: Vec<Site>,
-}
-
-/// One call site in a [`Snapshot`]: one unique stack and its figures.
-#[derive(Clone, Debug)]
-pub struct Site {
-    pub(crate) id: SiteId,
-    pub(crate) stack: Stack,
-    pub(crate) live_bytes: u64,
-    pub(crate) live_blocks: u64,
-    pub(crate) total_bytes: u64,
-    pub(crate) total_blocks: u64,
-    pub(crate) peak_bytes: u64,
-    pub(crate) peak_blocks: u64,
-    /// Blocks freed before their thread's next allocation.
-    pub(crate) temporary_blocks: u64,
-    /// Live blocks by birth epoch, oldest first.
-    pub(crate) births: Births,
-    /// Live (bytes, blocks) by scope id, for blocks allocated in a scope.
-    pub(crate) scopes: Vec<(u16, u64, u64)>,
-}
-
-/// A site's live blocks by birth epoch. Most sites' live blocks were all
-/// born in one epoch: that one is kept inline, so that a snapshot of many
-/// sites does not make one small heap block per site (about 40 bytes each
-/// with the allocator's own header).
-#[derive(Clone, Debug, Default)]
-pub(crate) enum Births {
-    #[default]
-    None,
-    One(Birth),
-    Many(Box<[Birth]>),
-}
-
-impl Births {
-    /// The births of a site whose `tally` met several epochs, `others`
-    /// being (row, epoch, bytes, blocks) of the epochs but the tally's:
-    /// the tally's epoch holds the rest. Blocks in 1/1024ths until here.
-    fn mixed(tally: LiveTally, others: &[(u32, u32, u64, u64)]) -> Births {
-        let (other_bytes, other_blocks) = others
-            .iter()
-            .fold((0u64, 0u64), |(b, n), &(_, _, bytes, blocks)| {
-                (b + bytes, n + blocks)
-            });
-        let mut births: Vec<Birth> = others
-            .iter()
-            .map(|&(_, epoch, bytes, blocks)| Birth {
-                epoch,
-                bytes,
-                blocks: sampler::whole_blocks(blocks),
-            })
-            .collect();
-        births.push(Birth {
-            epoch: tally.epoch,
-            bytes: tally.bytes.saturating_sub(other_bytes),
-            blocks: sampler::whole_blocks(tally.blocks.saturating_sub(other_blocks)),
-        });
-        births.sort_by_key(|birth| birth.epoch);
-        Births::Many(births.into_boxed_slice())
-    }
-
-    pub(crate) fn as_slice(&self) -> &[Birth] {
-        match self {
-            Births::None => &[],
-            Births::One(birth) => std::slice::from_ref(birth),
-            Births::Many(births) => births,
-        }
-    }
-}
-
-impl Site {
-    /// Bytes allocated here and still live.
-    pub fn live_bytes(&self) -> u64 {
-        self.live_bytes
-    }
-    /// Blocks allocated here and still live.
-    pub fn live_blocks(&self) -> u64 {
-        self.live_blocks
-    }
-    /// Bytes allocated here since tracking began.
-    pub fn total_bytes(&self) -> u64 {
-        self.total_bytes
-    }
-    /// Blocks allocated here since tracking began.
-    pub fn total_blocks(&self) -> u64 {
-        self.total_blocks
-    }
-    /// Bytes this site held live when the heap was at its peak (see
-    /// [`Snapshot::peak_bytes`]; the breakdown is taken within a small
-    /// margin of the exact peak, see [`Tracker::peak_margin_permille`]).
-    ///
-    /// [`Tracker::peak_margin_permille`]: crate::Tracker::peak_margin_permille
-    pub fn peak_bytes(&self) -> u64 {
-        self.peak_bytes
-    }
-    /// Blocks this site held live when the heap was at its peak.
-    pub fn peak_blocks(&self) -> u64 {
-        self.peak_blocks
-    }
-    /// Blocks allocated here and freed by the same thread before it
-    /// allocated anything else: "temporary" allocations, the churn that
-    /// reusing a buffer or keeping a value on the stack removes. Counted
-    /// since tracking began; exact in [`Mode::Full`], an estimate from the
-    /// samples in [`Mode::Sampled`] (each sample is tracked exactly, and
-    /// weighs as many blocks as it stands for), 0 in [`Mode::Count`].
-    /// A realloc that moves a block does not make the old one temporary;
-    /// the new block can be.
-    pub fn temporary_blocks(&self) -> u64 {
-        self.temporary_blocks
-    }
-    /// The call stack that allocated.
-    pub fn stack(&self) -> Stack {
-        self.stack
-    }
-    /// Live bytes and blocks born after the snapshot of epoch `epoch`.
-    pub(crate) fn born_after(&self, epoch: u32) -> (u64, u64) {
-        self.births
-            .as_slice()
-            .iter()
-            .filter(|b| b.epoch > epoch)
-            .fold((0, 0), |(bytes, blocks), b| {
-                (bytes + b.bytes, blocks + b.blocks)
-            })
-    }
 }
 
 impl Snapshot {

@@ -94,6 +94,27 @@ fn run_scenario(scenario: &str, dir: &Path, vars: &[(&str, &str)]) -> String {
     text
 }
 
+/// Forks a child that runs `prepare`, keeps what it returns (a scope
+/// guard, say) while it dumps to `path`, and leaves through `_exit`: 0 if
+/// the dump was written, 1 if not. Returns the child's pid.
+fn fork_and_dump<G>(path: &Path, prepare: impl FnOnce() -> G) -> libc::pid_t {
+    // SAFETY: the child only calls the tracker (which makes itself
+    // fork-safe) and leaves through `_exit`, running nothing of the
+    // parent's.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let _kept = prepare();
+        let code = match alloc_track::dump(path) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
+        // SAFETY: ends the child without unwinding into the harness.
+        unsafe { libc::_exit(code) };
+    }
+    assert!(pid > 0, "fork failed");
+    pid
+}
+
 /// True in the process that is to play `scenario`.
 fn playing(scenario: &str) -> bool {
     std::env::var_os(SCENARIO).is_some_and(|s| s == scenario)
@@ -165,18 +186,7 @@ fn scenario_fork_while_dumping() {
     let mut children = Vec::new();
     for (attempt, path) in paths.iter().enumerate() {
         wait_for_write_phase(&dir, "parent.json");
-        // SAFETY: the child only dumps (which the tracker makes fork-safe)
-        // and leaves through `_exit`, running nothing of the parent's.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let code = match alloc_track::dump(path) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
-            // SAFETY: ends the child without unwinding into the harness.
-            unsafe { libc::_exit(code) };
-        }
-        assert!(pid > 0, "fork failed");
+        let pid = fork_and_dump(path, || ());
         match common::wait_with_deadline(pid, CHILD_DEADLINE) {
             None => {
                 failures.push(format!("fork {attempt}: the child's dump hung (killed)"));
@@ -350,19 +360,7 @@ fn scenario_fork_while_scopes_are_named() {
     let mut failures = Vec::new();
     for attempt in 0..SCOPE_FORKS {
         let path = dir.join(format!("scoped-{attempt}.json"));
-        // SAFETY: the child names a scope and dumps (both fork-safe) and
-        // leaves through `_exit`, running nothing of the parent's.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let _scope = alloc_track::scope("child");
-            let code = match alloc_track::dump(&path) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
-            // SAFETY: ends the child without unwinding into the harness.
-            unsafe { libc::_exit(code) };
-        }
-        assert!(pid > 0, "fork failed");
+        let pid = fork_and_dump(&path, || alloc_track::scope("child"));
         match common::wait_with_deadline(pid, CHILD_DEADLINE) {
             None => {
                 failures.push(format!("fork {attempt}: the child hung (killed)"));

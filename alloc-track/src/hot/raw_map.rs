@@ -22,6 +22,51 @@ const EMPTY: usize = 0;
 /// A page's worth of slots: the memory comes in whole pages anyway.
 const MIN_CAPACITY: usize = 128;
 
+/// The multiplier of the key mix (MurmurHash3's 64-bit finaliser) and its
+/// inverse modulo 2^64.
+const MIX: u64 = 0xff51_afd7_ed55_8ccd;
+const MIX_INVERSE: u64 = modular_inverse(MIX);
+const _: () = assert!(MIX.wrapping_mul(MIX_INVERSE) == 1);
+
+/// The inverse of an odd number modulo 2^64 (Newton's iteration: each
+/// step doubles the bits that are right, from 3).
+const fn modular_inverse(odd: u64) -> u64 {
+    let mut inverse = odd;
+    let mut step = 0;
+    while step < 5 {
+        inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+        step += 1;
+    }
+    inverse
+}
+
+/// The code a key is stored as: a mix of all its bits (addresses share
+/// their low and high bits) that is a bijection, so that two keys never
+/// share a code, the key comes back by [`decode`], and 0 stays 0 (`EMPTY`).
+/// Storing the code rather than the key gives each resident's home slot
+/// (its low bits) without hashing it again at every probe step.
+#[inline]
+fn encode(key: usize) -> usize {
+    let mut h = key as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(MIX);
+    h ^= h >> 33;
+    h as usize
+}
+
+/// The key of a stored code: [`encode`]'s steps undone in reverse order
+/// (a shift-xor by 33 or more bits is its own inverse).
+fn decode(code: usize) -> usize {
+    let mut h = code as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(MIX_INVERSE);
+    h ^= h >> 33;
+    h as usize
+}
+
+// Codes are mixed in 64 bits: keys must fit them unchanged.
+const _: () = assert!(std::mem::size_of::<usize>() == 8);
+
 /// The kernel could not provide memory for the table to grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OutOfMemory;
@@ -29,6 +74,7 @@ pub(crate) struct OutOfMemory;
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Slot<V> {
+    /// The key's code ([`encode`]), `EMPTY` in a free slot.
     key: usize,
     value: V,
 }
@@ -86,15 +132,10 @@ impl<V: Copy> RawMap<V> {
         }
     }
 
-    /// Mixes all bits of the key into the low bits used for the index
-    /// (addresses share their low and high bits, so they need mixing).
+    /// A resident's home slot: its stored code's low bits.
     #[inline]
-    fn ideal(&self, key: usize) -> usize {
-        let mut h = key as u64;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        (h as usize) & self.mask
+    fn ideal(&self, code: usize) -> usize {
+        code & self.mask
     }
 
     #[inline]
@@ -112,19 +153,20 @@ impl<V: Copy> RawMap<V> {
 
     /// How far the entry at `index` sits from its ideal slot.
     #[inline]
-    fn distance(&self, key: usize, index: usize) -> usize {
-        index.wrapping_sub(self.ideal(key)) & self.mask
+    fn distance(&self, code: usize, index: usize) -> usize {
+        index.wrapping_sub(code) & self.mask
     }
 
-    fn find(&self, key: usize) -> Option<usize> {
-        if self.slots.is_null() || key == EMPTY {
+    /// Where the entry with this code sits, if present.
+    fn find(&self, code: usize) -> Option<usize> {
+        if self.slots.is_null() || code == EMPTY {
             return None;
         }
-        let mut index = self.ideal(key);
+        let mut index = self.ideal(code);
         let mut distance = 0;
         loop {
             let slot = self.slot(index);
-            if slot.key == key {
+            if slot.key == code {
                 return Some(index);
             }
             // Robin Hood's invariant: had the key been inserted, it would
@@ -138,46 +180,84 @@ impl<V: Copy> RawMap<V> {
     }
 
     pub(crate) fn get(&self, key: usize) -> Option<V> {
-        self.find(key).map(|index| self.slot(index).value)
+        self.find(encode(key)).map(|index| self.slot(index).value)
     }
 
-    /// Inserts or replaces; returns the value it replaced.
+    /// Inserts or replaces; returns the value it replaced. One pass over
+    /// the probe sequence: the key, if present, sits before the slot where
+    /// Robin Hood would place it.
     pub(crate) fn insert(&mut self, key: usize, value: V) -> Result<Option<V>, OutOfMemory> {
-        if let Some(index) = self.find(key) {
-            let old = self.slot(index).value;
-            self.slot_mut(index).value = value;
-            return Ok(Some(old));
+        let code = encode(key);
+        debug_assert!(code != EMPTY);
+        if (self.len + 1) * 8 > self.capacity() * 7 {
+            // Replacing needs no room: only grow for a new key.
+            if let Some(index) = self.find(code) {
+                return Ok(Some(std::mem::replace(
+                    &mut self.slot_mut(index).value,
+                    value,
+                )));
+            }
+            self.grow()?;
         }
-        self.insert_new(key, value)?;
-        Ok(None)
+        let mut index = self.ideal(code);
+        let mut distance = 0;
+        loop {
+            let resident = *self.slot(index);
+            if resident.key == code {
+                return Ok(Some(std::mem::replace(
+                    &mut self.slot_mut(index).value,
+                    value,
+                )));
+            }
+            if resident.key == EMPTY {
+                *self.slot_mut(index) = Slot { key: code, value };
+                self.len += 1;
+                return Ok(None);
+            }
+            let resident_distance = self.distance(resident.key, index);
+            if resident_distance < distance {
+                // The key is absent: it takes this slot, and the resident
+                // moves on.
+                *self.slot_mut(index) = Slot { key: code, value };
+                self.place_from(resident, (index + 1) & self.mask, resident_distance + 1);
+                self.len += 1;
+                return Ok(None);
+            }
+            index = (index + 1) & self.mask;
+            distance += 1;
+        }
     }
 
     /// The value for `key`, inserting `default` first if it is absent.
     pub(crate) fn get_or_insert(&mut self, key: usize, default: V) -> Result<&mut V, OutOfMemory> {
-        let index = match self.find(key) {
+        let code = encode(key);
+        let index = match self.find(code) {
             Some(index) => index,
-            None => self.insert_new(key, default)?,
+            None => {
+                if (self.len + 1) * 8 > self.capacity() * 7 {
+                    self.grow()?;
+                }
+                self.len += 1;
+                self.place(Slot {
+                    key: code,
+                    value: default,
+                })
+            }
         };
         Ok(&mut self.slot_mut(index).value)
-    }
-
-    /// Inserts a key known to be absent; returns its slot index.
-    fn insert_new(&mut self, key: usize, value: V) -> Result<usize, OutOfMemory> {
-        debug_assert!(key != EMPTY);
-        if (self.len + 1) * 8 > self.capacity() * 7 {
-            self.grow()?;
-        }
-        let placed = self.place(Slot { key, value });
-        self.len += 1;
-        Ok(placed)
     }
 
     /// Puts an entry whose key is absent into the table (which has room),
     /// displacing residents closer to home; returns where it landed.
     fn place(&mut self, entry: Slot<V>) -> usize {
+        let index = self.ideal(entry.key);
+        self.place_from(entry, index, 0)
+    }
+
+    /// [`place`](Self::place), starting `distance` slots from the entry's
+    /// home, at `index`.
+    fn place_from(&mut self, entry: Slot<V>, mut index: usize, mut distance: usize) -> usize {
         let mut carried = entry;
-        let mut index = self.ideal(carried.key);
-        let mut distance = 0;
         let mut placed = None;
         loop {
             let resident = *self.slot(index);
@@ -198,7 +278,7 @@ impl<V: Copy> RawMap<V> {
     }
 
     pub(crate) fn remove(&mut self, key: usize) -> Option<V> {
-        let mut hole = self.find(key)?;
+        let mut hole = self.find(encode(key))?;
         let removed = self.slot(hole).value;
         // Backward-shift deletion: move each following member of the run
         // one slot back, until an empty slot or a member already at home.
@@ -220,10 +300,14 @@ impl<V: Copy> RawMap<V> {
 
     /// Calls `f` for every entry, in no particular order.
     pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &V)) {
+        self.for_each_slot(|slot| f(decode(slot.key), &slot.value));
+    }
+
+    fn for_each_slot(&self, mut f: impl FnMut(&Slot<V>)) {
         for index in 0..self.capacity() {
             let slot = self.slot(index);
             if slot.key != EMPTY {
-                f(slot.key, &slot.value);
+                f(slot);
             }
         }
     }
@@ -244,8 +328,8 @@ impl<V: Copy> RawMap<V> {
                 len: 0,
             },
         );
-        old.for_each(|key, value| {
-            self.place(Slot { key, value: *value });
+        old.for_each_slot(|slot| {
+            self.place(*slot);
         });
         self.len = old.len;
         drop(old);
@@ -316,6 +400,22 @@ mod tests {
             assert_eq!(map.get(key(i)), expected, "key {i}");
         }
         assert_eq!(map.len(), count - count.div_ceil(3));
+    }
+
+    #[test]
+    fn codes_round_trip_and_keep_empty_empty() {
+        assert_eq!(encode(EMPTY), EMPTY);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for key in [1, 16, usize::MAX, 1 << 47, (1 << 63) + 8] {
+            assert_eq!(decode(encode(key)), key);
+            assert_ne!(encode(key), EMPTY);
+        }
+        for _ in 0..if cfg!(miri) { 100 } else { 100_000 } {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            assert_eq!(decode(encode(state as usize)), state as usize);
+        }
     }
 
     #[test]

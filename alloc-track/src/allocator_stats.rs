@@ -170,7 +170,6 @@ fn attribute(element: &str, name: &str) -> Option<u64> {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc {
     use std::ffi::{c_char, c_int, c_void};
-    use std::sync::OnceLock;
 
     use super::{parse_malloc_info, AllocatorStats, GlibcStats};
 
@@ -183,7 +182,8 @@ mod glibc {
         mallinfo2: Option<Mallinfo2>,
     }
 
-    static GLIBC: OnceLock<Option<Glibc>> = OnceLock::new();
+    static GLIBC: crate::fork_safe::ForkSafeOnce<Option<Glibc>> =
+        crate::fork_safe::ForkSafeOnce::new();
 
     /// glibc's malloc if the installed tracker wraps `System` and `malloc`
     /// is glibc's own; `None` when unsure.

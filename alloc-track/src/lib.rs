@@ -505,7 +505,7 @@ mod allocator_stats;
 mod diff;
 pub mod dump;
 mod dump_build;
-mod fork_safe_mutex;
+mod fork_safe;
 mod hot;
 pub mod human;
 mod limits;

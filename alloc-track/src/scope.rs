@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::marker::PhantomData;
-use std::sync::OnceLock;
 
+use crate::fork_safe::ForkSafeOnce;
 use crate::hot::view::measuring::MAX_NESTING;
 use crate::hot::view::scopes::MAX_SCOPES;
 use crate::hot::view::spin::SpinLock;
@@ -22,7 +22,7 @@ struct Registry {
 /// A spin lock, not a parking one: across `fork` (below) a parking lock
 /// may hand itself to a waiter that the child does not have. Scopes are
 /// named rarely and the lock is held for one map probe.
-static REGISTRY: OnceLock<SpinLock<Registry>> = OnceLock::new();
+static REGISTRY: ForkSafeOnce<SpinLock<Registry>> = ForkSafeOnce::new();
 
 fn registry() -> &'static SpinLock<Registry> {
     REGISTRY.get_or_init(|| {

@@ -73,7 +73,8 @@ pub(crate) fn label(stack: &[ResolvedLocation]) -> String {
 /// `function (file:line)`, the file shown relative to the current
 /// directory when it lies below it.
 pub(crate) fn frame_label(frame: &Frame) -> String {
-    static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    static CWD: crate::fork_safe::ForkSafeOnce<Option<std::path::PathBuf>> =
+        crate::fork_safe::ForkSafeOnce::new();
     let cwd = CWD.get_or_init(|| std::env::current_dir().ok());
     frame.label(cwd.as_deref())
 }

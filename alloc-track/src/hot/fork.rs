@@ -25,7 +25,7 @@
 //! The cold path's locks are not taken here: a dump may hold its lock for
 //! seconds, and `fork` must not wait for it. Instead the child handler
 //! advances [`generation`], and
-//! [`ForkSafeMutex`](crate::fork_safe_mutex::ForkSafeMutex) treats a lock
+//! [`ForkSafeMutex`](crate::fork_safe::ForkSafeMutex) treats a lock
 //! taken in an earlier generation as held by a thread that did not survive
 //! the fork, and takes it over. A cold-path lock that a child can reach
 //! (the dump lock in `live_dump` is one) must be a `ForkSafeMutex`, or be

@@ -53,7 +53,7 @@
 //! - [`dump`] works as in any process, even if another thread of the
 //!   parent was writing a dump at the fork (the lock that serialises
 //!   dumps is a fork-safe one that the child takes over, see
-//!   `fork_safe_mutex.rs`).
+//!   `fork_safe/mutex.rs`).
 //! - No periodic dumps and no dumps on signal: they belong to the parent's
 //!   numbered series, which a child must not overwrite or extend under
 //!   the same names. A dump signal sent to the child is ignored (it
@@ -69,11 +69,10 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::dump::DumpError;
-use crate::fork_safe_mutex::ForkSafeMutex;
+use crate::fork_safe::{ForkSafeMutex, ForkSafeOnce};
 use crate::hot::view::thread::untracked;
 
 /// Writes a dump of the live heap to `path` now, atomically (a temporary
@@ -162,7 +161,7 @@ pub fn start_live_dumps() {
 }
 
 /// Set once [`start_live_dumps`] has run.
-static START: OnceLock<()> = OnceLock::new();
+static START: ForkSafeOnce<()> = ForkSafeOnce::new();
 
 /// What the environment asked for.
 #[derive(Clone, Debug, PartialEq)]
@@ -286,7 +285,7 @@ static WRITING: ForkSafeMutex<()> = ForkSafeMutex::new((), || ());
 static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// The configuration, once started: the exit hook reads it.
-static CONFIG: OnceLock<Config> = OnceLock::new();
+static CONFIG: ForkSafeOnce<Config> = ForkSafeOnce::new();
 
 /// The process that read the configuration. A child made by `fork`
 /// inherits the exit hook but not the background thread; it must not

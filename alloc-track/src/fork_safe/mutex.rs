@@ -25,7 +25,7 @@
 //! # Using it
 //!
 //! ```ignore
-//! static CACHE: OnceLock<ForkSafeMutex<HashMap<usize, Frames>>> = OnceLock::new();
+//! static CACHE: ForkSafeOnce<ForkSafeMutex<HashMap<usize, Frames>>> = ForkSafeOnce::new();
 //! let cache = CACHE.get_or_init(|| ForkSafeMutex::new(HashMap::new(), HashMap::new));
 //! cache.lock().insert(address, frames);
 //! ```
@@ -41,16 +41,8 @@ use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-#[cfg(unix)]
-use crate::hot::view::fork::generation;
-
-/// No `fork` here: one process image, one generation.
-#[cfg(not(unix))]
-fn generation() -> u64 {
-    1
-}
+use super::{back_off, generation};
 
 /// The lock word of a free lock; generations start at 1.
 const FREE: u64 = 0;
@@ -127,22 +119,6 @@ impl<T> ForkSafeMutex<T> {
             _exclusive: PhantomData,
         }
     }
-}
-
-/// Spins for a while, then yields, then sleeps for longer and longer up
-/// to a millisecond.
-fn back_off(waited: &mut u32) {
-    const SPINS: u32 = 64;
-    const YIELDS: u32 = 16;
-    match *waited {
-        n if n < SPINS => std::hint::spin_loop(),
-        n if n < SPINS + YIELDS => std::thread::yield_now(),
-        n => {
-            let micros = 10u64 << (n - SPINS - YIELDS).min(7);
-            std::thread::sleep(Duration::from_micros(micros.min(1000)));
-        }
-    }
-    *waited = waited.saturating_add(1);
 }
 
 /// Access to the value while the lock is held; releases it when dropped.

@@ -89,14 +89,9 @@ pub fn site_frame<'d>(dump: &'d Dump, stack: &'d StackRecord) -> Option<FrameRef
     leaf
 }
 
-/// The label of the tracker's catch-all site, whose stack is empty: what
-/// was allocated after the stack table filled up. The library's own tables
-/// call it the same.
-pub const OVERFLOW_LABEL: &str = "[other: stack table full]";
-
-/// The label of stacks that never reach the program's code: the Rust
-/// runtime's own start-up and thread bookkeeping.
-pub const RUNTIME_LABEL: &str = "[Rust runtime]";
+/// The labels of the catch-all site (empty stack) and of stacks that
+/// never reach the program, as the library's own tables call them.
+pub use alloc_track::dump::{OVERFLOW_LABEL, RUNTIME_LABEL};
 
 /// The frame standing for the callers a truncated stack lost.
 pub const TRUNCATED_FRAME: &str = "[truncated]";

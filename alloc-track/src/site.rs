@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::dump::{Birth, Frame};
+use crate::dump::{Birth, Frame, OVERFLOW_LABEL, RUNTIME_LABEL};
 use crate::hot::view::sampler;
 use crate::hot::view::stacks::SiteId;
 use crate::hot::view::thread::untracked;
@@ -46,9 +46,11 @@ impl Stack {
     }
 
     /// `function (file:line)` of the first frame that is not Rust's
-    /// standard library, which is where a fix usually goes.
+    /// standard library, which is where a fix usually goes;
+    /// [`RUNTIME_LABEL`](crate::dump::RUNTIME_LABEL) for a whole stack that
+    /// never leaves it, as the CLI's reports say.
     pub fn label(&self) -> String {
-        untracked(|| label(&symbolize::resolve_stack(self.addresses)))
+        untracked(|| label(&symbolize::resolve_stack(self.addresses), self.truncated))
     }
 
     pub(crate) fn resolve(&self) -> Vec<ResolvedLocation> {
@@ -56,17 +58,18 @@ impl Stack {
     }
 }
 
-/// The label of a resolved stack: see [`Stack::label`].
-pub(crate) fn label(stack: &[ResolvedLocation]) -> String {
-    let frames = stack.iter().flat_map(|location| location.frames.iter());
-    match frames
-        .clone()
-        .find(|frame| !frame.is_standard_library())
-        .or_else(|| frames.clone().next())
-    {
+/// The label of a resolved stack: see [`Stack::label`]. A truncated stack
+/// whose frames are all the standard library's is labelled by its leaf:
+/// the frames it lost may have been the program's.
+pub(crate) fn label(stack: &[ResolvedLocation], truncated: bool) -> String {
+    let mut frames = stack.iter().flat_map(|location| location.frames.iter());
+    match frames.clone().find(|frame| !frame.is_standard_library()) {
         Some(frame) => frame_label(frame),
-        None if stack.is_empty() => "[other: stack table full]".to_string(),
-        None => "[unknown]".to_string(),
+        None if stack.is_empty() => OVERFLOW_LABEL.to_string(),
+        None if !truncated => RUNTIME_LABEL.to_string(),
+        None => frames
+            .next()
+            .map_or_else(|| "[unknown]".to_string(), frame_label),
     }
 }
 
@@ -81,26 +84,30 @@ pub(crate) fn frame_label(frame: &Frame) -> String {
 
 /// Groups items whose stacks resolve to the same trimmed frames (raw stacks
 /// that differ only inside the allocator, such as `alloc` versus
-/// `realloc` under one `Vec::push`), so each place in the program is one
-/// row. Returns, per group, the resolved stack and the member indices, in
-/// order of first appearance.
+/// `realloc` under one `Vec::push`) and are alike truncated or whole, so
+/// each place in the program is one row. Returns, per group, the resolved
+/// stack, whether it is truncated, and the member indices, in order of
+/// first appearance.
 pub(crate) fn group_by_resolved_stack(
     stacks: impl Iterator<Item = Stack>,
-) -> Vec<(Vec<ResolvedLocation>, Vec<usize>)> {
-    type Key = Vec<(usize, Arc<[Frame]>)>;
-    let mut groups: Vec<(Vec<ResolvedLocation>, Vec<usize>)> = Vec::new();
+) -> Vec<(Vec<ResolvedLocation>, bool, Vec<usize>)> {
+    type Key = (bool, Vec<(usize, Arc<[Frame]>)>);
+    let mut groups: Vec<(Vec<ResolvedLocation>, bool, Vec<usize>)> = Vec::new();
     let mut by_key: HashMap<Key, usize> = HashMap::new();
     for (index, stack) in stacks.enumerate() {
         let resolved = stack.resolve();
-        let key: Key = resolved
-            .iter()
-            .map(|l| (l.address, l.frames.clone()))
-            .collect();
+        let key: Key = (
+            stack.truncated,
+            resolved
+                .iter()
+                .map(|l| (l.address, l.frames.clone()))
+                .collect(),
+        );
         match by_key.get(&key) {
-            Some(&group) => groups[group].1.push(index),
+            Some(&group) => groups[group].2.push(index),
             None => {
                 by_key.insert(key, groups.len());
-                groups.push((resolved, vec![index]));
+                groups.push((resolved, stack.truncated, vec![index]));
             }
         }
     }
@@ -114,8 +121,8 @@ pub(crate) fn group_by_resolved_stack(
 pub(crate) fn group_by_label(stacks: impl Iterator<Item = Stack>) -> Vec<(String, Vec<usize>)> {
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     let mut by_label: HashMap<String, usize> = HashMap::new();
-    for (stack, members) in group_by_resolved_stack(stacks) {
-        let label = label(&stack);
+    for (stack, truncated, members) in group_by_resolved_stack(stacks) {
+        let label = label(&stack, truncated);
         match by_label.get(&label) {
             Some(&group) => groups[group].1.extend(members),
             None => {
@@ -247,5 +254,36 @@ impl Site {
             .fold((0, 0), |(bytes, blocks), b| {
                 (bytes + b.bytes, blocks + b.blocks)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(function: &str, file: &str) -> ResolvedLocation {
+        ResolvedLocation {
+            address: 0x1000,
+            frames: Arc::from(vec![Frame {
+                function: function.into(),
+                file: Some(file.into()),
+                line: Some(7),
+                column: None,
+            }]),
+        }
+    }
+
+    #[test]
+    fn labels_name_the_program_the_runtime_or_the_overflow_as_the_cli_does() {
+        let std_frame = || location("std::thread::spawn", "/rustc/abc/library/std/src/thread.rs");
+        let program = [std_frame(), location("app::load", "/nowhere/src/load.rs")];
+        assert_eq!(label(&program, false), "app::load (/nowhere/src/load.rs:7)");
+        assert_eq!(label(&[std_frame(), std_frame()], false), RUNTIME_LABEL);
+        // Cut at the capture limit: the lost callers may be the program's.
+        assert_eq!(
+            label(&[std_frame()], true),
+            "std::thread::spawn (/rustc/abc/library/std/src/thread.rs:7)"
+        );
+        assert_eq!(label(&[], false), OVERFLOW_LABEL);
     }
 }

@@ -6,6 +6,15 @@ use std::path::Path;
 
 use super::Frame;
 
+/// The label of a whole stack none of whose frames leaves the standard
+/// library: it never reached the program (the runtime's start-up and
+/// thread bookkeeping).
+pub const RUNTIME_LABEL: &str = "[Rust runtime]";
+
+/// The label of the catch-all site, whose stack is empty: what was
+/// allocated after the stack table filled up.
+pub const OVERFLOW_LABEL: &str = "[other: stack table full]";
+
 /// Functions that are never the answer to "who allocated this": the
 /// standard library (`std`, `core`, `alloc`, the `hashbrown` it vendors)
 /// and the allocator plumbing (global-allocator shims, this tracker).

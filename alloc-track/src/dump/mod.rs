@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use allocator::{AllocatorStats, GlibcStats, JemallocStats};
 pub use error::DumpError;
+pub use frame::{OVERFLOW_LABEL, RUNTIME_LABEL};
 
 /// The value of the `format` field, which tells a dump from any other JSON.
 pub const FORMAT_NAME: &str = "alloc-track-dump";

@@ -23,9 +23,11 @@ pub(crate) struct LiveBlock {
 // The table's memory is one of these (plus an address) per live block.
 const _: () = assert!(std::mem::size_of::<LiveBlock>() == 16);
 
-const SIZE_BITS: u32 = 47;
+/// The size word's layout, which the live table's packed slot
+/// (`packed_slot.rs`) copies bit ranges of.
+pub(crate) const SIZE_BITS: u32 = 47;
 const SAMPLED_BIT: u64 = 1 << SIZE_BITS;
-const SCOPE_SHIFT: u32 = 48;
+pub(crate) const SCOPE_SHIFT: u32 = 48;
 /// Measure tags run from 1 to `MAX_TAG`.
 pub(crate) const MAX_TAG: u32 = (1 << (32 - SITE_BITS)) - 1;
 
@@ -45,6 +47,23 @@ impl LiveBlock {
                 | if sampled { SAMPLED_BIT } else { 0 }
                 | (u64::from(scope) << SCOPE_SHIFT),
             site_and_tag: (site & ((1 << SITE_BITS) - 1)) | ((tag & MAX_TAG) << SITE_BITS),
+            birth,
+        }
+    }
+
+    /// The three words as stored: the size word, the site and tag, the
+    /// birth; for the packed slot, which moves them as bit ranges.
+    #[inline]
+    pub(crate) fn to_raw(self) -> (u64, u32, u32) {
+        (self.size_word, self.site_and_tag, self.birth)
+    }
+
+    /// A record from words [`to_raw`](Self::to_raw) gave.
+    #[inline]
+    pub(crate) fn from_raw(size_word: u64, site_and_tag: u32, birth: u32) -> Self {
+        LiveBlock {
+            size_word,
+            site_and_tag,
             birth,
         }
     }

@@ -54,6 +54,7 @@ mod thread_totals;
 
 mod filter;
 mod live_block;
+mod packed_slot;
 mod pages;
 mod raw_map;
 mod site_id;

@@ -11,6 +11,18 @@
 //! and its size is most of the tracker's memory. Growing returns an
 //! error instead of aborting when the kernel is out of memory: the caller
 //! then leaves the allocation unrecorded and counts it as such.
+//!
+//! The map is generic over its slot ([`MapSlot`]): [`RawMap`] stores a key
+//! beside a value, and the live table stores a slot that packs both into
+//! 16 bytes (`packed_slot.rs`).
+//!
+//! A table whose entries fall below a quarter of its capacity halves, so
+//! that a table which once held many more entries gives the memory back.
+//! The quarter sits well below the 7/8 that makes it grow, and each resize
+//! leaves the load near the middle (a halving at < 1/4 leaves < 1/2, a
+//! doubling at 7/8 leaves 7/16): a resize costs one pass over the table,
+//! and the next one needs a number of inserts or removes proportional to
+//! the table's size, so churn around either boundary stays O(1) amortised.
 
 use std::alloc::Layout;
 
@@ -18,40 +30,73 @@ use super::pages;
 use std::ptr;
 
 /// The key that marks an empty slot; callers never insert it.
-const EMPTY: usize = 0;
-/// A page's worth of slots: the memory comes in whole pages anyway.
-const MIN_CAPACITY: usize = 128;
+pub(crate) const EMPTY: usize = 0;
 
 /// The kernel could not provide memory for the table to grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OutOfMemory;
 
+/// A slot of the map: plain data whose all-zero bytes are an empty slot.
+pub(crate) trait MapSlot: Copy {
+    /// The slot's key; [`EMPTY`] when the slot is empty.
+    fn key(&self) -> usize;
+    /// Makes the slot empty (its other bytes are then never read).
+    fn clear(&mut self);
+}
+
+/// A key beside its value: the slot of [`RawMap`].
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct Slot<V> {
+pub(crate) struct Pair<V> {
     key: usize,
     value: V,
 }
 
+impl<V: Copy> MapSlot for Pair<V> {
+    #[inline]
+    fn key(&self) -> usize {
+        self.key
+    }
+
+    #[inline]
+    fn clear(&mut self) {
+        self.key = EMPTY;
+    }
+}
+
 /// A map whose values are plain data (integers): a slot with key 0 is empty,
 /// and its value bytes, zeroed, are never read.
-pub(crate) struct RawMap<V: Copy> {
-    slots: *mut Slot<V>,
+pub(crate) type RawMap<V> = SlotMap<Pair<V>>;
+
+/// The map over any slot type; see the module's documentation.
+pub(crate) struct SlotMap<S: MapSlot> {
+    slots: *mut S,
     /// Capacity minus one; capacity is a power of two (or 0).
     mask: usize,
     len: usize,
+    /// The table halves when `len` falls below this: a quarter of the
+    /// capacity, 0 at the smallest capacity.
+    shrink_below: usize,
 }
 
 // SAFETY: the map owns its slot array exclusively; moving it to another
 // thread moves that ownership.
-unsafe impl<V: Copy + Send> Send for RawMap<V> {}
+unsafe impl<S: MapSlot + Send> Send for SlotMap<S> {}
 
-impl<V: Copy> RawMap<V> {
+impl<S: MapSlot> SlotMap<S> {
+    /// The smallest table: the most slots that fit one page (a power of
+    /// two), as the memory comes in whole pages anyway.
+    const MIN_CAPACITY: usize = {
+        let fit = pages::PAGE / std::mem::size_of::<S>();
+        1 << (usize::BITS - 1 - fit.leading_zeros())
+    };
+
     pub(crate) const fn new() -> Self {
-        RawMap {
+        SlotMap {
             slots: ptr::null_mut(),
             mask: 0,
             len: 0,
+            shrink_below: 0,
         }
     }
 
@@ -63,12 +108,12 @@ impl<V: Copy> RawMap<V> {
     /// insert.
     pub(crate) fn allocate(&mut self) -> Result<(), OutOfMemory> {
         if self.slots.is_null() {
-            self.grow()?;
+            self.resize(Self::MIN_CAPACITY)?;
         }
         Ok(())
     }
 
-    fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         if self.slots.is_null() {
             0
         } else {
@@ -82,7 +127,7 @@ impl<V: Copy> RawMap<V> {
         if self.slots.is_null() {
             0
         } else {
-            pages::round_up(self.capacity() * std::mem::size_of::<Slot<V>>())
+            pages::round_up(self.capacity() * std::mem::size_of::<S>())
         }
     }
 
@@ -98,14 +143,14 @@ impl<V: Copy> RawMap<V> {
     }
 
     #[inline]
-    fn slot(&self, index: usize) -> &Slot<V> {
+    fn slot(&self, index: usize) -> &S {
         // SAFETY: callers pass `index & self.mask` on a non-null table, and
         // the table holds `mask + 1` initialised slots.
         unsafe { &*self.slots.add(index) }
     }
 
     #[inline]
-    fn slot_mut(&mut self, index: usize) -> &mut Slot<V> {
+    fn slot_mut(&mut self, index: usize) -> &mut S {
         // SAFETY: as in `slot`; `&mut self` makes the access unique.
         unsafe { &mut *self.slots.add(index) }
     }
@@ -123,13 +168,13 @@ impl<V: Copy> RawMap<V> {
         let mut index = self.ideal(key);
         let mut distance = 0;
         loop {
-            let slot = self.slot(index);
-            if slot.key == key {
+            let resident = self.slot(index).key();
+            if resident == key {
                 return Some(index);
             }
             // Robin Hood's invariant: had the key been inserted, it would
             // have displaced this resident, which is closer to home.
-            if slot.key == EMPTY || self.distance(slot.key, index) < distance {
+            if resident == EMPTY || self.distance(resident, index) < distance {
                 return None;
             }
             index = (index + 1) & self.mask;
@@ -137,69 +182,117 @@ impl<V: Copy> RawMap<V> {
         }
     }
 
-    pub(crate) fn get(&self, key: usize) -> Option<V> {
-        self.find(key).map(|index| self.slot(index).value)
+    /// The slot holding `key`, if any.
+    pub(crate) fn get_slot(&self, key: usize) -> Option<S> {
+        self.find(key).map(|index| *self.slot(index))
     }
 
-    /// Inserts or replaces; returns the value it replaced.
-    pub(crate) fn insert(&mut self, key: usize, value: V) -> Result<Option<V>, OutOfMemory> {
-        if let Some(index) = self.find(key) {
-            let old = self.slot(index).value;
-            self.slot_mut(index).value = value;
-            return Ok(Some(old));
-        }
-        self.insert_new(key, value)?;
-        Ok(None)
-    }
-
-    /// The value for `key`, inserting `default` first if it is absent.
-    pub(crate) fn get_or_insert(&mut self, key: usize, default: V) -> Result<&mut V, OutOfMemory> {
-        let index = match self.find(key) {
-            Some(index) => index,
-            None => self.insert_new(key, default)?,
-        };
-        Ok(&mut self.slot_mut(index).value)
-    }
-
-    /// Inserts a key known to be absent; returns its slot index.
-    fn insert_new(&mut self, key: usize, value: V) -> Result<usize, OutOfMemory> {
+    /// Inserts `slot` (whose key is not [`EMPTY`]), or replaces the slot
+    /// with its key; returns the slot it replaced.
+    ///
+    /// One probe sequence, which finds the key or the place it belongs:
+    /// Robin Hood's ordering puts a present key before the first resident
+    /// closer to home than the key would be.
+    #[inline]
+    pub(crate) fn insert_slot(&mut self, slot: S) -> Result<Option<S>, OutOfMemory> {
+        let key = slot.key();
         debug_assert!(key != EMPTY);
         if (self.len + 1) * 8 > self.capacity() * 7 {
-            self.grow()?;
+            // Full enough to grow, unless the key is there to replace.
+            if let Some(index) = self.find(key) {
+                return Ok(Some(std::mem::replace(self.slot_mut(index), slot)));
+            }
+            self.resize((self.capacity() * 2).max(Self::MIN_CAPACITY))?;
         }
-        let placed = self.place(Slot { key, value });
-        self.len += 1;
-        Ok(placed)
-    }
-
-    /// Puts an entry whose key is absent into the table (which has room),
-    /// displacing residents closer to home; returns where it landed.
-    fn place(&mut self, entry: Slot<V>) -> usize {
-        let mut carried = entry;
-        let mut index = self.ideal(carried.key);
+        let mut index = self.ideal(key);
         let mut distance = 0;
-        let mut placed = None;
         loop {
             let resident = *self.slot(index);
-            if resident.key == EMPTY {
-                *self.slot_mut(index) = carried;
-                return placed.unwrap_or(index);
+            let resident_key = resident.key();
+            if resident_key == key {
+                *self.slot_mut(index) = slot;
+                return Ok(Some(resident));
             }
-            let resident_distance = self.distance(resident.key, index);
+            if resident_key == EMPTY {
+                *self.slot_mut(index) = slot;
+                self.len += 1;
+                return Ok(None);
+            }
+            let resident_distance = self.distance(resident_key, index);
             if resident_distance < distance {
-                *self.slot_mut(index) = carried;
-                placed.get_or_insert(index);
-                carried = resident;
-                distance = resident_distance;
+                // The key is absent: it takes this slot, and the resident
+                // moves on.
+                *self.slot_mut(index) = slot;
+                self.len += 1;
+                self.place_from(resident, index, resident_distance);
+                return Ok(None);
             }
             index = (index + 1) & self.mask;
             distance += 1;
         }
     }
 
-    pub(crate) fn remove(&mut self, key: usize) -> Option<V> {
+    /// Inserts a slot whose key is known to be absent; returns its index.
+    fn insert_new(&mut self, slot: S) -> Result<usize, OutOfMemory> {
+        debug_assert!(slot.key() != EMPTY);
+        if (self.len + 1) * 8 > self.capacity() * 7 {
+            self.resize((self.capacity() * 2).max(Self::MIN_CAPACITY))?;
+        }
+        let placed = self.place(slot);
+        self.len += 1;
+        Ok(placed)
+    }
+
+    /// Puts an entry whose key is absent into the table (which has room),
+    /// displacing residents closer to home; returns where it landed.
+    fn place(&mut self, entry: S) -> usize {
+        let mut index = self.ideal(entry.key());
+        let mut distance = 0;
+        loop {
+            let resident = *self.slot(index);
+            if resident.key() == EMPTY {
+                *self.slot_mut(index) = entry;
+                return index;
+            }
+            let resident_distance = self.distance(resident.key(), index);
+            if resident_distance < distance {
+                *self.slot_mut(index) = entry;
+                self.place_from(resident, index, resident_distance);
+                return index;
+            }
+            index = (index + 1) & self.mask;
+            distance += 1;
+        }
+    }
+
+    /// Carries `carried`, just displaced from `index` where it sat
+    /// `distance` from home, further along its run: it takes the first
+    /// empty slot or the slot of the first resident closer to home, which
+    /// is carried on in turn.
+    fn place_from(&mut self, mut carried: S, mut index: usize, mut distance: usize) {
+        loop {
+            index = (index + 1) & self.mask;
+            distance += 1;
+            let resident = *self.slot(index);
+            if resident.key() == EMPTY {
+                *self.slot_mut(index) = carried;
+                return;
+            }
+            let resident_distance = self.distance(resident.key(), index);
+            if resident_distance < distance {
+                *self.slot_mut(index) = carried;
+                carried = resident;
+                distance = resident_distance;
+            }
+        }
+    }
+
+    /// Removes and returns the slot holding `key`, if any; halves the
+    /// table when it has become mostly empty.
+    #[inline(always)]
+    pub(crate) fn remove_slot(&mut self, key: usize) -> Option<S> {
         let mut hole = self.find(key)?;
-        let removed = self.slot(hole).value;
+        let removed = *self.slot(hole);
         // Backward-shift deletion: move each following member of the run
         // one slot back, until an empty slot or a member already at home.
         // Every member moves one step closer to home, which keeps Robin
@@ -207,45 +300,57 @@ impl<V: Copy> RawMap<V> {
         loop {
             let next = (hole + 1) & self.mask;
             let slot = *self.slot(next);
-            if slot.key == EMPTY || self.distance(slot.key, next) == 0 {
+            if slot.key() == EMPTY || self.distance(slot.key(), next) == 0 {
                 break;
             }
             *self.slot_mut(hole) = slot;
             hole = next;
         }
-        self.slot_mut(hole).key = EMPTY;
+        self.slot_mut(hole).clear();
         self.len -= 1;
+        if self.len < self.shrink_below {
+            // Without memory for the smaller table the larger one simply
+            // stays.
+            let _ = self.resize(self.capacity() / 2);
+        }
         Some(removed)
     }
 
-    /// Calls `f` for every entry, in no particular order.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &V)) {
+    /// Calls `f` for every occupied slot, in no particular order.
+    pub(crate) fn for_each_slot(&self, mut f: impl FnMut(&S)) {
         for index in 0..self.capacity() {
             let slot = self.slot(index);
-            if slot.key != EMPTY {
-                f(slot.key, &slot.value);
+            if slot.key() != EMPTY {
+                f(slot);
             }
         }
     }
 
-    fn grow(&mut self) -> Result<(), OutOfMemory> {
-        let new_capacity = (self.capacity() * 2).max(MIN_CAPACITY);
-        let layout = Layout::array::<Slot<V>>(new_capacity).map_err(|_| OutOfMemory)?;
+    /// Moves every entry into a new table of `new_capacity` slots (a power
+    /// of two above the entry count) and gives the old one back.
+    fn resize(&mut self, new_capacity: usize) -> Result<(), OutOfMemory> {
+        debug_assert!(new_capacity.is_power_of_two() && new_capacity > self.len);
+        let layout = Layout::array::<S>(new_capacity).map_err(|_| OutOfMemory)?;
         // Zeroed pages: every key is EMPTY.
-        let slots = pages::alloc_zeroed(layout.size()).cast::<Slot<V>>();
+        let slots = pages::alloc_zeroed(layout.size()).cast::<S>();
         if slots.is_null() {
             return Err(OutOfMemory);
         }
         let old = std::mem::replace(
             self,
-            RawMap {
+            SlotMap {
                 slots,
                 mask: new_capacity - 1,
                 len: 0,
+                shrink_below: if new_capacity > Self::MIN_CAPACITY {
+                    new_capacity / 4
+                } else {
+                    0
+                },
             },
         );
-        old.for_each(|key, value| {
-            self.place(Slot { key, value: *value });
+        old.for_each_slot(|slot| {
+            self.place(*slot);
         });
         self.len = old.len;
         drop(old);
@@ -253,14 +358,46 @@ impl<V: Copy> RawMap<V> {
     }
 }
 
-impl<V: Copy> Drop for RawMap<V> {
+impl<V: Copy> RawMap<V> {
+    pub(crate) fn get(&self, key: usize) -> Option<V> {
+        self.get_slot(key).map(|slot| slot.value)
+    }
+
+    /// Inserts or replaces; returns the value it replaced.
+    pub(crate) fn insert(&mut self, key: usize, value: V) -> Result<Option<V>, OutOfMemory> {
+        Ok(self.insert_slot(Pair { key, value })?.map(|old| old.value))
+    }
+
+    /// The value for `key`, inserting `default` first if it is absent.
+    pub(crate) fn get_or_insert(&mut self, key: usize, default: V) -> Result<&mut V, OutOfMemory> {
+        let index = match self.find(key) {
+            Some(index) => index,
+            None => self.insert_new(Pair {
+                key,
+                value: default,
+            })?,
+        };
+        Ok(&mut self.slot_mut(index).value)
+    }
+
+    pub(crate) fn remove(&mut self, key: usize) -> Option<V> {
+        self.remove_slot(key).map(|slot| slot.value)
+    }
+
+    /// Calls `f` for every entry, in no particular order.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &V)) {
+        self.for_each_slot(|slot| f(slot.key, &slot.value));
+    }
+}
+
+impl<S: MapSlot> Drop for SlotMap<S> {
     fn drop(&mut self) {
         if self.slots.is_null() {
             return;
         }
-        if let Ok(layout) = Layout::array::<Slot<V>>(self.capacity()) {
+        if let Ok(layout) = Layout::array::<S>(self.capacity()) {
             // SAFETY: `slots` came from `pages::alloc_zeroed` with exactly
-            // this size in `grow`, and is freed once, here.
+            // this size in `resize`, and is freed once, here.
             unsafe { pages::free(self.slots.cast(), layout.size()) };
         }
     }
@@ -326,5 +463,92 @@ mod tests {
         }
         assert_eq!(map.get(7), Some(3));
         assert_eq!(map.get(8), None);
+    }
+
+    #[test]
+    fn a_table_that_empties_gives_its_memory_back() {
+        let count = if cfg!(miri) { 2_000 } else { 100_000 };
+        let mut map = RawMap::<u64>::new();
+        let key = |i: usize| 0x5555_0000_0000 + i * 32;
+        for i in 0..count {
+            map.insert(key(i), i as u64).unwrap();
+        }
+        let full = map.heap_bytes();
+        // Keep one in a hundred: the table halves on the way down until
+        // its load is back above a quarter.
+        for i in 0..count {
+            if i % 100 != 0 {
+                assert_eq!(map.remove(key(i)), Some(i as u64));
+            }
+        }
+        assert!(
+            map.heap_bytes() * 16 <= full,
+            "{} bytes left of {full}",
+            map.heap_bytes()
+        );
+        for i in 0..count {
+            assert_eq!(map.get(key(i)), (i % 100 == 0).then_some(i as u64));
+        }
+        // Down to nothing: one page remains.
+        for i in (0..count).step_by(100) {
+            map.remove(key(i));
+        }
+        assert_eq!(map.len(), 0);
+        assert_eq!(map.heap_bytes(), pages::PAGE);
+    }
+
+    /// Counts the table's resizes while `step` runs `rounds` times.
+    fn resizes(
+        map: &mut RawMap<u64>,
+        rounds: usize,
+        mut step: impl FnMut(&mut RawMap<u64>, usize),
+    ) -> usize {
+        let mut changes = 0;
+        let mut capacity = map.capacity();
+        for round in 0..rounds {
+            step(map, round);
+            if map.capacity() != capacity {
+                changes += 1;
+                capacity = map.capacity();
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn churn_at_either_boundary_resizes_at_most_once() {
+        let key = |i: usize| 0x7000_0000 + i * 16;
+        let mut map = RawMap::<u64>::new();
+        // Up to the last entry before growing, then one in and one out,
+        // over and over.
+        let mut n = 0;
+        while (map.len() + 1) * 8 <= map.capacity() * 7 || map.capacity() < 1024 {
+            map.insert(key(n), 0).unwrap();
+            n += 1;
+        }
+        let churn = |map: &mut RawMap<u64>, round: usize| {
+            if round % 2 == 0 {
+                map.insert(key(n), 0).unwrap();
+            } else {
+                map.remove(key(n));
+            }
+        };
+        assert!(resizes(&mut map, 1_000, churn) <= 1);
+        // Down to the last entry before halving, then the same.
+        let capacity = map.capacity();
+        let mut i = 0;
+        while map.len() > capacity / 4 {
+            map.remove(key(i));
+            i += 1;
+        }
+        assert_eq!(map.capacity(), capacity);
+        let churn = |map: &mut RawMap<u64>, round: usize| {
+            if round % 2 == 0 {
+                map.remove(key(i));
+            } else {
+                map.insert(key(i), 0).unwrap();
+            }
+        };
+        assert!(resizes(&mut map, 1_000, churn) <= 1);
     }
 }

@@ -6,8 +6,9 @@
 use super::site_id::{SiteId, SITE_BITS};
 
 /// What the tracker knows of one live block. There is one per live
-/// allocation, so it is packed: 16 bytes, 24 with its address in the table
-/// (whose memory is most of the tracker's own).
+/// allocation, so it is packed: 16 bytes. The live table packs it further,
+/// with its address, into 16 bytes in all (`packed_slot.rs`) when its
+/// fields fit, as nearly all do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LiveBlock {
     /// The size in the low 47 bits (no allocation reaches 128 TiB), the
@@ -20,7 +21,8 @@ pub(crate) struct LiveBlock {
     pub(crate) birth: u32,
 }
 
-// The table's memory is one of these (plus an address) per live block.
+// The side map of the live table holds one of these, plus an address,
+// per block that does not fit a packed slot.
 const _: () = assert!(std::mem::size_of::<LiveBlock>() == 16);
 
 /// The size word's layout, which the live table's packed slot

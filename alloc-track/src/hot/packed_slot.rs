@@ -40,6 +40,8 @@ const KEY_BITS: u32 = 45;
 const SIZE_BITS: u32 = 64 - KEY_BITS;
 const BIRTH_BITS: u32 = 24;
 const SCOPE_BITS: u32 = 10;
+/// Scope ids below this pack; `live.rs` checks that every id is.
+pub(crate) const SCOPE_LIMIT: usize = 1 << SCOPE_BITS;
 /// The record's size word above its size: the sampled flag, then the
 /// scope.
 const FLAGS_SHIFT: u32 = BIRTH_BITS;
@@ -54,8 +56,6 @@ const ASIDE_BIT: u64 = 1 << 63;
 const _: () = assert!(SITE_TAG_SHIFT + SITE_TAG_BITS == 63);
 const _: () = assert!(live_block::SCOPE_SHIFT == live_block::SIZE_BITS + 1);
 const _: () = assert!(std::mem::size_of::<PackedSlot>() == 16);
-// Every scope id fits (the last one collects the overflow).
-const _: () = assert!(super::scopes::MAX_SCOPES <= 1 << SCOPE_BITS);
 
 const fn mask(bits: u32) -> u64 {
     (1 << bits) - 1
@@ -93,7 +93,8 @@ impl PackedSlot {
             return None;
         }
         Some(PackedSlot {
-            low: key as u64 | (size_word & mask(SIZE_BITS)) << KEY_BITS,
+            // The shift drops the size word's bits above the size's.
+            low: key as u64 | size_word << KEY_BITS,
             high: u64::from(birth)
                 | (size_word >> live_block::SIZE_BITS) << FLAGS_SHIFT
                 | u64::from(site_and_tag) << SITE_TAG_SHIFT,

@@ -74,6 +74,9 @@ pub(crate) struct SlotMap<S: MapSlot> {
     /// Capacity minus one; capacity is a power of two (or 0).
     mask: usize,
     len: usize,
+    /// The table doubles before an insert when `len` has reached this:
+    /// 7/8 of the capacity (0 before the first table).
+    grow_at: usize,
     /// The table halves when `len` falls below this: a quarter of the
     /// capacity, 0 at the smallest capacity.
     shrink_below: usize,
@@ -96,6 +99,7 @@ impl<S: MapSlot> SlotMap<S> {
             slots: ptr::null_mut(),
             mask: 0,
             len: 0,
+            grow_at: 0,
             shrink_below: 0,
         }
     }
@@ -193,11 +197,11 @@ impl<S: MapSlot> SlotMap<S> {
     /// One probe sequence, which finds the key or the place it belongs:
     /// Robin Hood's ordering puts a present key before the first resident
     /// closer to home than the key would be.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert_slot(&mut self, slot: S) -> Result<Option<S>, OutOfMemory> {
         let key = slot.key();
         debug_assert!(key != EMPTY);
-        if (self.len + 1) * 8 > self.capacity() * 7 {
+        if self.len >= self.grow_at {
             // Full enough to grow, unless the key is there to replace.
             if let Some(index) = self.find(key) {
                 return Ok(Some(std::mem::replace(self.slot_mut(index), slot)));
@@ -235,7 +239,7 @@ impl<S: MapSlot> SlotMap<S> {
     /// Inserts a slot whose key is known to be absent; returns its index.
     fn insert_new(&mut self, slot: S) -> Result<usize, OutOfMemory> {
         debug_assert!(slot.key() != EMPTY);
-        if (self.len + 1) * 8 > self.capacity() * 7 {
+        if self.len >= self.grow_at {
             self.resize((self.capacity() * 2).max(Self::MIN_CAPACITY))?;
         }
         let placed = self.place(slot);
@@ -342,6 +346,7 @@ impl<S: MapSlot> SlotMap<S> {
                 slots,
                 mask: new_capacity - 1,
                 len: 0,
+                grow_at: new_capacity / 8 * 7,
                 shrink_below: if new_capacity > Self::MIN_CAPACITY {
                     new_capacity / 4
                 } else {

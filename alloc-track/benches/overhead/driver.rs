@@ -244,6 +244,8 @@ pub struct Bookkeeping {
     pub bytes: u64,
     pub live_blocks: u64,
     pub live_bytes: u64,
+    /// The heap's peak over the run (older children did not say).
+    pub peak_bytes: Option<u64>,
 }
 
 /// One cell of the table: a (workload, threads) row and a configuration.
@@ -437,6 +439,7 @@ pub fn parse_child_output(output: &str) -> Result<Measurement, String> {
             bytes,
             live_blocks,
             live_bytes,
+            peak_bytes: number("peak_bytes")?,
         }),
         _ => None,
     };

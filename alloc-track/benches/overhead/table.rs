@@ -93,8 +93,10 @@ fn ratios(out: &mut String, rows: &[(Workload, usize)], results: &Results, optio
         header.push_str(&format!(" {} |", config.name));
         rule.push_str("---:|");
     }
-    header.push_str(" full: bookkeeping per live block | full: bookkeeping / live heap |");
-    rule.push_str("---:|---:|");
+    header.push_str(
+        " full: bookkeeping per live block | full: bookkeeping / live heap | full: bookkeeping / peak heap |",
+    );
+    rule.push_str("---:|---:|---:|");
     let _ = writeln!(out, "{header}\n{rule}");
 
     let empty = Vec::new();
@@ -169,11 +171,20 @@ fn ratios(out: &mut String, rows: &[(Workload, usize)], results: &Results, optio
                 .map(|b| b.bytes as f64 / b.live_bytes.max(1) as f64)
                 .collect(),
         );
-        match (per_block, per_heap) {
-            (Some(per_block), Some(per_heap)) => {
-                line.push_str(&format!(" {per_block:.0} B | {per_heap:.2}x |"))
-            }
-            _ => line.push_str(" | |"),
+        let per_peak = median(
+            books
+                .iter()
+                .filter_map(|b| Some(b.bytes as f64 / b.peak_bytes?.max(1) as f64))
+                .collect(),
+        );
+        let ratio = |r: Option<f64>| r.map_or(String::new(), |r| format!("{r:.2}x"));
+        match per_block {
+            Some(per_block) => line.push_str(&format!(
+                " {per_block:.0} B | {} | {} |",
+                ratio(per_heap),
+                ratio(per_peak)
+            )),
+            None => line.push_str(" | | |"),
         }
         let _ = writeln!(out, "{line}");
     }

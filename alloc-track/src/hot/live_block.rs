@@ -6,8 +6,9 @@
 use super::site_id::{SiteId, SITE_BITS};
 
 /// What the tracker knows of one live block. There is one per live
-/// allocation, so it is packed: 16 bytes, 24 with its address in the table
-/// (whose memory is most of the tracker's own).
+/// allocation, so it is packed: 16 bytes. The live table packs it further,
+/// with its address, into 16 bytes in all (`packed_slot.rs`) when its
+/// fields fit, as nearly all do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LiveBlock {
     /// The size in the low 47 bits (no allocation reaches 128 TiB), the
@@ -20,12 +21,15 @@ pub(crate) struct LiveBlock {
     pub(crate) birth: u32,
 }
 
-// The table's memory is one of these (plus an address) per live block.
+// The side map of the live table holds one of these, plus an address,
+// per block that does not fit a packed slot.
 const _: () = assert!(std::mem::size_of::<LiveBlock>() == 16);
 
-const SIZE_BITS: u32 = 47;
+/// The size word's layout, which the live table's packed slot
+/// (`packed_slot.rs`) copies bit ranges of.
+pub(crate) const SIZE_BITS: u32 = 47;
 const SAMPLED_BIT: u64 = 1 << SIZE_BITS;
-const SCOPE_SHIFT: u32 = 48;
+pub(crate) const SCOPE_SHIFT: u32 = 48;
 /// Measure tags run from 1 to `MAX_TAG`.
 pub(crate) const MAX_TAG: u32 = (1 << (32 - SITE_BITS)) - 1;
 
@@ -45,6 +49,23 @@ impl LiveBlock {
                 | if sampled { SAMPLED_BIT } else { 0 }
                 | (u64::from(scope) << SCOPE_SHIFT),
             site_and_tag: (site & ((1 << SITE_BITS) - 1)) | ((tag & MAX_TAG) << SITE_BITS),
+            birth,
+        }
+    }
+
+    /// The three words as stored: the size word, the site and tag, the
+    /// birth; for the packed slot, which moves them as bit ranges.
+    #[inline]
+    pub(crate) fn to_raw(self) -> (u64, u32, u32) {
+        (self.size_word, self.site_and_tag, self.birth)
+    }
+
+    /// A record from words [`to_raw`](Self::to_raw) gave.
+    #[inline]
+    pub(crate) fn from_raw(size_word: u64, site_and_tag: u32, birth: u32) -> Self {
+        LiveBlock {
+            size_word,
+            site_and_tag,
             birth,
         }
     }

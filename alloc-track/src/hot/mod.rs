@@ -29,8 +29,9 @@
 //!    thread's open `measure` calls. `config`: the mode and limits.
 //! 5. Building blocks. `raw_map`: an open-addressing map in mapped pages.
 //!    `pages`: memory straight from the kernel. `spin`: a spin lock.
-//!    `filter`: which addresses may be recorded. `live_block`: the packed
-//!    record of one live block. `site_id`: site ids and the few with a
+//!    `filter`: which addresses may be recorded. `packed_slot`: a live
+//!    block and its address in the live table's 16-byte slot.
+//!    `live_block`: the packed record of one live block. `site_id`: site ids and the few with a
 //!    fixed meaning.
 
 // One group per layer, top to bottom.
@@ -54,6 +55,7 @@ mod thread_totals;
 
 mod filter;
 mod live_block;
+mod packed_slot;
 mod pages;
 mod raw_map;
 mod site_id;

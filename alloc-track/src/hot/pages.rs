@@ -13,7 +13,7 @@ use std::ptr;
 
 /// The granularity of the kernel's mappings, assumed for rounding. A
 /// larger real page size only means the kernel rounds further.
-const PAGE: usize = 4096;
+pub(crate) const PAGE: usize = 4096;
 
 /// Rounds `bytes` up to whole pages.
 pub(crate) fn round_up(bytes: usize) -> usize {

@@ -11,6 +11,18 @@
 //! and its size is most of the tracker's memory. Growing returns an
 //! error instead of aborting when the kernel is out of memory: the caller
 //! then leaves the allocation unrecorded and counts it as such.
+//!
+//! The map is generic over its slot ([`MapSlot`]): [`RawMap`] stores a key
+//! beside a value, and the live table stores a slot that packs both into
+//! 16 bytes (`packed_slot.rs`).
+//!
+//! A table whose entries fall below a quarter of its capacity halves, so
+//! that a table which once held many more entries gives the memory back.
+//! The quarter sits well below the 7/8 that makes it grow, and each resize
+//! leaves the load near the middle (a halving at < 1/4 leaves < 1/2, a
+//! doubling at 7/8 leaves 7/16): a resize costs one pass over the table,
+//! and the next one needs a number of inserts or removes proportional to
+//! the table's size, so churn around either boundary stays O(1) amortised.
 
 use std::alloc::Layout;
 
@@ -18,86 +30,77 @@ use super::pages;
 use std::ptr;
 
 /// The key that marks an empty slot; callers never insert it.
-const EMPTY: usize = 0;
-/// A page's worth of slots: the memory comes in whole pages anyway.
-const MIN_CAPACITY: usize = 128;
-
-/// The multiplier of the key mix (MurmurHash3's 64-bit finaliser) and its
-/// inverse modulo 2^64.
-const MIX: u64 = 0xff51_afd7_ed55_8ccd;
-const MIX_INVERSE: u64 = modular_inverse(MIX);
-const _: () = assert!(MIX.wrapping_mul(MIX_INVERSE) == 1);
-
-/// The inverse of an odd number modulo 2^64 (Newton's iteration: each
-/// step doubles the bits that are right, from 3).
-const fn modular_inverse(odd: u64) -> u64 {
-    let mut inverse = odd;
-    let mut step = 0;
-    while step < 5 {
-        inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
-        step += 1;
-    }
-    inverse
-}
-
-/// The code a key is stored as: a mix of all its bits (addresses share
-/// their low and high bits) that is a bijection, so that two keys never
-/// share a code, the key comes back by [`decode`], and 0 stays 0 (`EMPTY`).
-/// Storing the code rather than the key gives each resident's home slot
-/// (its low bits) without hashing it again at every probe step.
-#[inline]
-fn encode(key: usize) -> usize {
-    let mut h = key as u64;
-    h ^= h >> 33;
-    h = h.wrapping_mul(MIX);
-    h ^= h >> 33;
-    h as usize
-}
-
-/// The key of a stored code: [`encode`]'s steps undone in reverse order
-/// (a shift-xor by 33 or more bits is its own inverse).
-fn decode(code: usize) -> usize {
-    let mut h = code as u64;
-    h ^= h >> 33;
-    h = h.wrapping_mul(MIX_INVERSE);
-    h ^= h >> 33;
-    h as usize
-}
-
-// Codes are mixed in 64 bits: keys must fit them unchanged.
-const _: () = assert!(std::mem::size_of::<usize>() == 8);
+pub(crate) const EMPTY: usize = 0;
 
 /// The kernel could not provide memory for the table to grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OutOfMemory;
 
+/// A slot of the map: plain data whose all-zero bytes are an empty slot.
+pub(crate) trait MapSlot: Copy {
+    /// The slot's key; [`EMPTY`] when the slot is empty.
+    fn key(&self) -> usize;
+    /// Makes the slot empty (its other bytes are then never read).
+    fn clear(&mut self);
+}
+
+/// A key beside its value: the slot of [`RawMap`].
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct Slot<V> {
-    /// The key's code ([`encode`]), `EMPTY` in a free slot.
+pub(crate) struct Pair<V> {
     key: usize,
     value: V,
 }
 
+impl<V: Copy> MapSlot for Pair<V> {
+    #[inline]
+    fn key(&self) -> usize {
+        self.key
+    }
+
+    #[inline]
+    fn clear(&mut self) {
+        self.key = EMPTY;
+    }
+}
+
 /// A map whose values are plain data (integers): a slot with key 0 is empty,
 /// and its value bytes, zeroed, are never read.
-pub(crate) struct RawMap<V: Copy> {
-    slots: *mut Slot<V>,
+pub(crate) type RawMap<V> = SlotMap<Pair<V>>;
+
+/// The map over any slot type; see the module's documentation.
+pub(crate) struct SlotMap<S: MapSlot> {
+    slots: *mut S,
     /// Capacity minus one; capacity is a power of two (or 0).
     mask: usize,
     len: usize,
+    /// The table doubles before an insert when `len` has reached this:
+    /// 7/8 of the capacity (0 before the first table).
+    grow_at: usize,
+    /// The table halves when `len` falls below this: a quarter of the
+    /// capacity, 0 at the smallest capacity.
+    shrink_below: usize,
 }
 
 // SAFETY: the map owns its slot array exclusively; moving it to another
 // thread moves that ownership.
-unsafe impl<V: Copy + Send> Send for RawMap<V> {}
+unsafe impl<S: MapSlot + Send> Send for SlotMap<S> {}
 
-impl<V: Copy> RawMap<V> {
+impl<S: MapSlot> SlotMap<S> {
+    /// The smallest table: the most slots that fit one page (a power of
+    /// two), as the memory comes in whole pages anyway.
+    const MIN_CAPACITY: usize = {
+        let fit = pages::PAGE / std::mem::size_of::<S>();
+        1 << (usize::BITS - 1 - fit.leading_zeros())
+    };
+
     pub(crate) const fn new() -> Self {
-        RawMap {
+        SlotMap {
             slots: ptr::null_mut(),
             mask: 0,
             len: 0,
+            grow_at: 0,
+            shrink_below: 0,
         }
     }
 
@@ -109,12 +112,12 @@ impl<V: Copy> RawMap<V> {
     /// insert.
     pub(crate) fn allocate(&mut self) -> Result<(), OutOfMemory> {
         if self.slots.is_null() {
-            self.grow()?;
+            self.resize(Self::MIN_CAPACITY)?;
         }
         Ok(())
     }
 
-    fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         if self.slots.is_null() {
             0
         } else {
@@ -128,50 +131,54 @@ impl<V: Copy> RawMap<V> {
         if self.slots.is_null() {
             0
         } else {
-            pages::round_up(self.capacity() * std::mem::size_of::<Slot<V>>())
+            pages::round_up(self.capacity() * std::mem::size_of::<S>())
         }
     }
 
-    /// A resident's home slot: its stored code's low bits.
+    /// Mixes all bits of the key into the low bits used for the index
+    /// (addresses share their low and high bits, so they need mixing).
     #[inline]
-    fn ideal(&self, code: usize) -> usize {
-        code & self.mask
+    fn ideal(&self, key: usize) -> usize {
+        let mut h = key as u64;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        (h as usize) & self.mask
     }
 
     #[inline]
-    fn slot(&self, index: usize) -> &Slot<V> {
+    fn slot(&self, index: usize) -> &S {
         // SAFETY: callers pass `index & self.mask` on a non-null table, and
         // the table holds `mask + 1` initialised slots.
         unsafe { &*self.slots.add(index) }
     }
 
     #[inline]
-    fn slot_mut(&mut self, index: usize) -> &mut Slot<V> {
+    fn slot_mut(&mut self, index: usize) -> &mut S {
         // SAFETY: as in `slot`; `&mut self` makes the access unique.
         unsafe { &mut *self.slots.add(index) }
     }
 
     /// How far the entry at `index` sits from its ideal slot.
     #[inline]
-    fn distance(&self, code: usize, index: usize) -> usize {
-        index.wrapping_sub(code) & self.mask
+    fn distance(&self, key: usize, index: usize) -> usize {
+        index.wrapping_sub(self.ideal(key)) & self.mask
     }
 
-    /// Where the entry with this code sits, if present.
-    fn find(&self, code: usize) -> Option<usize> {
-        if self.slots.is_null() || code == EMPTY {
+    fn find(&self, key: usize) -> Option<usize> {
+        if self.slots.is_null() || key == EMPTY {
             return None;
         }
-        let mut index = self.ideal(code);
+        let mut index = self.ideal(key);
         let mut distance = 0;
         loop {
-            let slot = self.slot(index);
-            if slot.key == code {
+            let resident = self.slot(index).key();
+            if resident == key {
                 return Some(index);
             }
             // Robin Hood's invariant: had the key been inserted, it would
             // have displaced this resident, which is closer to home.
-            if slot.key == EMPTY || self.distance(slot.key, index) < distance {
+            if resident == EMPTY || self.distance(resident, index) < distance {
                 return None;
             }
             index = (index + 1) & self.mask;
@@ -179,48 +186,49 @@ impl<V: Copy> RawMap<V> {
         }
     }
 
-    pub(crate) fn get(&self, key: usize) -> Option<V> {
-        self.find(encode(key)).map(|index| self.slot(index).value)
+    /// The slot holding `key`, if any.
+    pub(crate) fn get_slot(&self, key: usize) -> Option<S> {
+        self.find(key).map(|index| *self.slot(index))
     }
 
-    /// Inserts or replaces; returns the value it replaced. One pass over
-    /// the probe sequence: the key, if present, sits before the slot where
-    /// Robin Hood would place it.
-    pub(crate) fn insert(&mut self, key: usize, value: V) -> Result<Option<V>, OutOfMemory> {
-        let code = encode(key);
-        debug_assert!(code != EMPTY);
-        if (self.len + 1) * 8 > self.capacity() * 7 {
-            // Replacing needs no room: only grow for a new key.
-            if let Some(index) = self.find(code) {
-                return Ok(Some(std::mem::replace(
-                    &mut self.slot_mut(index).value,
-                    value,
-                )));
+    /// Inserts `slot` (whose key is not [`EMPTY`]), or replaces the slot
+    /// with its key; returns the slot it replaced.
+    ///
+    /// One probe sequence, which finds the key or the place it belongs:
+    /// Robin Hood's ordering puts a present key before the first resident
+    /// closer to home than the key would be.
+    #[inline(always)]
+    pub(crate) fn insert_slot(&mut self, slot: S) -> Result<Option<S>, OutOfMemory> {
+        let key = slot.key();
+        debug_assert!(key != EMPTY);
+        if self.len >= self.grow_at {
+            // Full enough to grow, unless the key is there to replace.
+            if let Some(index) = self.find(key) {
+                return Ok(Some(std::mem::replace(self.slot_mut(index), slot)));
             }
-            self.grow()?;
+            self.resize((self.capacity() * 2).max(Self::MIN_CAPACITY))?;
         }
-        let mut index = self.ideal(code);
+        let mut index = self.ideal(key);
         let mut distance = 0;
         loop {
             let resident = *self.slot(index);
-            if resident.key == code {
-                return Ok(Some(std::mem::replace(
-                    &mut self.slot_mut(index).value,
-                    value,
-                )));
+            let resident_key = resident.key();
+            if resident_key == key {
+                *self.slot_mut(index) = slot;
+                return Ok(Some(resident));
             }
-            if resident.key == EMPTY {
-                *self.slot_mut(index) = Slot { key: code, value };
+            if resident_key == EMPTY {
+                *self.slot_mut(index) = slot;
                 self.len += 1;
                 return Ok(None);
             }
-            let resident_distance = self.distance(resident.key, index);
+            let resident_distance = self.distance(resident_key, index);
             if resident_distance < distance {
                 // The key is absent: it takes this slot, and the resident
                 // moves on.
-                *self.slot_mut(index) = Slot { key: code, value };
-                self.place_from(resident, (index + 1) & self.mask, resident_distance + 1);
+                *self.slot_mut(index) = slot;
                 self.len += 1;
+                self.place_from(resident, index, resident_distance);
                 return Ok(None);
             }
             index = (index + 1) & self.mask;
@@ -228,58 +236,67 @@ impl<V: Copy> RawMap<V> {
         }
     }
 
-    /// The value for `key`, inserting `default` first if it is absent.
-    pub(crate) fn get_or_insert(&mut self, key: usize, default: V) -> Result<&mut V, OutOfMemory> {
-        let code = encode(key);
-        let index = match self.find(code) {
-            Some(index) => index,
-            None => {
-                if (self.len + 1) * 8 > self.capacity() * 7 {
-                    self.grow()?;
-                }
-                self.len += 1;
-                self.place(Slot {
-                    key: code,
-                    value: default,
-                })
-            }
-        };
-        Ok(&mut self.slot_mut(index).value)
+    /// Inserts a slot whose key is known to be absent; returns its index.
+    fn insert_new(&mut self, slot: S) -> Result<usize, OutOfMemory> {
+        debug_assert!(slot.key() != EMPTY);
+        if self.len >= self.grow_at {
+            self.resize((self.capacity() * 2).max(Self::MIN_CAPACITY))?;
+        }
+        let placed = self.place(slot);
+        self.len += 1;
+        Ok(placed)
     }
 
     /// Puts an entry whose key is absent into the table (which has room),
     /// displacing residents closer to home; returns where it landed.
-    fn place(&mut self, entry: Slot<V>) -> usize {
-        let index = self.ideal(entry.key);
-        self.place_from(entry, index, 0)
-    }
-
-    /// [`place`](Self::place), starting `distance` slots from the entry's
-    /// home, at `index`.
-    fn place_from(&mut self, entry: Slot<V>, mut index: usize, mut distance: usize) -> usize {
-        let mut carried = entry;
-        let mut placed = None;
+    fn place(&mut self, entry: S) -> usize {
+        let mut index = self.ideal(entry.key());
+        let mut distance = 0;
         loop {
             let resident = *self.slot(index);
-            if resident.key == EMPTY {
-                *self.slot_mut(index) = carried;
-                return placed.unwrap_or(index);
+            if resident.key() == EMPTY {
+                *self.slot_mut(index) = entry;
+                return index;
             }
-            let resident_distance = self.distance(resident.key, index);
+            let resident_distance = self.distance(resident.key(), index);
             if resident_distance < distance {
-                *self.slot_mut(index) = carried;
-                placed.get_or_insert(index);
-                carried = resident;
-                distance = resident_distance;
+                *self.slot_mut(index) = entry;
+                self.place_from(resident, index, resident_distance);
+                return index;
             }
             index = (index + 1) & self.mask;
             distance += 1;
         }
     }
 
-    pub(crate) fn remove(&mut self, key: usize) -> Option<V> {
-        let mut hole = self.find(encode(key))?;
-        let removed = self.slot(hole).value;
+    /// Carries `carried`, just displaced from `index` where it sat
+    /// `distance` from home, further along its run: it takes the first
+    /// empty slot or the slot of the first resident closer to home, which
+    /// is carried on in turn.
+    fn place_from(&mut self, mut carried: S, mut index: usize, mut distance: usize) {
+        loop {
+            index = (index + 1) & self.mask;
+            distance += 1;
+            let resident = *self.slot(index);
+            if resident.key() == EMPTY {
+                *self.slot_mut(index) = carried;
+                return;
+            }
+            let resident_distance = self.distance(resident.key(), index);
+            if resident_distance < distance {
+                *self.slot_mut(index) = carried;
+                carried = resident;
+                distance = resident_distance;
+            }
+        }
+    }
+
+    /// Removes and returns the slot holding `key`, if any; halves the
+    /// table when it has become mostly empty.
+    #[inline(always)]
+    pub(crate) fn remove_slot(&mut self, key: usize) -> Option<S> {
+        let mut hole = self.find(key)?;
+        let removed = *self.slot(hole);
         // Backward-shift deletion: move each following member of the run
         // one slot back, until an empty slot or a member already at home.
         // Every member moves one step closer to home, which keeps Robin
@@ -287,45 +304,54 @@ impl<V: Copy> RawMap<V> {
         loop {
             let next = (hole + 1) & self.mask;
             let slot = *self.slot(next);
-            if slot.key == EMPTY || self.distance(slot.key, next) == 0 {
+            if slot.key() == EMPTY || self.distance(slot.key(), next) == 0 {
                 break;
             }
             *self.slot_mut(hole) = slot;
             hole = next;
         }
-        self.slot_mut(hole).key = EMPTY;
+        self.slot_mut(hole).clear();
         self.len -= 1;
+        if self.len < self.shrink_below {
+            // Without memory for the smaller table the larger one simply
+            // stays.
+            let _ = self.resize(self.capacity() / 2);
+        }
         Some(removed)
     }
 
-    /// Calls `f` for every entry, in no particular order.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &V)) {
-        self.for_each_slot(|slot| f(decode(slot.key), &slot.value));
-    }
-
-    fn for_each_slot(&self, mut f: impl FnMut(&Slot<V>)) {
+    /// Calls `f` for every occupied slot, in no particular order.
+    pub(crate) fn for_each_slot(&self, mut f: impl FnMut(&S)) {
         for index in 0..self.capacity() {
             let slot = self.slot(index);
-            if slot.key != EMPTY {
+            if slot.key() != EMPTY {
                 f(slot);
             }
         }
     }
 
-    fn grow(&mut self) -> Result<(), OutOfMemory> {
-        let new_capacity = (self.capacity() * 2).max(MIN_CAPACITY);
-        let layout = Layout::array::<Slot<V>>(new_capacity).map_err(|_| OutOfMemory)?;
+    /// Moves every entry into a new table of `new_capacity` slots (a power
+    /// of two above the entry count) and gives the old one back.
+    fn resize(&mut self, new_capacity: usize) -> Result<(), OutOfMemory> {
+        debug_assert!(new_capacity.is_power_of_two() && new_capacity > self.len);
+        let layout = Layout::array::<S>(new_capacity).map_err(|_| OutOfMemory)?;
         // Zeroed pages: every key is EMPTY.
-        let slots = pages::alloc_zeroed(layout.size()).cast::<Slot<V>>();
+        let slots = pages::alloc_zeroed(layout.size()).cast::<S>();
         if slots.is_null() {
             return Err(OutOfMemory);
         }
         let old = std::mem::replace(
             self,
-            RawMap {
+            SlotMap {
                 slots,
                 mask: new_capacity - 1,
                 len: 0,
+                grow_at: new_capacity / 8 * 7,
+                shrink_below: if new_capacity > Self::MIN_CAPACITY {
+                    new_capacity / 4
+                } else {
+                    0
+                },
             },
         );
         old.for_each_slot(|slot| {
@@ -337,14 +363,46 @@ impl<V: Copy> RawMap<V> {
     }
 }
 
-impl<V: Copy> Drop for RawMap<V> {
+impl<V: Copy> RawMap<V> {
+    pub(crate) fn get(&self, key: usize) -> Option<V> {
+        self.get_slot(key).map(|slot| slot.value)
+    }
+
+    /// Inserts or replaces; returns the value it replaced.
+    pub(crate) fn insert(&mut self, key: usize, value: V) -> Result<Option<V>, OutOfMemory> {
+        Ok(self.insert_slot(Pair { key, value })?.map(|old| old.value))
+    }
+
+    /// The value for `key`, inserting `default` first if it is absent.
+    pub(crate) fn get_or_insert(&mut self, key: usize, default: V) -> Result<&mut V, OutOfMemory> {
+        let index = match self.find(key) {
+            Some(index) => index,
+            None => self.insert_new(Pair {
+                key,
+                value: default,
+            })?,
+        };
+        Ok(&mut self.slot_mut(index).value)
+    }
+
+    pub(crate) fn remove(&mut self, key: usize) -> Option<V> {
+        self.remove_slot(key).map(|slot| slot.value)
+    }
+
+    /// Calls `f` for every entry, in no particular order.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &V)) {
+        self.for_each_slot(|slot| f(slot.key, &slot.value));
+    }
+}
+
+impl<S: MapSlot> Drop for SlotMap<S> {
     fn drop(&mut self) {
         if self.slots.is_null() {
             return;
         }
-        if let Ok(layout) = Layout::array::<Slot<V>>(self.capacity()) {
+        if let Ok(layout) = Layout::array::<S>(self.capacity()) {
             // SAFETY: `slots` came from `pages::alloc_zeroed` with exactly
-            // this size in `grow`, and is freed once, here.
+            // this size in `resize`, and is freed once, here.
             unsafe { pages::free(self.slots.cast(), layout.size()) };
         }
     }
@@ -403,22 +461,6 @@ mod tests {
     }
 
     #[test]
-    fn codes_round_trip_and_keep_empty_empty() {
-        assert_eq!(encode(EMPTY), EMPTY);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for key in [1, 16, usize::MAX, 1 << 47, (1 << 63) + 8] {
-            assert_eq!(decode(encode(key)), key);
-            assert_ne!(encode(key), EMPTY);
-        }
-        for _ in 0..if cfg!(miri) { 100 } else { 100_000 } {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            assert_eq!(decode(encode(state as usize)), state as usize);
-        }
-    }
-
-    #[test]
     fn get_or_insert_counts_in_place() {
         let mut map = RawMap::<u32>::new();
         for _ in 0..3 {
@@ -426,5 +468,92 @@ mod tests {
         }
         assert_eq!(map.get(7), Some(3));
         assert_eq!(map.get(8), None);
+    }
+
+    #[test]
+    fn a_table_that_empties_gives_its_memory_back() {
+        let count = if cfg!(miri) { 2_000 } else { 100_000 };
+        let mut map = RawMap::<u64>::new();
+        let key = |i: usize| 0x5555_0000_0000 + i * 32;
+        for i in 0..count {
+            map.insert(key(i), i as u64).unwrap();
+        }
+        let full = map.heap_bytes();
+        // Keep one in a hundred: the table halves on the way down until
+        // its load is back above a quarter.
+        for i in 0..count {
+            if i % 100 != 0 {
+                assert_eq!(map.remove(key(i)), Some(i as u64));
+            }
+        }
+        assert!(
+            map.heap_bytes() * 16 <= full,
+            "{} bytes left of {full}",
+            map.heap_bytes()
+        );
+        for i in 0..count {
+            assert_eq!(map.get(key(i)), (i % 100 == 0).then_some(i as u64));
+        }
+        // Down to nothing: one page remains.
+        for i in (0..count).step_by(100) {
+            map.remove(key(i));
+        }
+        assert_eq!(map.len(), 0);
+        assert_eq!(map.heap_bytes(), pages::PAGE);
+    }
+
+    /// Counts the table's resizes while `step` runs `rounds` times.
+    fn resizes(
+        map: &mut RawMap<u64>,
+        rounds: usize,
+        mut step: impl FnMut(&mut RawMap<u64>, usize),
+    ) -> usize {
+        let mut changes = 0;
+        let mut capacity = map.capacity();
+        for round in 0..rounds {
+            step(map, round);
+            if map.capacity() != capacity {
+                changes += 1;
+                capacity = map.capacity();
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn churn_at_either_boundary_resizes_at_most_once() {
+        let key = |i: usize| 0x7000_0000 + i * 16;
+        let mut map = RawMap::<u64>::new();
+        // Up to the last entry before growing, then one in and one out,
+        // over and over.
+        let mut n = 0;
+        while (map.len() + 1) * 8 <= map.capacity() * 7 || map.capacity() < 1024 {
+            map.insert(key(n), 0).unwrap();
+            n += 1;
+        }
+        let churn = |map: &mut RawMap<u64>, round: usize| {
+            if round % 2 == 0 {
+                map.insert(key(n), 0).unwrap();
+            } else {
+                map.remove(key(n));
+            }
+        };
+        assert!(resizes(&mut map, 1_000, churn) <= 1);
+        // Down to the last entry before halving, then the same.
+        let capacity = map.capacity();
+        let mut i = 0;
+        while map.len() > capacity / 4 {
+            map.remove(key(i));
+            i += 1;
+        }
+        assert_eq!(map.capacity(), capacity);
+        let churn = |map: &mut RawMap<u64>, round: usize| {
+            if round % 2 == 0 {
+                map.remove(key(i));
+            } else {
+                map.insert(key(i), 0).unwrap();
+            }
+        };
+        assert!(resizes(&mut map, 1_000, churn) <= 1);
     }
 }

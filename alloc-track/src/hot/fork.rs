@@ -104,6 +104,9 @@ extern "C" fn child() {
     // SAFETY: the child has only the forking thread, which took every lock
     // in `prepare`; the copies are held by it and by no one else.
     unsafe { unlock_all() }
+    // The blocks the other threads held back from the live table are the
+    // child's too; their slots' owners are not.
+    live::adopt_held_after_fork();
 }
 
 /// Runs `register` before `main` (and before any other thread exists), so

@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::held_block;
 use super::live_block::LiveBlock;
 use super::packed_slot::{self, PackedSlot};
 use super::raw_map::{OutOfMemory, RawMap, SlotMap};
@@ -161,15 +162,110 @@ pub(crate) fn insert(address: usize, block: LiveBlock) -> Result<Option<LiveBloc
     shard(address).lock().insert(address, block)
 }
 
-/// Removes and returns the block at `address`, if it was tracked.
+/// Records the thread's newest block in full mode: held back in the
+/// thread's slot (`held_block.rs`), while the block it held before moves
+/// into the table. Returns a stale record the table had at the address
+/// moved in, with that address (the caller counts it freed). Without a
+/// slot, or without memory to move the older block, the new block goes
+/// straight into the table, as [`insert`].
 #[inline(always)]
-pub(crate) fn remove(address: usize) -> Option<LiveBlock> {
-    shard(address).lock().remove(address)
+pub(crate) fn hold(
+    address: usize,
+    block: LiveBlock,
+) -> Result<Option<(usize, LiveBlock)>, OutOfMemory> {
+    let Some(slot) = held_block::own() else {
+        return insert_at(address, block);
+    };
+    let mut stale = None;
+    let held = slot.held();
+    if held != 0 {
+        let mut shard = shard(held).lock();
+        // Under the lock a free on another thread cannot take it midway;
+        // it may have taken it already.
+        if slot.held() == held {
+            match shard.insert(held, slot.block()) {
+                Ok(replaced) => {
+                    stale = replaced.map(|block| (held, block));
+                    slot.clear();
+                }
+                // The older block stays held; the new one goes in instead.
+                Err(_) => {
+                    drop(shard);
+                    return insert_at(address, block);
+                }
+            }
+        }
+    }
+    slot.hold(address, block);
+    Ok(stale)
+}
+
+/// [`insert`], returning a stale record with its address.
+fn insert_at(address: usize, block: LiveBlock) -> Result<Option<(usize, LiveBlock)>, OutOfMemory> {
+    insert(address, block).map(|stale| stale.map(|block| (address, block)))
+}
+
+/// Removes and returns the block at `address`, if it was tracked: this
+/// thread's held block without a lock, else from the table, else (not for
+/// the tracker's own frees, `search_threads` false) another thread's held
+/// block.
+#[inline(always)]
+pub(crate) fn remove(address: usize, search_threads: bool) -> Option<LiveBlock> {
+    if let Some(block) = held_block::own_if_claimed().and_then(|slot| slot.take(address)) {
+        return Some(block);
+    }
+    let mut shard = shard(address).lock();
+    if let Some(block) = shard.remove(address) {
+        return Some(block);
+    }
+    if !search_threads || !held_block::any_ever_held() {
+        return None;
+    }
+    held_block::holder_of(address).and_then(|slot| slot.take(address))
 }
 
 /// The block at `address`, if it is tracked and live.
 pub(crate) fn get(address: usize) -> Option<LiveBlock> {
-    shard(address).lock().get(address)
+    let shard = shard(address).lock();
+    shard
+        .get(address)
+        .or_else(|| held_block::holder_of(address).map(|slot| slot.block()))
+}
+
+/// At the thread's exit: moves its held block into the table and gives its
+/// slot back. Returns a stale record the table had at that address (the
+/// caller counts it freed). Without memory for the move the slot stays
+/// claimed, holding the block, where frees and snapshots still find it.
+pub(crate) fn release_held() -> Option<LiveBlock> {
+    let slot = held_block::own_if_claimed()?;
+    let held = slot.held();
+    let mut stale = None;
+    if held != 0 {
+        let mut shard = shard(held).lock();
+        if slot.held() == held {
+            match shard.insert(held, slot.block()) {
+                Ok(replaced) => stale = replaced,
+                Err(_) => return None,
+            }
+            slot.clear();
+        }
+    }
+    held_block::release_own();
+    stale
+}
+
+/// In a forked child: moves the blocks held by the threads the child does
+/// not have into the table, and frees their slots. The child runs alone.
+#[cfg(unix)]
+pub(crate) fn adopt_held_after_fork() {
+    held_block::adopt_after_fork(|slot| {
+        let held = slot.held();
+        if held != 0 {
+            // Without memory the block is lost to the figures' books: its
+            // free will find no record and count nothing.
+            let _ = shard(held).lock().insert(held, slot.block());
+        }
+    });
 }
 
 /// Calls `f` on every live block, one shard at a time (each shard is
@@ -198,6 +294,11 @@ pub(crate) fn for_each(mut f: impl FnMut(usize, &LiveBlock)) {
             f(*address, block);
         }
     }
+    buffer.clear();
+    held_block::for_each(|address, block| buffer.push((address, block)));
+    for (address, block) in &buffer {
+        f(*address, block);
+    }
 }
 
 /// Maps every shard's first table now, once per process. Sampled mode
@@ -221,7 +322,11 @@ pub(crate) fn allocate_all() {
 
 /// Bytes of memory the table has mapped, for the overhead figure.
 pub(crate) fn heap_bytes() -> usize {
-    TABLE.iter().map(|shard| shard.lock().heap_bytes()).sum()
+    TABLE
+        .iter()
+        .map(|shard| shard.lock().heap_bytes())
+        .sum::<usize>()
+        + held_block::heap_bytes()
 }
 
 /// Takes every shard lock, in index order, and keeps them held: the

@@ -22,6 +22,8 @@
 //! 3. Tables and capture. `stacks`: call stacks to site ids, with each
 //!    site's totals. `scopes`: each scope's totals. `sampler`: sampled
 //!    mode's draws and weights. `live`: every live block by address.
+//!    `held_block`: each thread's newest block, held back from `live`'s
+//!    table until the thread allocates again.
 //!    `capture/`: walking the stack.
 //! 4. Per-thread state and configuration. `thread_totals`: the threads'
 //!    totals slots. `thread`: the one thread-local the hot path reads (it
@@ -43,6 +45,7 @@ mod counters;
 mod thread_life;
 
 mod capture;
+mod held_block;
 mod live;
 mod sampler;
 mod scopes;

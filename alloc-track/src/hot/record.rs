@@ -217,12 +217,20 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
         sampled,
     );
     let weight = sampler::weight_of(&block, config.mode());
-    match live::insert(address, block) {
-        // A record left at this address means its free was never seen;
-        // count it freed now so that nothing stays live twice. (Its filter
-        // mark stands for the new record.)
-        Ok(Some(stale)) if stale.site() != INTERNAL_SITE => {
-            forget(address, &stale, config, Release::Moved)
+    // Full mode holds the thread's newest block back from the table
+    // (`held_block.rs`); the partial modes mark what they record in the
+    // filter, which looks in the table alone.
+    let recorded = if full {
+        live::hold(address, block)
+    } else {
+        live::insert(address, block).map(|stale| stale.map(|stale| (address, stale)))
+    };
+    match recorded {
+        // A record left at an address means its free was never seen; count
+        // it freed now so that nothing stays live twice. (Its filter mark
+        // stands for the new record.)
+        Ok(Some((stale_address, stale))) if stale.site() != INTERNAL_SITE => {
+            forget(stale_address, &stale, config, Release::Moved)
         }
         Ok(Some(_)) => {}
         Ok(None) if !full => filter::mark(address),
@@ -265,7 +273,7 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
 #[inline(never)]
 fn on_free_slow(address: usize, size: usize, config: &Config) {
     if config.mode() == Mode::Full {
-        if let Some(block) = live::remove(address) {
+        if let Some(block) = live::remove(address, !is_busy()) {
             forget(address, &block, config, Release::Freed);
         }
         return;
@@ -279,13 +287,22 @@ fn on_free_slow(address: usize, size: usize, config: &Config) {
     forget_unrecorded(address, size, config);
 }
 
+/// Whether this thread is inside the tracker: its frees are of its own
+/// untracked blocks (or found in the table), so a miss there need not look
+/// through other threads' held blocks.
+#[inline]
+fn is_busy() -> bool {
+    thread::with(|state| state.is_busy()).unwrap_or(false)
+}
+
 /// Partial modes: the record of `address` if it has one.
 #[inline]
 fn take_partial(address: usize) -> Option<LiveBlock> {
     if !filter::may_contain(address) {
         return None;
     }
-    let block = live::remove(address)?;
+    // The partial modes hold no blocks back: the table alone has them.
+    let block = live::remove(address, false)?;
     filter::unmark(address);
     Some(block)
 }
@@ -422,7 +439,7 @@ fn unrecorded_realloc_slow(
 pub(crate) fn take_for_realloc(address: *mut u8, config: &Config) -> Option<LiveBlock> {
     let address = address as usize;
     match config.mode() {
-        Mode::Full => live::remove(address),
+        Mode::Full => live::remove(address, !is_busy()),
         _ => take_partial(address),
     }
 }

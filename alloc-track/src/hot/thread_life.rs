@@ -13,6 +13,9 @@ use super::capture;
 use super::config::{settled_mode, Mode};
 use super::counters::COUNTERS;
 use super::live;
+use super::live_block::LiveBlock;
+use super::sampler;
+use super::stacks;
 use super::thread::{self, Busy, ThreadState};
 use super::thread_totals;
 
@@ -29,9 +32,28 @@ impl Drop for ExitFold {
             }
             thread_totals::retire(state);
         });
+        // The block the thread held back from the live table goes into it.
+        if let Some(stale) = live::release_held() {
+            count_stale_free(&stale);
+        }
         // What `claim` prepared for capturing stacks goes with the thread.
         capture::release_thread();
     }
+}
+
+/// Counts as freed a record found stale (its free was never seen) where
+/// no recorder is at hand to do it: at a thread's exit, or in a forked
+/// child. Only full mode holds blocks back, so the record weighs one block.
+pub(crate) fn count_stale_free(stale: &LiveBlock) {
+    let size = stale.size() as u64;
+    thread_totals::count_free(None, size);
+    COUNTERS.publish_live((size as i64).wrapping_neg());
+    stacks::count_free(
+        stale.site(),
+        size,
+        sampler::weight_of(stale, Mode::Full),
+        false,
+    );
 }
 
 thread_local! {

@@ -1,0 +1,158 @@
+//! Full mode holds each thread's newest block back from the live table
+//! until the thread allocates again (`hot/held_block.rs`). Such a block
+//! must still be everywhere a live block is: in snapshots while its thread
+//! is parked, found when another thread frees it, in the table after its
+//! thread exits, and in a forked child, which lacks the thread holding it.
+//!
+//! Each check reads the snapshot's live figures, which in full mode come
+//! from a walk of the live records: a held block the walk misses, or one
+//! that a free on another thread does not find, shows in them.
+//!
+//! A plain program (`harness = false`): no other test's threads allocate
+//! meanwhile, which the exact comparison needs. A watchdog ends a run that
+//! hangs.
+
+use std::alloc::{alloc, dealloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use alloc_track::{Snapshot, Tracker};
+
+#[global_allocator]
+static GLOBAL: Tracker<System> = Tracker::new(System);
+
+/// Sizes no other block of this program has.
+const PARKED: usize = 77_777;
+const EXITED: usize = 66_666;
+const FORKED: usize = 55_555;
+
+fn main() {
+    thread::spawn(|| {
+        thread::sleep(Duration::from_secs(120));
+        eprintln!("held_block: watchdog: still running after 120 s");
+        std::process::exit(2);
+    });
+    let _ = black_box(vec![0u8; 16]); // the tracker is settled
+    a_parked_threads_newest_block_is_live_and_another_thread_frees_it();
+    a_block_held_at_its_threads_exit_stays_live();
+    a_forked_child_has_the_blocks_its_lost_threads_held();
+    println!("held_block: 3 checks passed");
+}
+
+/// The live bytes the snapshot's sites hold in blocks of `size` bytes.
+fn live_of_size(snapshot: &Snapshot, size: u64) -> u64 {
+    snapshot
+        .sites()
+        .iter()
+        .filter(|site| site.live_bytes() % size == 0 && site.live_bytes() > 0)
+        .filter(|site| site.live_blocks() == site.live_bytes() / size)
+        .map(|site| site.live_bytes())
+        .sum()
+}
+
+/// A thread that allocates one block of `size` bytes as its last
+/// allocation, publishes its address, and parks (sleeping allocates
+/// nothing) until `release` is set.
+fn hold_one_block(
+    size: usize,
+    address: &'static AtomicUsize,
+    release: &'static AtomicBool,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        // SAFETY: a non-zero size with alignment 8.
+        let block = unsafe { alloc(Layout::from_size_align(size, 8).unwrap()) };
+        address.store(block as usize, Ordering::Release);
+        while !release.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+fn wait_for(address: &AtomicUsize) -> *mut u8 {
+    let start = Instant::now();
+    loop {
+        let block = address.load(Ordering::Acquire);
+        if block != 0 {
+            return block as *mut u8;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no block");
+        thread::yield_now();
+    }
+}
+
+fn free(block: *mut u8, size: usize) {
+    // SAFETY: `block` came from `alloc` with this layout and is freed once.
+    unsafe { dealloc(block, Layout::from_size_align(size, 8).unwrap()) };
+}
+
+fn a_parked_threads_newest_block_is_live_and_another_thread_frees_it() {
+    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    let parked = hold_one_block(PARKED, &ADDRESS, &RELEASE);
+    let block = wait_for(&ADDRESS);
+    let before = alloc_track::snapshot();
+    assert_eq!(
+        live_of_size(&before, PARKED as u64),
+        PARKED as u64,
+        "the parked thread's newest block is live"
+    );
+    // Freed on this thread while its own thread still holds it back.
+    free(block, PARKED);
+    let after = alloc_track::snapshot();
+    assert_eq!(live_of_size(&after, PARKED as u64), 0, "freed");
+    assert_eq!(before.live_bytes() - after.live_bytes(), PARKED as u64);
+    RELEASE.store(true, Ordering::Release);
+    parked.join().unwrap();
+}
+
+fn a_block_held_at_its_threads_exit_stays_live() {
+    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+    static RELEASE: AtomicBool = AtomicBool::new(true);
+    hold_one_block(EXITED, &ADDRESS, &RELEASE).join().unwrap();
+    let block = wait_for(&ADDRESS);
+    let before = alloc_track::snapshot();
+    assert_eq!(live_of_size(&before, EXITED as u64), EXITED as u64);
+    free(block, EXITED);
+    let after = alloc_track::snapshot();
+    assert_eq!(live_of_size(&after, EXITED as u64), 0);
+    assert_eq!(before.live_bytes() - after.live_bytes(), EXITED as u64);
+}
+
+fn a_forked_child_has_the_blocks_its_lost_threads_held() {
+    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    let parked = hold_one_block(FORKED, &ADDRESS, &RELEASE);
+    let block = wait_for(&ADDRESS);
+    // SAFETY: the child takes snapshots (the tracker's fork handlers make
+    // that safe), frees one block and leaves with `_exit`.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: a timer that ends this child if it hangs.
+        unsafe { libc::alarm(30) };
+        let outcome = std::panic::catch_unwind(|| {
+            let before = alloc_track::snapshot();
+            assert_eq!(live_of_size(&before, FORKED as u64), FORKED as u64);
+            free(block, FORKED);
+            let after = alloc_track::snapshot();
+            assert_eq!(live_of_size(&after, FORKED as u64), 0);
+            assert_eq!(before.live_bytes() - after.live_bytes(), FORKED as u64);
+        });
+        // SAFETY: ends the child without running the parent's exit code.
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
+    }
+    assert!(child > 0, "fork failed");
+    let mut status = 0;
+    // SAFETY: waits for our own child, writing into a local; the watchdog
+    // ends the whole program if the child hangs.
+    let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+    assert_eq!(waited, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's checks failed (status {status})"
+    );
+    RELEASE.store(true, Ordering::Release);
+    parked.join().unwrap();
+    free(block, FORKED);
+}

@@ -99,8 +99,8 @@ pub(crate) mod view {
     /// The entry points `tracker.rs` calls from the allocator methods.
     pub(crate) mod record {
         pub(crate) use crate::hot::record::{
-            finish_realloc, is_unrecorded_on_fast_path, on_alloc, on_free, on_unrecorded_realloc,
-            take_for_realloc,
+            finish_realloc, finish_unrecorded_realloc, on_alloc, on_free,
+            reserve_unrecorded_realloc, take_for_realloc,
         };
     }
     /// Sampled mode's weights, to turn recorded blocks into estimates.

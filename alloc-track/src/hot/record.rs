@@ -14,8 +14,10 @@
 //! Every mode also notes each thread's last allocation (`ThreadState`), so
 //! that a recorded block freed before its thread allocates again is
 //! counted as "temporary" at its site: a compare at the free, a store at
-//! the allocation (the partial modes' fast path stores 0, so that a sample
-//! followed by unsampled allocations is not mistaken for one).
+//! the allocation. The partial modes' fast path stores nothing: after a
+//! recorded block the thread has no allocation budget, so its next
+//! allocation takes the slow path, which notes it (so that a sample
+//! followed by unsampled allocations is not mistaken for a temporary one).
 //!
 //! Order matters in two places. A free forgets the block *before* the inner
 //! allocator frees it, because afterwards another thread may be handed the
@@ -37,7 +39,7 @@ use super::site_id::{INTERNAL_SITE, OVERFLOW_SITE};
 use super::stacks;
 use super::thread::{self, Busy};
 use super::thread_life;
-use super::thread_totals::{self, PUBLISH_STEP};
+use super::thread_totals;
 
 /// Records a block the inner allocator just returned.
 #[inline(always)]
@@ -49,50 +51,33 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
 
 /// The partial modes' fast path for an allocation, the common case there:
 /// counts it in the thread's own slot and returns true; or returns false
-/// having changed nothing when anything needs the slow path: the mode is
-/// full, the thread is busy, measuring or has no slot yet, its live drift
-/// reaches a publish step, or the allocation reaches the sampler's
-/// countdown. One thread-local read, no shared write, no mode load.
+/// having changed nothing when the thread's allocation budget is short
+/// (`thread.rs`): the fast path is closed (full mode, the thread is busy,
+/// measuring, has no slot yet, or just recorded a block), or the
+/// allocation would take the drift to a publish step or reach the
+/// sampler's countdown. One thread-local, one subtraction, one branch.
 #[inline(always)]
 fn count_alloc_fast(size: usize) -> bool {
     thread::with(|state| {
-        if !state.fast_path_open() {
+        if !state.take_alloc_room(size) {
             return false;
         }
-        // A layout's size never exceeds `isize::MAX`; the drift lies in
-        // (-PUBLISH_STEP, PUBLISH_STEP), so neither side overflows.
-        let size = size as i64;
-        let unpublished = state.unpublished.get();
-        let countdown = state.countdown.get();
-        if size >= PUBLISH_STEP - unpublished || size >= countdown {
-            return false;
-        }
-        state.unpublished.set(unpublished + size);
-        state.countdown.set(countdown - size);
-        state.note_allocation(0);
-        thread_totals::count_alloc(Some(state), size as u64);
+        thread_totals::count_alloc_on_fast_path(state, size as u64);
         true
     })
     .unwrap_or(false)
 }
 
-/// The partial modes' fast path for a free, as [`count_alloc_fast`]: a
-/// block the address filter says was never recorded, on a thread whose
-/// drift stays within a step. `address` is `None` when the caller has
-/// already looked (a realloc).
+/// The partial modes' fast path for a free, as [`count_alloc_fast`] with
+/// the free budget: a block the address filter says was never recorded.
+/// `address` is `None` when the caller has already looked (a realloc).
 #[inline(always)]
 fn count_free_fast(address: Option<usize>, size: usize) -> bool {
     thread::with(|state| {
-        if !state.fast_path_open() || address.is_some_and(filter::may_contain) {
+        if address.is_some_and(filter::may_contain) || !state.take_free_room(size) {
             return false;
         }
-        let size = size as i64;
-        let unpublished = state.unpublished.get();
-        if size >= unpublished + PUBLISH_STEP {
-            return false;
-        }
-        state.unpublished.set(unpublished - size);
-        thread_totals::count_free(Some(state), size as u64);
+        thread_totals::count_free_on_fast_path(state, size as u64);
         true
     })
     .unwrap_or(false)
@@ -151,6 +136,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
             }
         };
         if !sampled && !state.is_measuring() {
+            state.reopen();
             Next::Done
         } else {
             Next::Record { sampled }
@@ -295,6 +281,7 @@ fn take_partial(address: usize) -> Option<LiveBlock> {
 fn forget_unrecorded(address: usize, size: usize, config: &Config) {
     let measured = thread::with(|state| {
         COUNTERS.on_free(size as u64, config, Some(state));
+        state.reopen();
         state.is_measuring() && !state.is_busy()
     });
     match measured {
@@ -355,65 +342,62 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) 
     }
 }
 
-/// True when the partial modes' fast path is open on this thread and the
-/// address filter says `address` has no record: a realloc then has nothing
-/// to take out before the inner allocator moves the block.
+/// The partial modes' fast path for a realloc, before the inner allocator
+/// runs: true when the block at `address` has no record (the address
+/// filter says so) and the thread's budgets cover freeing `old_size` bytes
+/// and allocating `new_size`, which are then taken from them. The caller
+/// then reallocates and calls [`finish_unrecorded_realloc`]. False, having
+/// changed nothing, sends the realloc down the slow path.
 #[inline(always)]
-pub(crate) fn is_unrecorded_on_fast_path(address: *mut u8) -> bool {
-    thread::with(|state| state.fast_path_open() && !filter::may_contain(address as usize))
-        .unwrap_or(false)
-}
-
-/// Counts a successful realloc of a block without a record (checked by
-/// [`is_unrecorded_on_fast_path`] just before): the old block freed, the
-/// new one allocated, in one visit to the thread's state when the drift
-/// and the sampler's countdown allow, else through the slow path.
-#[inline(always)]
-pub(crate) fn on_unrecorded_realloc(
-    old_address: *mut u8,
+pub(crate) fn reserve_unrecorded_realloc(
+    address: *mut u8,
     old_size: usize,
-    new_address: *mut u8,
     new_size: usize,
-    config: &Config,
-) {
-    let counted = thread::with(|state| {
-        if !state.fast_path_open() {
+) -> bool {
+    thread::with(|state| {
+        if filter::may_contain(address as usize) || !state.take_free_room(old_size) {
             return false;
         }
-        // Sizes never exceed `isize::MAX`, so the difference fits, and the
-        // drift lies in (-PUBLISH_STEP, PUBLISH_STEP), so the bounds do.
-        let (old, new) = (old_size as i64, new_size as i64);
-        let delta = new - old;
-        let unpublished = state.unpublished.get();
-        let countdown = state.countdown.get();
-        if delta >= PUBLISH_STEP - unpublished
-            || delta <= -PUBLISH_STEP - unpublished
-            || new >= countdown
-        {
+        if !state.take_alloc_room(new_size) {
+            state.give_back_free_room(old_size);
             return false;
         }
-        state.unpublished.set(unpublished + delta);
-        state.countdown.set(countdown - new);
-        state.note_allocation(0);
-        thread_totals::count_free(Some(state), old as u64);
-        thread_totals::count_alloc(Some(state), new as u64);
         true
     })
-    .unwrap_or(false);
-    if !counted {
-        unrecorded_realloc_slow(old_address, old_size, new_address, new_size, config);
-    }
+    .unwrap_or(false)
 }
 
+/// Counts a realloc reserved by [`reserve_unrecorded_realloc`]: the old
+/// block freed and the new one allocated, in the thread's own slot; or,
+/// if the inner allocator failed (`new_address` null: the old block is
+/// still the caller's), gives the budgets back.
+#[inline(always)]
+pub(crate) fn finish_unrecorded_realloc(old_size: usize, new_address: *mut u8, new_size: usize) {
+    if new_address.is_null() {
+        cancel_unrecorded_realloc(old_size, new_size);
+        return;
+    }
+    let _ = thread::with(|state| {
+        thread_totals::count_free_on_fast_path(state, old_size as u64);
+        thread_totals::count_alloc_on_fast_path(state, new_size as u64);
+    });
+}
+
+/// A reserved realloc that failed: nothing was counted, but the budgets
+/// were taken. Folded into the exact figures first (whatever closed the
+/// fast path meanwhile, the reservation is in them then), then undone.
+#[cold]
 #[inline(never)]
-fn unrecorded_realloc_slow(
-    old_address: *mut u8,
-    old_size: usize,
-    new_address: *mut u8,
-    new_size: usize,
-    config: &Config,
-) {
-    finish_realloc(old_address, old_size, None, new_address, new_size, config);
+fn cancel_unrecorded_realloc(old_size: usize, new_size: usize) {
+    let _ = thread::with(|state| {
+        state.close();
+        let (old, new) = (old_size as i64, new_size as i64);
+        state
+            .unpublished
+            .set(state.unpublished.get().wrapping_sub(new).wrapping_add(old));
+        state.countdown.set(state.countdown.get().wrapping_add(new));
+        state.reopen();
+    });
 }
 
 /// Takes the record of a block about to be reallocated, leaving the

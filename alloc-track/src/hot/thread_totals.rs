@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::spin::{CachePadded, SpinLock};
+pub(crate) use super::thread::PUBLISH_STEP;
 use super::thread::{Slot, ThreadState};
 
 /// Enough for every thread of a large server at once; later threads share
@@ -100,6 +101,27 @@ fn own_slot(state: &ThreadState) -> Option<&'static Slot> {
     Some(unsafe { &*slot })
 }
 
+/// The fast path's count of an allocation: in the thread's own slot, which
+/// it has, for the fast path is open only on a thread with one (`claim`
+/// opens it, [`retire`] closes it before releasing the slot).
+#[inline(always)]
+pub(crate) fn count_alloc_on_fast_path(state: &ThreadState, size: u64) {
+    // SAFETY: the fast path is open, so the slot is claimed: it points
+    // into the static array, and only this thread writes it.
+    let slot = unsafe { &*state.slot.get() };
+    bump(&slot.total_bytes, size);
+    bump(&slot.total_blocks, 1);
+}
+
+/// The fast path's count of a free, as [`count_alloc_on_fast_path`].
+#[inline(always)]
+pub(crate) fn count_free_on_fast_path(state: &ThreadState, size: u64) {
+    // SAFETY: as in `count_alloc_on_fast_path`.
+    let slot = unsafe { &*state.slot.get() };
+    bump(&slot.freed_bytes, size);
+    bump(&slot.freed_blocks, 1);
+}
+
 /// Counts an allocation of `size` bytes in this thread's slot, or in the
 /// shared fallback if it has none.
 #[inline]
@@ -131,16 +153,13 @@ pub(crate) fn count_free(state: Option<&ThreadState>, size: u64) {
     }
 }
 
-/// How far a thread's unpublished live bytes may drift before they are
-/// added to the shared live counter: the partial modes' peak is exact to
-/// within this much per thread.
-pub(crate) const PUBLISH_STEP: i64 = 64 * 1024;
-
 /// Partial modes: adds `delta` live bytes to this thread's unpublished
 /// sum; returns the sum to publish once it has drifted [`PUBLISH_STEP`]
 /// away from zero (the caller adds it to the shared counter).
 #[inline]
 pub(crate) fn drift(state: &ThreadState, delta: i64) -> Option<i64> {
+    // What the fast path consumed first, so that the sum is exact.
+    state.close();
     let sum = state.unpublished.get().wrapping_add(delta);
     if sum >= PUBLISH_STEP || sum <= -PUBLISH_STEP || own_slot(state).is_none() {
         // Without a slot there is no exit fold to publish the rest later.

@@ -83,6 +83,45 @@ fn count_free_fast(address: Option<usize>, size: usize) -> bool {
     .unwrap_or(false)
 }
 
+/// The partial modes' commonest reason to leave the fast path: its budget
+/// ran out (the budgets are conservative: frees do not refill the
+/// allocation budget, nor allocations the free budget). When nothing else
+/// needs the slow path (the thread is not blocked, the allocation is not
+/// a sample), fresh budgets from the settled figures, and the fast path
+/// once more: a few dozen instructions instead of the whole slow path.
+fn count_alloc_after_refill(size: usize) -> bool {
+    thread::with(|state| {
+        if !state.may_open() {
+            return false;
+        }
+        state.close();
+        // A layout's size never exceeds `isize::MAX`.
+        if size as i64 >= state.countdown.get() {
+            // The sampler decides on this one.
+            return false;
+        }
+        state.reopen();
+        count_alloc_fast(size)
+    })
+    .unwrap_or(false)
+}
+
+/// The free side of [`count_alloc_after_refill`]: a block without a
+/// record whose free found the budget short.
+fn count_free_after_refill(address: usize, size: usize) -> bool {
+    if filter::may_contain(address) {
+        return false;
+    }
+    thread::with(|state| {
+        if !state.may_open() {
+            return false;
+        }
+        state.reopen();
+        count_free_fast(None, size)
+    })
+    .unwrap_or(false)
+}
+
 /// Everything the fast path declined, in every mode.
 #[inline(never)]
 fn on_alloc_slow(address: usize, size: usize, config: &Config) {
@@ -97,6 +136,7 @@ fn on_alloc_slow(address: usize, size: usize, config: &Config) {
             let Ok(busy) = Busy::try_enter() else { return };
             record_with_stack(address, size, config, false, &busy);
         }
+        _ if count_alloc_after_refill(size) => {}
         mode => on_alloc_partial(address, size, config, mode),
     }
 }
@@ -256,6 +296,9 @@ fn on_free_slow(address: usize, size: usize, config: &Config) {
         }
         return;
     }
+    if count_free_after_refill(address, size) {
+        return;
+    }
     if let Some(block) = take_partial(address) {
         if block.site() != INTERNAL_SITE {
             forget(address, &block, config, Release::Freed);
@@ -354,6 +397,12 @@ pub(crate) fn reserve_unrecorded_realloc(
     old_size: usize,
     new_size: usize,
 ) -> bool {
+    take_realloc_rooms(address, old_size, new_size)
+        || reserve_unrecorded_realloc_after_refill(address, old_size, new_size)
+}
+
+#[inline(always)]
+fn take_realloc_rooms(address: *mut u8, old_size: usize, new_size: usize) -> bool {
     thread::with(|state| {
         if filter::may_contain(address as usize) || !state.take_free_room(old_size) {
             return false;
@@ -367,6 +416,31 @@ pub(crate) fn reserve_unrecorded_realloc(
     .unwrap_or(false)
 }
 
+/// [`reserve_unrecorded_realloc`] once more with fresh budgets, as
+/// [`count_alloc_after_refill`] does.
+#[inline(never)]
+fn reserve_unrecorded_realloc_after_refill(
+    address: *mut u8,
+    old_size: usize,
+    new_size: usize,
+) -> bool {
+    if filter::may_contain(address as usize) {
+        return false;
+    }
+    let refilled = thread::with(|state| {
+        if !state.may_open() {
+            return false;
+        }
+        state.close();
+        if new_size as i64 >= state.countdown.get() {
+            return false;
+        }
+        state.reopen();
+        true
+    });
+    refilled == Some(true) && take_realloc_rooms(address, old_size, new_size)
+}
+
 /// Counts a realloc reserved by [`reserve_unrecorded_realloc`]: the old
 /// block freed and the new one allocated, in the thread's own slot; or,
 /// if the inner allocator failed (`new_address` null: the old block is
@@ -378,8 +452,7 @@ pub(crate) fn finish_unrecorded_realloc(old_size: usize, new_address: *mut u8, n
         return;
     }
     let _ = thread::with(|state| {
-        thread_totals::count_free_on_fast_path(state, old_size as u64);
-        thread_totals::count_alloc_on_fast_path(state, new_size as u64);
+        thread_totals::count_realloc_on_fast_path(state, old_size as u64, new_size as u64)
     });
 }
 

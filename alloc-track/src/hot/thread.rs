@@ -131,8 +131,7 @@ impl ThreadState {
     /// the fast path changes its mind.
     #[inline(always)]
     pub(crate) fn give_back_free_room(&self, size: usize) {
-        self.free_room
-            .set(self.free_room.get().wrapping_add(size as u64));
+        give_back(&self.free_room, size);
     }
 
     /// Closes the fast path's budgets and folds what it consumed into
@@ -188,6 +187,13 @@ impl ThreadState {
         self.alloc_granted.set(alloc as u64);
         self.free_room.set(free as u64);
         self.free_granted.set(free as u64);
+    }
+
+    /// True when nothing keeps the fast path closed, so that
+    /// [`reopen`](Self::reopen) would give it budgets.
+    #[inline]
+    pub(crate) fn may_open(&self) -> bool {
+        self.blocked.get() == 0
     }
 
     /// True while the thread runs tracker code.
@@ -247,14 +253,21 @@ fn take(room: &Cell<u64>, size: usize) -> bool {
     let (left, short) = room.get().overflowing_sub(size as u64);
     room.set(left);
     if short {
-        // Read back rather than reuse `left`: with no other use of the
-        // difference, the compiler keeps the subtraction in memory.
-        // SAFETY: the cell's own pointer, read on its owning thread.
-        let stored = unsafe { std::ptr::read_volatile(room.as_ptr()) };
-        room.set(stored.wrapping_add(size as u64));
+        give_back(room, size);
         return false;
     }
     true
+}
+
+/// Adds `size` bytes back to `room`. Reads the budget back from memory
+/// rather than reuse a value the compiler holds: with no other use of the
+/// difference [`take`] computed, the subtraction stays in memory.
+#[inline(always)]
+fn give_back(room: &Cell<u64>, size: usize) {
+    // SAFETY: the cell's own pointer, valid and aligned, read on the
+    // thread that owns the cell.
+    let stored = unsafe { std::ptr::read_volatile(room.as_ptr()) };
+    room.set(stored.wrapping_add(size as u64));
 }
 
 /// Runs `f` on this thread's state; `None` if it cannot be reached.

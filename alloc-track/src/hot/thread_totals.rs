@@ -122,6 +122,18 @@ pub(crate) fn count_free_on_fast_path(state: &ThreadState, size: u64) {
     bump(&slot.freed_blocks, 1);
 }
 
+/// The fast path's count of a realloc: `old_size` bytes freed and
+/// `new_size` allocated, as [`count_alloc_on_fast_path`].
+#[inline(always)]
+pub(crate) fn count_realloc_on_fast_path(state: &ThreadState, old_size: u64, new_size: u64) {
+    // SAFETY: as in `count_alloc_on_fast_path`.
+    let slot = unsafe { &*state.slot.get() };
+    bump(&slot.freed_bytes, old_size);
+    bump(&slot.freed_blocks, 1);
+    bump(&slot.total_bytes, new_size);
+    bump(&slot.total_blocks, 1);
+}
+
 /// Counts an allocation of `size` bytes in this thread's slot, or in the
 /// shared fallback if it has none.
 #[inline]

@@ -2,7 +2,9 @@
 //! that the fast path reserved budget for and the inner allocator then
 //! failed, and more threads at once than there are totals slots (the
 //! threads without one are counted through the shared fallback, never the
-//! fast path). Totals stay exact, and the peak true.
+//! fast path), and a fork while another thread holds a slot (the child's
+//! next thread may be given that thread's memory). Totals stay exact, and
+//! the peak true.
 //!
 //! A plain program (`harness = false`): process-wide totals are only exact
 //! to the byte when no other thread allocates. A watchdog ends it with a
@@ -10,9 +12,9 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloc_track::{reset_peak, snapshot, Mode, Tracker};
 
@@ -55,6 +57,8 @@ static GLOBAL: Tracker<FailOnDemand> = Tracker::new(FailOnDemand).counting();
 /// Well above the tracker's 1,024 totals slots.
 const THREADS: usize = 1100;
 const WATCHDOG: Duration = Duration::from_secs(300);
+/// A healthy forked child needs milliseconds.
+const CHILD_DEADLINE: Duration = Duration::from_secs(30);
 /// The partial modes' peak is exact to within this much per thread.
 const PUBLISH_STEP: u64 = 64 * 1024;
 
@@ -156,6 +160,89 @@ fn run_threads(count: usize) -> Vec<Vec<Box<[u8; 100]>>> {
         .collect()
 }
 
+/// A thread holding live blocks at a fork does not exist in the child,
+/// but its totals do, and glibc hands its stack and thread-locals to the
+/// child's next thread. That thread's figures must not overwrite the lost
+/// thread's, nor be counted twice: in the child, a thread that allocates
+/// and frees everything leaves the live figures exactly as they were.
+fn a_forked_child_keeps_the_lost_threads_totals() {
+    // The main thread's own handle, made once, before any figure is taken.
+    thread::spawn(|| ()).join().unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let holder = thread::spawn(move || {
+        let kept: Vec<Box<[u8; 1024]>> = (0..1024).map(|_| Box::new([1u8; 1024])).collect();
+        ready_tx.send(()).unwrap();
+        let _ = done_rx.recv();
+        drop(kept);
+    });
+    ready_rx.recv().unwrap();
+    // SAFETY: the child only takes snapshots, runs one thread and exits
+    // with `_exit`; it never returns into the parent's code.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = child_after_fork();
+        // SAFETY: ends the child without running the parent's atexit
+        // handlers or destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let status = wait_for(pid);
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(
+        status,
+        Some(0),
+        "the child's figures were wrong (1: live bytes, 2: live blocks, 3: totals)"
+    );
+}
+
+/// The child's check; returns its exit code. Neither prints nor panics.
+fn child_after_fork() -> i32 {
+    let before = snapshot();
+    let worker = thread::spawn(|| {
+        let blocks: Vec<Box<[u8; 100]>> = (0..1000).map(|_| Box::new([2u8; 100])).collect();
+        drop(blocks);
+    });
+    if worker.join().is_err() {
+        return 4;
+    }
+    let after = snapshot();
+    if after.live_bytes() != before.live_bytes() {
+        return 1;
+    }
+    if after.live_blocks() != before.live_blocks() {
+        return 2;
+    }
+    if after.total_blocks() < before.total_blocks() + 1001 {
+        return 3;
+    }
+    0
+}
+
+/// The child's exit code, or `None` if it died of a signal or took longer
+/// than [`CHILD_DEADLINE`] (then it is killed).
+fn wait_for(pid: libc::pid_t) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if done == pid {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        if start.elapsed() > CHILD_DEADLINE {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn main() {
     assert_eq!(alloc_track::mode(), Mode::Count);
     thread::spawn(|| {
@@ -165,5 +252,6 @@ fn main() {
     });
     failed_reallocs_on_the_fast_path_leave_the_figures_alone();
     threads_beyond_the_slots_count_exactly();
-    println!("partial_fast_path: 2 passed, 0 failed");
+    a_forked_child_keeps_the_lost_threads_totals();
+    println!("partial_fast_path: 3 passed, 0 failed");
 }

@@ -36,7 +36,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicPtr, AtomicU64};
 
 use super::measuring::MeasureState;
 
@@ -60,6 +60,9 @@ pub(crate) struct ThreadState {
     scope: Cell<u16>,
     /// The thread's totals slot (`thread_totals`): null until claimed.
     pub(crate) slot: Cell<*const Slot>,
+    /// The thread's totals, counted here once it holds a slot (before, and
+    /// without one, they go to the shared fallback).
+    pub(crate) totals: Totals,
     /// Partial modes: live bytes not yet added to the shared counter, as of
     /// the last [`close`](Self::close) (the fast path's consumption since
     /// is in the budgets).
@@ -87,6 +90,7 @@ thread_local! {
             measuring: Cell::new(ptr::null_mut()),
             scope: Cell::new(0),
             slot: Cell::new(ptr::null()),
+            totals: Totals::new(),
             unpublished: Cell::new(0),
             countdown: Cell::new(0),
             rng: Cell::new(0),
@@ -376,23 +380,22 @@ pub(crate) fn set_scope(scope: u16) -> u16 {
         .unwrap_or(0)
 }
 
-/// One thread's totals slot (`thread_totals` owns the array of them and
-/// is the only module that reads or writes one): what the thread allocated
-/// and what it freed (possibly blocks other threads allocated). Live
-/// figures are their differences. Defined here, beside the pointer to it
-/// in [`ThreadState`], so that the thread state needs nothing above it.
-pub(crate) struct Slot {
-    pub(crate) claimed: AtomicBool,
+/// One thread's totals: what the thread allocated and what it freed
+/// (possibly blocks other threads allocated); live figures are their
+/// differences. They live in the thread's own [`ThreadState`], so that the
+/// fast path reaches them at a fixed offset from the thread pointer, with
+/// no pointer to load; `thread_totals` registers them in a slot where a
+/// snapshot finds them, and is the only module that reads or writes them.
+pub(crate) struct Totals {
     pub(crate) total_bytes: AtomicU64,
     pub(crate) total_blocks: AtomicU64,
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) freed_blocks: AtomicU64,
 }
 
-impl Slot {
+impl Totals {
     pub(crate) const fn new() -> Self {
-        Slot {
-            claimed: AtomicBool::new(false),
+        Totals {
             total_bytes: AtomicU64::new(0),
             total_blocks: AtomicU64::new(0),
             freed_bytes: AtomicU64::new(0),
@@ -409,3 +412,7 @@ impl Slot {
         ]
     }
 }
+
+/// A registry entry: the address of a thread's [`Totals`] while the thread
+/// holds the slot, null while the slot is free.
+pub(crate) type Slot = AtomicPtr<Totals>;

@@ -133,6 +133,7 @@ fn threads_beyond_the_slots_count_exactly() {
 
 /// Runs `count` threads at once, each allocating 100 boxes and returning
 /// half of them (the rest freed on the thread).
+#[allow(clippy::vec_box)] // one block per box is the point
 fn run_threads(count: usize) -> Vec<Vec<Box<[u8; 100]>>> {
     let barrier = Arc::new(Barrier::new(count));
     let workers: Vec<_> = (0..count)

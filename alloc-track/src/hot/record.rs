@@ -90,20 +90,7 @@ fn count_free_fast(address: Option<usize>, size: usize) -> bool {
 /// a sample), fresh budgets from the settled figures, and the fast path
 /// once more: a few dozen instructions instead of the whole slow path.
 fn count_alloc_after_refill(size: usize) -> bool {
-    thread::with(|state| {
-        if !state.may_open() {
-            return false;
-        }
-        state.close();
-        // A layout's size never exceeds `isize::MAX`.
-        if size as i64 >= state.countdown.get() {
-            // The sampler decides on this one.
-            return false;
-        }
-        state.reopen();
-        count_alloc_fast(size)
-    })
-    .unwrap_or(false)
+    thread::with(|state| state.refill(Some(size)) && count_alloc_fast(size)).unwrap_or(false)
 }
 
 /// The free side of [`count_alloc_after_refill`]: a block without a
@@ -112,14 +99,7 @@ fn count_free_after_refill(address: usize, size: usize) -> bool {
     if filter::may_contain(address) {
         return false;
     }
-    thread::with(|state| {
-        if !state.may_open() {
-            return false;
-        }
-        state.reopen();
-        count_free_fast(None, size)
-    })
-    .unwrap_or(false)
+    thread::with(|state| state.refill(None) && count_free_fast(None, size)).unwrap_or(false)
 }
 
 /// Everything the fast path declined, in every mode.
@@ -427,17 +407,7 @@ fn reserve_unrecorded_realloc_after_refill(
     if filter::may_contain(address as usize) {
         return false;
     }
-    let refilled = thread::with(|state| {
-        if !state.may_open() {
-            return false;
-        }
-        state.close();
-        if new_size as i64 >= state.countdown.get() {
-            return false;
-        }
-        state.reopen();
-        true
-    });
+    let refilled = thread::with(|state| state.refill(Some(new_size)));
     refilled == Some(true) && take_realloc_rooms(address, old_size, new_size)
 }
 

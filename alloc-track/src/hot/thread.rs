@@ -177,6 +177,30 @@ impl ThreadState {
             return;
         }
         self.close();
+        self.grant();
+    }
+
+    /// [`reopen`](Self::reopen) for a fast path whose budget ran short:
+    /// false, leaving the path closed, if something keeps it closed or if
+    /// the coming allocation of `next_allocation` bytes reaches the
+    /// sampler's countdown (the sampler must see it).
+    #[inline]
+    pub(crate) fn refill(&self, next_allocation: Option<usize>) -> bool {
+        if self.blocked.get() != 0 {
+            return false;
+        }
+        self.close();
+        // A layout's size never exceeds `isize::MAX`.
+        if next_allocation.is_some_and(|size| size as i64 >= self.countdown.get()) {
+            return false;
+        }
+        self.grant();
+        true
+    }
+
+    /// Sets the budgets from the settled figures; the path is closed.
+    #[inline]
+    fn grant(&self) {
         let unpublished = self.unpublished.get();
         let alloc = if self.last_allocation.get() != 0 {
             0
@@ -191,13 +215,6 @@ impl ThreadState {
         self.alloc_granted.set(alloc as u64);
         self.free_room.set(free as u64);
         self.free_granted.set(free as u64);
-    }
-
-    /// True when nothing keeps the fast path closed, so that
-    /// [`reopen`](Self::reopen) would give it budgets.
-    #[inline]
-    pub(crate) fn may_open(&self) -> bool {
-        self.blocked.get() == 0
     }
 
     /// True while the thread runs tracker code.

@@ -74,7 +74,12 @@ fn count_alloc_fast(size: usize) -> bool {
 #[inline(always)]
 fn count_free_fast(address: Option<usize>, size: usize) -> bool {
     thread::with(|state| {
-        if address.is_some_and(filter::may_contain) || !state.take_free_room(size) {
+        // The budget first: full mode (budget 0) then skips the filter.
+        if !state.take_free_room(size) {
+            return false;
+        }
+        if address.is_some_and(filter::may_contain) {
+            state.give_back_free_room(size);
             return false;
         }
         thread_totals::count_free_on_fast_path(state, size as u64);
@@ -384,11 +389,17 @@ pub(crate) fn reserve_unrecorded_realloc(
 #[inline(always)]
 fn take_realloc_rooms(address: *mut u8, old_size: usize, new_size: usize) -> bool {
     thread::with(|state| {
-        if filter::may_contain(address as usize) || !state.take_free_room(old_size) {
+        // The budgets first: full mode (budgets 0) then skips the filter.
+        if !state.take_free_room(old_size) {
             return false;
         }
         if !state.take_alloc_room(new_size) {
             state.give_back_free_room(old_size);
+            return false;
+        }
+        if filter::may_contain(address as usize) {
+            state.give_back_free_room(old_size);
+            state.give_back_alloc_room(new_size);
             return false;
         }
         true

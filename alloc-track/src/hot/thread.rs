@@ -131,6 +131,13 @@ impl ThreadState {
         take(&self.free_room, size)
     }
 
+    /// Gives back what [`take_alloc_room`](Self::take_alloc_room) took,
+    /// when the fast path changes its mind.
+    #[inline(always)]
+    pub(crate) fn give_back_alloc_room(&self, size: usize) {
+        give_back(&self.alloc_room, size);
+    }
+
     /// Gives back what [`take_free_room`](Self::take_free_room) took, when
     /// the fast path changes its mind.
     #[inline(always)]
@@ -347,10 +354,11 @@ impl Busy {
 impl Drop for Busy {
     #[inline]
     fn drop(&mut self) {
-        let _ = THREAD.try_with(|thread| {
-            thread.blocked.set(thread.blocked.get() & !BUSY);
-            thread.reopen();
-        });
+        // The fast path stays closed until the thread's next allocation or
+        // free refills its budgets: reopening here would cost full mode,
+        // which enters the tracker on every call, for what the partial
+        // modes do rarely (a sample, a recorded block's free).
+        let _ = THREAD.try_with(|thread| thread.blocked.set(thread.blocked.get() & !BUSY));
     }
 }
 

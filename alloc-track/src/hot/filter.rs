@@ -3,8 +3,9 @@
 //!
 //! In those modes most frees are of blocks that were only counted, and
 //! looking each one up in the live table (a lock and a probe) would cost
-//! more than the whole rest of the free. One byte per slot, indexed by a
-//! hash of the address: a recorded block raises its slot, its free lowers
+//! more than the whole rest of the free. One byte per slot, indexed by the
+//! address (its 16-byte granule within a 1 MiB window: see [`slot`]): a
+//! recorded block raises its slot, its free lowers
 //! it, and a free whose slot is zero skips the table. A non-zero slot may
 //! belong to another address (a false positive costs one lookup that
 //! misses); a zero slot is never wrong. A slot that reaches 255 stays

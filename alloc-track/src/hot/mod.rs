@@ -24,8 +24,9 @@
 //!    mode's draws and weights. `live`: every live block by address.
 //!    `capture/`: walking the stack.
 //! 4. Per-thread state and configuration. `thread_totals`: the threads'
-//!    totals slots. `thread`: the one thread-local the hot path reads (it
-//!    also defines the slot type it points to). `measuring`: the books of a
+//!    totals and the slots that register them. `thread`: the one
+//!    thread-local the hot path reads (it holds the thread's totals and
+//!    the fast path's budgets, and defines the slot type). `measuring`: the books of a
 //!    thread's open `measure` calls. `config`: the mode and limits.
 //! 5. Building blocks. `raw_map`: an open-addressing map in mapped pages.
 //!    `pages`: memory straight from the kernel. `spin`: a spin lock.

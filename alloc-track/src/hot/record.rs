@@ -50,7 +50,7 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
 }
 
 /// The partial modes' fast path for an allocation, the common case there:
-/// counts it in the thread's own slot and returns true; or returns false
+/// counts it in the thread's own totals and returns true; or returns false
 /// having changed nothing when the thread's allocation budget is short
 /// (`thread.rs`): the fast path is closed (full mode, the thread is busy,
 /// measuring, has no slot yet, or just recorded a block), or the
@@ -423,7 +423,7 @@ fn reserve_unrecorded_realloc_after_refill(
 }
 
 /// Counts a realloc reserved by [`reserve_unrecorded_realloc`]: the old
-/// block freed and the new one allocated, in the thread's own slot; or,
+/// block freed and the new one allocated, in the thread's own totals; or,
 /// if the inner allocator failed (`new_address` null: the old block is
 /// still the caller's), gives the budgets back.
 #[inline(always)]

@@ -26,8 +26,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::spin::{CachePadded, SpinLock};
-pub(crate) use super::thread::PUBLISH_STEP;
-use super::thread::{Slot, ThreadState, Totals};
+use super::thread::{Slot, ThreadState, Totals, PUBLISH_STEP};
 
 /// Enough for every thread of a large server at once; later threads share
 /// the atomic fallback.

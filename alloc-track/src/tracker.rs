@@ -178,16 +178,28 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if record::is_unrecorded_on_fast_path(ptr) {
+        if record::reserve_unrecorded_realloc(ptr, layout.size(), new_size) {
             // The partial modes' common case: nothing to take out first.
             // SAFETY: the caller guarantees `ptr` came from this allocator
             // with `layout`, and that `new_size` is valid for its alignment.
             let new_ptr = unsafe { self.inner.realloc(ptr, layout, new_size) };
-            if !new_ptr.is_null() {
-                record::on_unrecorded_realloc(ptr, layout.size(), new_ptr, new_size, &self.config);
-            }
+            record::finish_unrecorded_realloc(layout.size(), new_ptr, new_size);
             return new_ptr;
         }
+        // SAFETY: the caller's guarantees, passed on unchanged.
+        unsafe { self.realloc_slow(ptr, layout, new_size) }
+    }
+}
+
+impl<A: GlobalAlloc> Tracker<A> {
+    /// A realloc the fast path declined: full mode, a block with a record,
+    /// or a thread whose budgets are closed. Kept out of line so that the
+    /// fast path's caller saves no registers for it.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`].
+    #[inline(never)]
+    unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = record::take_for_realloc(ptr, &self.config);
         // SAFETY: the caller guarantees `ptr` came from this allocator with
         // `layout`, and that `new_size` is valid for `layout.align()`.

@@ -3,8 +3,9 @@
 //!
 //! In those modes most frees are of blocks that were only counted, and
 //! looking each one up in the live table (a lock and a probe) would cost
-//! more than the whole rest of the free. One byte per slot, indexed by a
-//! hash of the address: a recorded block raises its slot, its free lowers
+//! more than the whole rest of the free. One byte per slot, indexed by the
+//! address (its 16-byte granule within a 1 MiB window: see [`slot`]): a
+//! recorded block raises its slot, its free lowers
 //! it, and a free whose slot is zero skips the table. A non-zero slot may
 //! belong to another address (a false positive costs one lookup that
 //! misses); a zero slot is never wrong. A slot that reaches 255 stays
@@ -20,10 +21,14 @@ const SLOT_BITS: u32 = 16;
 
 static SLOTS: [AtomicU8; 1 << SLOT_BITS] = [const { AtomicU8::new(0) }; 1 << SLOT_BITS];
 
-#[inline]
+/// The slot of `address`: bits 4 to 19, i.e. its 16-byte granule within a
+/// 1 MiB window. Allocators hand out blocks on 16-byte boundaries, and a
+/// heap's recorded blocks (a sample every few hundred KiB, mostly) spread
+/// evenly over those windows, so a plain mask serves as well as a hash
+/// and costs every free two instructions instead of five.
+#[inline(always)]
 fn slot(address: usize) -> &'static AtomicU8 {
-    let h = ((address >> 4) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    &SLOTS[(h >> (64 - SLOT_BITS)) as usize]
+    &SLOTS[(address >> 4) & ((1 << SLOT_BITS) - 1)]
 }
 
 /// Notes that `address` is recorded in the live table.

@@ -101,6 +101,9 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    // Before the locks open: the lost threads' totals move to the retired
+    // figures while nothing else can sum them.
+    thread_totals::fold_lost_threads_after_fork();
     // SAFETY: the child has only the forking thread, which took every lock
     // in `prepare`; the copies are held by it and by no one else.
     unsafe { unlock_all() }

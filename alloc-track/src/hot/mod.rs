@@ -26,8 +26,9 @@
 //!    table until the thread allocates again.
 //!    `capture/`: walking the stack.
 //! 4. Per-thread state and configuration. `thread_totals`: the threads'
-//!    totals slots. `thread`: the one thread-local the hot path reads (it
-//!    also defines the slot type it points to). `measuring`: the books of a
+//!    totals and the slots that register them. `thread`: the one
+//!    thread-local the hot path reads (it holds the thread's totals and
+//!    the fast path's budgets, and defines the slot type). `measuring`: the books of a
 //!    thread's open `measure` calls. `config`: the mode and limits.
 //! 5. Building blocks. `raw_map`: an open-addressing map in mapped pages.
 //!    `pages`: memory straight from the kernel. `spin`: a spin lock.
@@ -104,8 +105,8 @@ pub(crate) mod view {
     /// The entry points `tracker.rs` calls from the allocator methods.
     pub(crate) mod record {
         pub(crate) use crate::hot::record::{
-            finish_realloc, is_unrecorded_on_fast_path, on_alloc, on_free, on_unrecorded_realloc,
-            take_for_realloc,
+            finish_realloc, finish_unrecorded_realloc, on_alloc, on_free,
+            reserve_unrecorded_realloc, take_for_realloc,
         };
     }
     /// Sampled mode's weights, to turn recorded blocks into estimates.

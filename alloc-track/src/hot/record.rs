@@ -14,8 +14,10 @@
 //! Every mode also notes each thread's last allocation (`ThreadState`), so
 //! that a recorded block freed before its thread allocates again is
 //! counted as "temporary" at its site: a compare at the free, a store at
-//! the allocation (the partial modes' fast path stores 0, so that a sample
-//! followed by unsampled allocations is not mistaken for one).
+//! the allocation. The partial modes' fast path stores nothing: after a
+//! recorded block the thread has no allocation budget, so its next
+//! allocation takes the slow path, which notes it (so that a sample
+//! followed by unsampled allocations is not mistaken for a temporary one).
 //!
 //! Order matters in two places. A free forgets the block *before* the inner
 //! allocator frees it, because afterwards another thread may be handed the
@@ -37,7 +39,7 @@ use super::site_id::{INTERNAL_SITE, OVERFLOW_SITE};
 use super::stacks;
 use super::thread::{self, Busy};
 use super::thread_life;
-use super::thread_totals::{self, PUBLISH_STEP};
+use super::thread_totals;
 
 /// Records a block the inner allocator just returned.
 #[inline(always)]
@@ -48,54 +50,61 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize, config: &Config) {
 }
 
 /// The partial modes' fast path for an allocation, the common case there:
-/// counts it in the thread's own slot and returns true; or returns false
-/// having changed nothing when anything needs the slow path: the mode is
-/// full, the thread is busy, measuring or has no slot yet, its live drift
-/// reaches a publish step, or the allocation reaches the sampler's
-/// countdown. One thread-local read, no shared write, no mode load.
+/// counts it in the thread's own totals and returns true; or returns false
+/// having changed nothing when the thread's allocation budget is short
+/// (`thread.rs`): the fast path is closed (full mode, the thread is busy,
+/// measuring, has no slot yet, or just recorded a block), or the
+/// allocation would take the drift to a publish step or reach the
+/// sampler's countdown. One thread-local, one subtraction, one branch.
 #[inline(always)]
 fn count_alloc_fast(size: usize) -> bool {
     thread::with(|state| {
-        if !state.fast_path_open() {
+        if !state.take_alloc_room(size) {
             return false;
         }
-        // A layout's size never exceeds `isize::MAX`; the drift lies in
-        // (-PUBLISH_STEP, PUBLISH_STEP), so neither side overflows.
-        let size = size as i64;
-        let unpublished = state.unpublished.get();
-        let countdown = state.countdown.get();
-        if size >= PUBLISH_STEP - unpublished || size >= countdown {
-            return false;
-        }
-        state.unpublished.set(unpublished + size);
-        state.countdown.set(countdown - size);
-        state.note_allocation(0);
-        thread_totals::count_alloc(Some(state), size as u64);
+        thread_totals::count_alloc_on_fast_path(state, size as u64);
         true
     })
     .unwrap_or(false)
 }
 
-/// The partial modes' fast path for a free, as [`count_alloc_fast`]: a
-/// block the address filter says was never recorded, on a thread whose
-/// drift stays within a step. `address` is `None` when the caller has
-/// already looked (a realloc).
+/// The partial modes' fast path for a free, as [`count_alloc_fast`] with
+/// the free budget: a block the address filter says was never recorded.
+/// `address` is `None` when the caller has already looked (a realloc).
 #[inline(always)]
 fn count_free_fast(address: Option<usize>, size: usize) -> bool {
     thread::with(|state| {
-        if !state.fast_path_open() || address.is_some_and(filter::may_contain) {
+        // The budget first: full mode (budget 0) then skips the filter.
+        if !state.take_free_room(size) {
             return false;
         }
-        let size = size as i64;
-        let unpublished = state.unpublished.get();
-        if size >= unpublished + PUBLISH_STEP {
+        if address.is_some_and(filter::may_contain) {
+            state.give_back_free_room(size);
             return false;
         }
-        state.unpublished.set(unpublished - size);
-        thread_totals::count_free(Some(state), size as u64);
+        thread_totals::count_free_on_fast_path(state, size as u64);
         true
     })
     .unwrap_or(false)
+}
+
+/// The partial modes' commonest reason to leave the fast path: its budget
+/// ran out (the budgets are conservative: frees do not refill the
+/// allocation budget, nor allocations the free budget). When nothing else
+/// needs the slow path (the thread is not blocked, the allocation is not
+/// a sample), fresh budgets from the settled figures, and the fast path
+/// once more: a few dozen instructions instead of the whole slow path.
+fn count_alloc_after_refill(size: usize) -> bool {
+    thread::with(|state| state.refill(Some(size)) && count_alloc_fast(size)).unwrap_or(false)
+}
+
+/// The free side of [`count_alloc_after_refill`]: a block without a
+/// record whose free found the budget short.
+fn count_free_after_refill(address: usize, size: usize) -> bool {
+    if filter::may_contain(address) {
+        return false;
+    }
+    thread::with(|state| state.refill(None) && count_free_fast(None, size)).unwrap_or(false)
 }
 
 /// Everything the fast path declined, in every mode.
@@ -112,6 +121,7 @@ fn on_alloc_slow(address: usize, size: usize, config: &Config) {
             let Ok(busy) = Busy::try_enter() else { return };
             record_with_stack(address, size, config, false, &busy);
         }
+        _ if count_alloc_after_refill(size) => {}
         mode => on_alloc_partial(address, size, config, mode),
     }
 }
@@ -151,6 +161,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
             }
         };
         if !sampled && !state.is_measuring() {
+            state.reopen();
             Next::Done
         } else {
             Next::Record { sampled }
@@ -278,6 +289,9 @@ fn on_free_slow(address: usize, size: usize, config: &Config) {
         }
         return;
     }
+    if count_free_after_refill(address, size) {
+        return;
+    }
     if let Some(block) = take_partial(address) {
         if block.site() != INTERNAL_SITE {
             forget(address, &block, config, Release::Freed);
@@ -312,6 +326,7 @@ fn take_partial(address: usize) -> Option<LiveBlock> {
 fn forget_unrecorded(address: usize, size: usize, config: &Config) {
     let measured = thread::with(|state| {
         COUNTERS.on_free(size as u64, config, Some(state));
+        state.reopen();
         state.is_measuring() && !state.is_busy()
     });
     match measured {
@@ -372,65 +387,88 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) 
     }
 }
 
-/// True when the partial modes' fast path is open on this thread and the
-/// address filter says `address` has no record: a realloc then has nothing
-/// to take out before the inner allocator moves the block.
+/// The partial modes' fast path for a realloc, before the inner allocator
+/// runs: true when the block at `address` has no record (the address
+/// filter says so) and the thread's budgets cover freeing `old_size` bytes
+/// and allocating `new_size`, which are then taken from them. The caller
+/// then reallocates and calls [`finish_unrecorded_realloc`]. False, having
+/// changed nothing, sends the realloc down the slow path.
 #[inline(always)]
-pub(crate) fn is_unrecorded_on_fast_path(address: *mut u8) -> bool {
-    thread::with(|state| state.fast_path_open() && !filter::may_contain(address as usize))
-        .unwrap_or(false)
+pub(crate) fn reserve_unrecorded_realloc(
+    address: *mut u8,
+    old_size: usize,
+    new_size: usize,
+) -> bool {
+    take_realloc_rooms(address, old_size, new_size)
+        || reserve_unrecorded_realloc_after_refill(address, old_size, new_size)
 }
 
-/// Counts a successful realloc of a block without a record (checked by
-/// [`is_unrecorded_on_fast_path`] just before): the old block freed, the
-/// new one allocated, in one visit to the thread's state when the drift
-/// and the sampler's countdown allow, else through the slow path.
 #[inline(always)]
-pub(crate) fn on_unrecorded_realloc(
-    old_address: *mut u8,
-    old_size: usize,
-    new_address: *mut u8,
-    new_size: usize,
-    config: &Config,
-) {
-    let counted = thread::with(|state| {
-        if !state.fast_path_open() {
+fn take_realloc_rooms(address: *mut u8, old_size: usize, new_size: usize) -> bool {
+    thread::with(|state| {
+        // The budgets first: full mode (budgets 0) then skips the filter.
+        if !state.take_free_room(old_size) {
             return false;
         }
-        // Sizes never exceed `isize::MAX`, so the difference fits, and the
-        // drift lies in (-PUBLISH_STEP, PUBLISH_STEP), so the bounds do.
-        let (old, new) = (old_size as i64, new_size as i64);
-        let delta = new - old;
-        let unpublished = state.unpublished.get();
-        let countdown = state.countdown.get();
-        if delta >= PUBLISH_STEP - unpublished
-            || delta <= -PUBLISH_STEP - unpublished
-            || new >= countdown
-        {
+        if !state.take_alloc_room(new_size) {
+            state.give_back_free_room(old_size);
             return false;
         }
-        state.unpublished.set(unpublished + delta);
-        state.countdown.set(countdown - new);
-        state.note_allocation(0);
-        thread_totals::count_free(Some(state), old as u64);
-        thread_totals::count_alloc(Some(state), new as u64);
+        if filter::may_contain(address as usize) {
+            state.give_back_free_room(old_size);
+            state.give_back_alloc_room(new_size);
+            return false;
+        }
         true
     })
-    .unwrap_or(false);
-    if !counted {
-        unrecorded_realloc_slow(old_address, old_size, new_address, new_size, config);
-    }
+    .unwrap_or(false)
 }
 
+/// [`reserve_unrecorded_realloc`] once more with fresh budgets, as
+/// [`count_alloc_after_refill`] does.
 #[inline(never)]
-fn unrecorded_realloc_slow(
-    old_address: *mut u8,
+fn reserve_unrecorded_realloc_after_refill(
+    address: *mut u8,
     old_size: usize,
-    new_address: *mut u8,
     new_size: usize,
-    config: &Config,
-) {
-    finish_realloc(old_address, old_size, None, new_address, new_size, config);
+) -> bool {
+    if filter::may_contain(address as usize) {
+        return false;
+    }
+    let refilled = thread::with(|state| state.refill(Some(new_size)));
+    refilled == Some(true) && take_realloc_rooms(address, old_size, new_size)
+}
+
+/// Counts a realloc reserved by [`reserve_unrecorded_realloc`]: the old
+/// block freed and the new one allocated, in the thread's own totals; or,
+/// if the inner allocator failed (`new_address` null: the old block is
+/// still the caller's), gives the budgets back.
+#[inline(always)]
+pub(crate) fn finish_unrecorded_realloc(old_size: usize, new_address: *mut u8, new_size: usize) {
+    if new_address.is_null() {
+        cancel_unrecorded_realloc(old_size, new_size);
+        return;
+    }
+    let _ = thread::with(|state| {
+        thread_totals::count_realloc_on_fast_path(state, old_size as u64, new_size as u64)
+    });
+}
+
+/// A reserved realloc that failed: nothing was counted, but the budgets
+/// were taken. Folded into the exact figures first (whatever closed the
+/// fast path meanwhile, the reservation is in them then), then undone.
+#[cold]
+#[inline(never)]
+fn cancel_unrecorded_realloc(old_size: usize, new_size: usize) {
+    let _ = thread::with(|state| {
+        state.close();
+        let (old, new) = (old_size as i64, new_size as i64);
+        state
+            .unpublished
+            .set(state.unpublished.get().wrapping_sub(new).wrapping_add(old));
+        state.countdown.set(state.countdown.get().wrapping_add(new));
+        state.reopen();
+    });
 }
 
 /// Takes the record of a block about to be reallocated, leaving the

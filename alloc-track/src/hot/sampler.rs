@@ -23,6 +23,9 @@ static SEED: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
 pub(crate) fn reseed(seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
     let _ = thread::with(|state| {
+        // Folds the fast path's budget into the countdown (closing it), so
+        // that the reset below is not undone.
+        state.close();
         state.rng.set(0);
         state.countdown.set(0);
     });
@@ -59,6 +62,8 @@ fn draw_interval(state: &ThreadState, mean: f64) -> i64 {
 /// allocation smaller than the countdown; this is the slow path's check.
 #[inline]
 pub(crate) fn sample(state: &ThreadState, size: usize, mean_bytes: u64) -> bool {
+    // What the fast path allocated first, so that the countdown is exact.
+    state.close();
     let left = state.countdown.get();
     // A layout's size never exceeds `isize::MAX`.
     let size = size as i64;
@@ -85,6 +90,7 @@ fn sampled(state: &ThreadState, size: i64, mean_bytes: u64) -> bool {
 /// and the fast path never stops for it.
 #[inline]
 pub(crate) fn never_sample(state: &ThreadState) {
+    state.close();
     state.countdown.set(i64::MAX);
 }
 

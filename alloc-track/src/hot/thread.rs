@@ -3,12 +3,29 @@
 //! thread's totals slot, its unpublished live bytes, its sampler), all in
 //! one thread-local so that path reads it once.
 //!
-//! The partial modes' fast path (`record.rs`) tests one byte, `blocked`,
-//! for everything that would send it to the slow path: the thread is
-//! inside the tracker, inside a `measure`, or not ready (no totals slot of
-//! its own yet, or full mode, which always takes the slow path). It never
-//! loads the mode: count mode keeps the sampler's countdown out of reach,
-//! so both partial modes run the same few instructions.
+//! The partial modes' fast path (`record.rs`) tests nothing but two
+//! budgets: `alloc_room`, the bytes the thread may still allocate without
+//! the slow path, and `free_room`, the bytes it may still free. Each
+//! allocation subtracts its size from the one, each free from the other;
+//! the slow path runs when a budget would go below zero. A budget is the
+//! smallest of every limit the slow path would otherwise check:
+//!
+//! - the publish step: the thread's unpublished live bytes stay within
+//!   (-[`PUBLISH_STEP`], [`PUBLISH_STEP`]), so that the shared live bytes
+//!   (and the peak) stay within a step per thread of the exact figure;
+//! - the sampler's countdown (count mode keeps it beyond reach);
+//! - the state: both budgets are 0 while the fast path is closed (the
+//!   thread is inside the tracker, inside a `measure`, has no totals slot,
+//!   or runs in full mode), and `alloc_room` is 0 while the thread's last
+//!   allocation was recorded, so that the next allocation, on the slow
+//!   path, ends that block's chance of being temporary.
+//!
+//! So one subtraction and one branch stand for the checks of the busy
+//! flag, the mode, the drift, the countdown and the last allocation. What
+//! the fast path consumed is folded back into `unpublished` and
+//! `countdown` (`close`) whenever the slow path is about to read them or
+//! the fast path closes, and fresh budgets are computed from the settled
+//! figures (`reopen`) when it reopens.
 //!
 //! The thread-local is const-initialised and has no destructor, so reading
 //! it never allocates, never registers anything, and keeps working while
@@ -19,14 +36,22 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicPtr, AtomicU64};
 
 use super::measuring::MeasureState;
 
 pub(crate) struct ThreadState {
-    /// Why the partial modes' fast path is closed to this thread: a set of
-    /// the `BUSY`, `MEASURING` and `NOT_READY` bits, 0 when it is open.
-    /// One word, so that the fast path tests all three with one load.
+    /// Bytes the partial modes' fast path may still allocate on this
+    /// thread (see the module's documentation); 0 while it is closed.
+    alloc_room: Cell<u64>,
+    /// Bytes the fast path may still free on this thread; 0 while closed.
+    free_room: Cell<u64>,
+    /// The budgets as [`reopen`](Self::reopen) last set them: what the
+    /// fast path consumed since is the difference.
+    alloc_granted: Cell<u64>,
+    free_granted: Cell<u64>,
+    /// Why the fast path is closed to this thread: a set of the `BUSY`,
+    /// `MEASURING` and `NOT_READY` bits, 0 when it may open.
     blocked: Cell<u8>,
     /// The thread's measure state while a `measure` call is open, else
     /// null. Owned by the `measure` frames that created it.
@@ -35,11 +60,16 @@ pub(crate) struct ThreadState {
     scope: Cell<u16>,
     /// The thread's totals slot (`thread_totals`): null until claimed.
     pub(crate) slot: Cell<*const Slot>,
-    /// Partial modes: live bytes not yet added to the shared counter.
+    /// The thread's totals, counted here once it holds a slot (before, and
+    /// without one, they go to the shared fallback).
+    pub(crate) totals: Totals,
+    /// Partial modes: live bytes not yet added to the shared counter, as of
+    /// the last [`close`](Self::close) (the fast path's consumption since
+    /// is in the budgets).
     pub(crate) unpublished: Cell<i64>,
-    /// Bytes the thread may still allocate on the fast path before the
-    /// sampler must look: in sampled mode the bytes left before the next
-    /// sample, in count mode `i64::MAX`; 0 until the slow path first sets it.
+    /// Sampled mode: the bytes left before the next sample, as of the last
+    /// `close`; in count mode `i64::MAX`; 0 until the slow path first sets
+    /// it.
     pub(crate) countdown: Cell<i64>,
     /// Sampled mode: the thread's random state; 0 until seeded.
     pub(crate) rng: Cell<u64>,
@@ -52,10 +82,15 @@ pub(crate) struct ThreadState {
 thread_local! {
     static THREAD: ThreadState = const {
         ThreadState {
+            alloc_room: Cell::new(0),
+            free_room: Cell::new(0),
+            alloc_granted: Cell::new(0),
+            free_granted: Cell::new(0),
             blocked: Cell::new(NOT_READY),
             measuring: Cell::new(ptr::null_mut()),
             scope: Cell::new(0),
             slot: Cell::new(ptr::null()),
+            totals: Totals::new(),
             unpublished: Cell::new(0),
             countdown: Cell::new(0),
             rng: Cell::new(0),
@@ -63,6 +98,11 @@ thread_local! {
         }
     };
 }
+
+/// How far a thread's unpublished live bytes may drift before they are
+/// added to the shared live counter: the partial modes' peak is exact to
+/// within this much per thread.
+pub(crate) const PUBLISH_STEP: i64 = 64 * 1024;
 
 /// Set while this thread runs tracker code: allocations made then (by the
 /// unwinder, by snapshots, by symbolization) are the tracker's own and pass
@@ -77,11 +117,111 @@ const MEASURING: u8 = 2;
 const NOT_READY: u8 = 4;
 
 impl ThreadState {
-    /// True when the partial modes' fast path may count this thread's
-    /// allocations and frees in its slot: not busy, not measuring, ready.
+    /// The fast path's allocation check: takes `size` bytes from the
+    /// thread's allocation budget, or returns false having changed nothing
+    /// if they are not there (the slow path must count this one).
     #[inline(always)]
-    pub(crate) fn fast_path_open(&self) -> bool {
-        self.blocked.get() == 0
+    pub(crate) fn take_alloc_room(&self, size: usize) -> bool {
+        take(&self.alloc_room, size)
+    }
+
+    /// The fast path's free check, as [`take_alloc_room`](Self::take_alloc_room).
+    #[inline(always)]
+    pub(crate) fn take_free_room(&self, size: usize) -> bool {
+        take(&self.free_room, size)
+    }
+
+    /// Gives back what [`take_alloc_room`](Self::take_alloc_room) took,
+    /// when the fast path changes its mind.
+    #[inline(always)]
+    pub(crate) fn give_back_alloc_room(&self, size: usize) {
+        give_back(&self.alloc_room, size);
+    }
+
+    /// Gives back what [`take_free_room`](Self::take_free_room) took, when
+    /// the fast path changes its mind.
+    #[inline(always)]
+    pub(crate) fn give_back_free_room(&self, size: usize) {
+        give_back(&self.free_room, size);
+    }
+
+    /// Closes the fast path's budgets and folds what it consumed into
+    /// `unpublished` and `countdown`, which are then exact. Called before
+    /// the slow path reads or changes either, and whenever the fast path
+    /// closes (so that nothing it consumed is lost).
+    #[inline]
+    pub(crate) fn close(&self) {
+        let allocated = self
+            .alloc_granted
+            .replace(0)
+            .wrapping_sub(self.alloc_room.replace(0));
+        let freed = self
+            .free_granted
+            .replace(0)
+            .wrapping_sub(self.free_room.replace(0));
+        if allocated | freed == 0 {
+            return;
+        }
+        // Each is below 2 * PUBLISH_STEP: no sum here overflows.
+        self.unpublished.set(
+            self.unpublished
+                .get()
+                .wrapping_add(allocated as i64)
+                .wrapping_sub(freed as i64),
+        );
+        self.countdown
+            .set(self.countdown.get().wrapping_sub(allocated as i64));
+    }
+
+    /// Opens the fast path with fresh budgets, if nothing keeps it closed:
+    /// the allocation budget keeps the unpublished bytes below the publish
+    /// step and each allocation below the countdown (the fast path lets
+    /// through a size up to its budget), the free budget keeps the
+    /// unpublished bytes above minus a step.
+    #[inline]
+    pub(crate) fn reopen(&self) {
+        if self.blocked.get() != 0 {
+            return;
+        }
+        self.close();
+        self.grant();
+    }
+
+    /// [`reopen`](Self::reopen) for a fast path whose budget ran short:
+    /// false, leaving the path closed, if something keeps it closed or if
+    /// the coming allocation of `next_allocation` bytes reaches the
+    /// sampler's countdown (the sampler must see it).
+    #[inline]
+    pub(crate) fn refill(&self, next_allocation: Option<usize>) -> bool {
+        if self.blocked.get() != 0 {
+            return false;
+        }
+        self.close();
+        // A layout's size never exceeds `isize::MAX`.
+        if next_allocation.is_some_and(|size| size as i64 >= self.countdown.get()) {
+            return false;
+        }
+        self.grant();
+        true
+    }
+
+    /// Sets the budgets from the settled figures; the path is closed.
+    #[inline]
+    fn grant(&self) {
+        let unpublished = self.unpublished.get();
+        let alloc = if self.last_allocation.get() != 0 {
+            0
+        } else {
+            (PUBLISH_STEP - 1)
+                .saturating_sub(unpublished)
+                .min(self.countdown.get().saturating_sub(1))
+                .max(0)
+        };
+        let free = (PUBLISH_STEP - 1).saturating_add(unpublished).max(0);
+        self.alloc_room.set(alloc as u64);
+        self.alloc_granted.set(alloc as u64);
+        self.free_room.set(free as u64);
+        self.free_granted.set(free as u64);
     }
 
     /// True while the thread runs tracker code.
@@ -98,7 +238,10 @@ impl ThreadState {
 
     /// Notes the thread's latest allocation: the recorded block at
     /// `address`, or 0 for one that is not recorded (which still ends the
-    /// previous one's chance of being temporary).
+    /// previous one's chance of being temporary). A recorded block is
+    /// noted inside the tracker (busy), so the fast path is closed, and
+    /// [`reopen`](Self::reopen) leaves it no allocation budget until the
+    /// slow path notes the next allocation.
     #[inline(always)]
     pub(crate) fn note_allocation(&self, address: usize) {
         self.last_allocation.set(address);
@@ -120,12 +263,39 @@ impl ThreadState {
     /// `thread_totals`, which owns the slot, calls it.
     pub(crate) fn set_ready(&self, ready: bool) {
         let blocked = self.blocked.get();
-        self.blocked.set(if ready {
-            blocked & !NOT_READY
+        if ready {
+            self.blocked.set(blocked & !NOT_READY);
+            self.reopen();
         } else {
-            blocked | NOT_READY
-        });
+            self.close();
+            self.blocked.set(blocked | NOT_READY);
+        }
     }
+}
+
+/// Takes `size` bytes from `room` if they are there. Subtracts first and
+/// checks the borrow after, restoring the budget on the rare short one:
+/// so the common case compiles to a subtraction in memory and a branch.
+#[inline(always)]
+fn take(room: &Cell<u64>, size: usize) -> bool {
+    let (left, short) = room.get().overflowing_sub(size as u64);
+    room.set(left);
+    if short {
+        give_back(room, size);
+        return false;
+    }
+    true
+}
+
+/// Adds `size` bytes back to `room`. Reads the budget back from memory
+/// rather than reuse a value the compiler holds: with no other use of the
+/// difference [`take`] computed, the subtraction stays in memory.
+#[inline(always)]
+fn give_back(room: &Cell<u64>, size: usize) {
+    // SAFETY: the cell's own pointer, valid and aligned, read on the
+    // thread that owns the cell.
+    let stored = unsafe { std::ptr::read_volatile(room.as_ptr()) };
+    room.set(stored.wrapping_add(size as u64));
 }
 
 /// Runs `f` on this thread's state; `None` if it cannot be reached.
@@ -164,6 +334,11 @@ impl Busy {
     pub(crate) fn try_enter() -> Result<Busy, Refused> {
         match THREAD.try_with(|thread| {
             let blocked = thread.blocked.get();
+            if blocked == 0 {
+                // The fast path was open: its allocations now are the
+                // tracker's own.
+                thread.close();
+            }
             thread.blocked.set(blocked | BUSY);
             blocked & BUSY != 0
         }) {
@@ -179,6 +354,10 @@ impl Busy {
 impl Drop for Busy {
     #[inline]
     fn drop(&mut self) {
+        // The fast path stays closed until the thread's next allocation or
+        // free refills its budgets: reopening here would cost full mode,
+        // which enters the tracker on every call, for what the partial
+        // modes do rarely (a sample, a recorded block's free).
         let _ = THREAD.try_with(|thread| thread.blocked.set(thread.blocked.get() & !BUSY));
     }
 }
@@ -202,11 +381,13 @@ pub(crate) fn set_measuring(state: *mut MeasureState) {
     let _ = THREAD.try_with(|thread| {
         thread.measuring.set(state);
         let blocked = thread.blocked.get();
-        thread.blocked.set(if state.is_null() {
-            blocked & !MEASURING
+        if state.is_null() {
+            thread.blocked.set(blocked & !MEASURING);
+            thread.reopen();
         } else {
-            blocked | MEASURING
-        });
+            thread.close();
+            thread.blocked.set(blocked | MEASURING);
+        }
     });
 }
 
@@ -224,23 +405,22 @@ pub(crate) fn set_scope(scope: u16) -> u16 {
         .unwrap_or(0)
 }
 
-/// One thread's totals slot (`thread_totals` owns the array of them and
-/// is the only module that reads or writes one): what the thread allocated
-/// and what it freed (possibly blocks other threads allocated). Live
-/// figures are their differences. Defined here, beside the pointer to it
-/// in [`ThreadState`], so that the thread state needs nothing above it.
-pub(crate) struct Slot {
-    pub(crate) claimed: AtomicBool,
+/// One thread's totals: what the thread allocated and what it freed
+/// (possibly blocks other threads allocated); live figures are their
+/// differences. They live in the thread's own [`ThreadState`], so that the
+/// fast path reaches them at a fixed offset from the thread pointer, with
+/// no pointer to load; `thread_totals` registers them in a slot where a
+/// snapshot finds them, and is the only module that reads or writes them.
+pub(crate) struct Totals {
     pub(crate) total_bytes: AtomicU64,
     pub(crate) total_blocks: AtomicU64,
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) freed_blocks: AtomicU64,
 }
 
-impl Slot {
+impl Totals {
     pub(crate) const fn new() -> Self {
-        Slot {
-            claimed: AtomicBool::new(false),
+        Totals {
             total_bytes: AtomicU64::new(0),
             total_blocks: AtomicU64::new(0),
             freed_bytes: AtomicU64::new(0),
@@ -257,3 +437,7 @@ impl Slot {
         ]
     }
 }
+
+/// A registry entry: the address of a thread's [`Totals`] while the thread
+/// holds the slot, null while the slot is free.
+pub(crate) type Slot = AtomicPtr<Totals>;

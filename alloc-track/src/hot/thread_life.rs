@@ -26,6 +26,8 @@ struct ExitFold;
 impl Drop for ExitFold {
     fn drop(&mut self) {
         let _ = thread::with(|state| {
+            // What the fast path counted goes into `unpublished` first.
+            state.close();
             let unpublished = state.unpublished.replace(0);
             if unpublished != 0 {
                 COUNTERS.publish_live(unpublished);

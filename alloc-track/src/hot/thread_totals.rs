@@ -1,33 +1,41 @@
 //! Exact totals without a shared counter on every allocation: each thread
-//! adds into a slot of its own, which only it writes, and a snapshot sums
-//! the slots.
+//! adds into totals of its own, which only it writes, and a snapshot sums
+//! them.
 //!
 //! A shared atomic counter costs a locked read-modify-write on every
 //! allocation, and with several threads the cache line holding it bounces
 //! between cores: the four the cheap modes started with made them 1.2 to
-//! 1.7 times as slow as the bare allocator. A thread's own slot is a plain
-//! load and store on a line no other core writes.
+//! 1.7 times as slow as the bare allocator. A thread's own totals take a
+//! plain add in memory on a line no other core writes. They sit in the
+//! thread's `ThreadState` (the fast path adds at a fixed offset from the
+//! thread pointer, no pointer to load), and a slot of the registry below
+//! holds their address while the thread lives, for snapshots to sum.
 //!
 //! A thread claims a slot the first time it is counted, inside the tracker
 //! (`thread_life.rs` registers a thread-local destructor, which may
 //! allocate, and that allocation must find the thread busy). When the
-//! thread exits, the destructor folds the slot's figures into `RETIRED` and frees the slot
-//! for another thread. A thread without a slot (all taken, or its
-//! thread-locals already torn down) adds straight into `RETIRED` with
-//! atomics.
+//! thread exits, the destructor folds its totals into `RETIRED` and frees
+//! the slot for another thread, before the thread's memory goes. A thread
+//! without a slot (all taken, or its thread-locals already torn down) adds
+//! straight into `RETIRED` with atomics. In a forked child, the slots of
+//! the threads that did not survive the fork are folded the same way (see
+//! [`fold_lost_threads_after_fork`]): their memory may be reused or unmapped
+//! by the child's next threads.
 
+use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::spin::{CachePadded, SpinLock};
-use super::thread::{Slot, ThreadState};
+use super::thread::{Slot, ThreadState, Totals, PUBLISH_STEP};
 
 /// Enough for every thread of a large server at once; later threads share
 /// the atomic fallback.
 const SLOTS: usize = 1024;
 
-/// Adds to a field of the calling thread's own slot: the owner is its only
-/// writer, so a load and a store (no lock prefix) are exact.
-#[inline]
+/// Adds to a field of the calling thread's own totals: the owner is its
+/// only writer, so a load and a store (no lock prefix) are exact, and the
+/// compiler makes them one add in memory.
+#[inline(always)]
 fn bump(field: &AtomicU64, delta: u64) {
     field.store(
         field.load(Ordering::Relaxed).wrapping_add(delta),
@@ -35,13 +43,16 @@ fn bump(field: &AtomicU64, delta: u64) {
     );
 }
 
-static THREAD_SLOTS: [CachePadded<Slot>; SLOTS] = [const { CachePadded(Slot::new()) }; SLOTS];
+/// The registry: each claimed slot holds the address of its thread's
+/// totals. Written only at a thread's claim and under [`FOLD`] at its exit.
+static THREAD_SLOTS: [Slot; SLOTS] = [const { Slot::new(ptr::null_mut()) }; SLOTS];
 
 /// Figures of exited threads, and of threads without a slot (atomics).
-static RETIRED: CachePadded<Slot> = CachePadded(Slot::new());
+static RETIRED: CachePadded<Totals> = CachePadded(Totals::new());
 
-/// Held while a thread folds its slot into `RETIRED` and while a snapshot
-/// sums: otherwise a sum could see a figure in both places, or in neither.
+/// Held while a thread folds its totals into `RETIRED` and while a snapshot
+/// sums: otherwise a sum could see a figure in both places, or in neither,
+/// or read the totals of a thread that has exited.
 static FOLD: SpinLock<()> = SpinLock::new(());
 
 /// A thread's slot pointer after it found none free, or after it exited.
@@ -51,16 +62,16 @@ const NO_SLOT: *const Slot = 1 as *const Slot;
 /// it as having none. The caller is inside the tracker and has registered
 /// the thread's exit fold (`thread_life.rs`), which calls [`retire`].
 pub(crate) fn claim_slot(state: &ThreadState) -> bool {
+    let totals = &state.totals as *const Totals as *mut Totals;
     let free = THREAD_SLOTS.iter().find(|slot| {
-        !slot.claimed.load(Ordering::Relaxed)
+        slot.load(Ordering::Relaxed).is_null()
             && slot
-                .claimed
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(ptr::null_mut(), totals, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
     });
     state
         .slot
-        .set(free.map_or(NO_SLOT, |slot| &slot.0 as *const Slot));
+        .set(free.map_or(NO_SLOT, |slot| slot as *const Slot));
     free.is_some()
 }
 
@@ -70,10 +81,10 @@ pub(crate) fn go_without_slot(state: &ThreadState) {
     state.slot.set(NO_SLOT);
 }
 
-/// At the thread's exit: closes its fast path, folds its slot into
+/// At the thread's exit: closes its fast path, folds its totals into
 /// `RETIRED` and frees the slot for another thread.
 pub(crate) fn retire(state: &ThreadState) {
-    // Closed first: the fast path counts only into a claimed slot.
+    // Closed first: the fast path counts only into a thread's own totals.
     state.set_ready(false);
     let slot = state.slot.replace(NO_SLOT);
     if slot.is_null() || slot == NO_SLOT {
@@ -82,33 +93,54 @@ pub(crate) fn retire(state: &ThreadState) {
     // SAFETY: a claimed slot points into the static array.
     let slot = unsafe { &*slot };
     let _fold = FOLD.lock();
-    for (from, to) in slot.fields().into_iter().zip(RETIRED.fields()) {
+    fold_into_retired(&state.totals);
+    slot.store(ptr::null_mut(), Ordering::Release);
+}
+
+/// Moves `totals` into `RETIRED`. The caller holds [`FOLD`].
+fn fold_into_retired(totals: &Totals) {
+    for (from, to) in totals.fields().into_iter().zip(RETIRED.fields()) {
         to.fetch_add(from.swap(0, Ordering::Relaxed), Ordering::Relaxed);
     }
-    slot.claimed.store(false, Ordering::Release);
 }
 
-/// The thread's claimed slot, if it has one.
+/// True if the thread counts into its own totals (it holds a slot).
 #[inline]
-fn own_slot(state: &ThreadState) -> Option<&'static Slot> {
+fn has_slot(state: &ThreadState) -> bool {
     let slot = state.slot.get();
-    if slot.is_null() || slot == NO_SLOT {
-        return None;
-    }
-    // SAFETY: a claimed slot points into the static array, and only this
-    // thread writes it until its exit fold releases it.
-    Some(unsafe { &*slot })
+    !slot.is_null() && slot != NO_SLOT
 }
 
-/// Counts an allocation of `size` bytes in this thread's slot, or in the
-/// shared fallback if it has none.
+/// The fast path's count of an allocation: in the thread's own totals,
+/// for the fast path is open only on a thread with a slot (`claim` opens
+/// it, [`retire`] closes it before releasing the slot).
+#[inline(always)]
+pub(crate) fn count_alloc_on_fast_path(state: &ThreadState, size: u64) {
+    bump(&state.totals.total_bytes, size);
+    bump(&state.totals.total_blocks, 1);
+}
+
+/// The fast path's count of a free, as [`count_alloc_on_fast_path`].
+#[inline(always)]
+pub(crate) fn count_free_on_fast_path(state: &ThreadState, size: u64) {
+    bump(&state.totals.freed_bytes, size);
+    bump(&state.totals.freed_blocks, 1);
+}
+
+/// The fast path's count of a realloc: `old_size` bytes freed and
+/// `new_size` allocated, as [`count_alloc_on_fast_path`].
+#[inline(always)]
+pub(crate) fn count_realloc_on_fast_path(state: &ThreadState, old_size: u64, new_size: u64) {
+    count_free_on_fast_path(state, old_size);
+    count_alloc_on_fast_path(state, new_size);
+}
+
+/// Counts an allocation of `size` bytes in this thread's totals, or in the
+/// shared fallback if it has no slot.
 #[inline]
 pub(crate) fn count_alloc(state: Option<&ThreadState>, size: u64) {
-    match state.and_then(own_slot) {
-        Some(slot) => {
-            bump(&slot.total_bytes, size);
-            bump(&slot.total_blocks, 1);
-        }
+    match state.filter(|state| has_slot(state)) {
+        Some(state) => count_alloc_on_fast_path(state, size),
         None => {
             RETIRED.total_bytes.fetch_add(size, Ordering::Relaxed);
             RETIRED.total_blocks.fetch_add(1, Ordering::Relaxed);
@@ -119,11 +151,8 @@ pub(crate) fn count_alloc(state: Option<&ThreadState>, size: u64) {
 /// Counts a free of `size` bytes, as [`count_alloc`] does.
 #[inline]
 pub(crate) fn count_free(state: Option<&ThreadState>, size: u64) {
-    match state.and_then(own_slot) {
-        Some(slot) => {
-            bump(&slot.freed_bytes, size);
-            bump(&slot.freed_blocks, 1);
-        }
+    match state.filter(|state| has_slot(state)) {
+        Some(state) => count_free_on_fast_path(state, size),
         None => {
             RETIRED.freed_bytes.fetch_add(size, Ordering::Relaxed);
             RETIRED.freed_blocks.fetch_add(1, Ordering::Relaxed);
@@ -131,18 +160,15 @@ pub(crate) fn count_free(state: Option<&ThreadState>, size: u64) {
     }
 }
 
-/// How far a thread's unpublished live bytes may drift before they are
-/// added to the shared live counter: the partial modes' peak is exact to
-/// within this much per thread.
-pub(crate) const PUBLISH_STEP: i64 = 64 * 1024;
-
 /// Partial modes: adds `delta` live bytes to this thread's unpublished
 /// sum; returns the sum to publish once it has drifted [`PUBLISH_STEP`]
 /// away from zero (the caller adds it to the shared counter).
 #[inline]
 pub(crate) fn drift(state: &ThreadState, delta: i64) -> Option<i64> {
+    // What the fast path consumed first, so that the sum is exact.
+    state.close();
     let sum = state.unpublished.get().wrapping_add(delta);
-    if sum >= PUBLISH_STEP || sum <= -PUBLISH_STEP || own_slot(state).is_none() {
+    if sum >= PUBLISH_STEP || sum <= -PUBLISH_STEP || !has_slot(state) {
         // Without a slot there is no exit fold to publish the rest later.
         state.unpublished.set(0);
         Some(sum)
@@ -157,11 +183,22 @@ pub(crate) fn drift(state: &ThreadState, delta: i64) -> Option<i64> {
 pub(crate) fn sum() -> (u64, u64, u64, u64) {
     let _fold = FOLD.lock();
     let [mut total_bytes, mut total_blocks, mut freed_bytes, mut freed_blocks] = [0u64; 4];
-    for slot in std::iter::once(&*RETIRED).chain(THREAD_SLOTS.iter().map(|s| &s.0)) {
-        total_bytes = total_bytes.wrapping_add(slot.total_bytes.load(Ordering::Relaxed));
-        total_blocks = total_blocks.wrapping_add(slot.total_blocks.load(Ordering::Relaxed));
-        freed_bytes = freed_bytes.wrapping_add(slot.freed_bytes.load(Ordering::Relaxed));
-        freed_blocks = freed_blocks.wrapping_add(slot.freed_blocks.load(Ordering::Relaxed));
+    let mut add = |totals: &Totals| {
+        total_bytes = total_bytes.wrapping_add(totals.total_bytes.load(Ordering::Relaxed));
+        total_blocks = total_blocks.wrapping_add(totals.total_blocks.load(Ordering::Relaxed));
+        freed_bytes = freed_bytes.wrapping_add(totals.freed_bytes.load(Ordering::Relaxed));
+        freed_blocks = freed_blocks.wrapping_add(totals.freed_blocks.load(Ordering::Relaxed));
+    };
+    add(&RETIRED);
+    for slot in &THREAD_SLOTS {
+        let totals = slot.load(Ordering::Acquire);
+        // SAFETY: a registered address is a live thread's totals: the
+        // thread clears its slot under `FOLD`, held here, before its
+        // memory goes (and a forked child clears the lost threads' slots
+        // before anything else runs).
+        if let Some(totals) = unsafe { totals.as_ref() } {
+            add(totals);
+        }
     }
     (
         total_bytes.wrapping_sub(freed_bytes),
@@ -169,6 +206,28 @@ pub(crate) fn sum() -> (u64, u64, u64, u64) {
         total_bytes,
         total_blocks,
     )
+}
+
+/// In a forked child, which has only the thread that forked: folds every
+/// other thread's totals into `RETIRED` and frees their slots. Those
+/// threads never run their exit fold here, and the child's next threads
+/// may be given their memory (glibc reuses the stacks, thread-locals and
+/// all) or find it unmapped. The caller is the child's fork handler,
+/// holding [`FOLD`] since [`lock_for_fork`].
+#[cfg(unix)]
+pub(crate) fn fold_lost_threads_after_fork() {
+    let own = super::thread::with(|state| &state.totals as *const Totals as *mut Totals);
+    for slot in &THREAD_SLOTS {
+        let totals = slot.load(Ordering::Acquire);
+        if totals.is_null() || Some(totals) == own {
+            continue;
+        }
+        // SAFETY: the lost thread's memory is still mapped in the child,
+        // which is a copy of the parent at the fork, and nothing has run
+        // in the child yet that could reuse or unmap it.
+        fold_into_retired(unsafe { &*totals });
+        slot.store(ptr::null_mut(), Ordering::Release);
+    }
 }
 
 /// Takes the fold lock for the fork handlers (see `fork.rs`).

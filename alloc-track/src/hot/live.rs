@@ -10,13 +10,14 @@
 //! was allocated untracked (by the tracker itself, or while a thread's
 //! state was gone) and is not counted.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::held_block;
 use super::live_block::LiveBlock;
 use super::packed_slot::{self, PackedSlot};
 use super::raw_map::{OutOfMemory, RawMap, SlotMap};
-use super::spin::{CachePadded, SpinLock};
+use super::spin::{CachePadded, SpinGuard, SpinLock};
 
 // Every scope id packs (the last one collects the overflow).
 const _: () = assert!(super::scopes::MAX_SCOPES <= packed_slot::SCOPE_LIMIT);
@@ -146,13 +147,107 @@ impl Shard {
 static TABLE: [CachePadded<SpinLock<Shard>>; SHARDS] =
     [const { CachePadded(SpinLock::new(Shard::new())) }; SHARDS];
 
+/// Where each shard's table lies, as of its last change, readable without
+/// its lock: enough to prefetch the line an insert will touch
+/// ([`prefetch`]). A stale layout only prefetches a useless line.
+struct Layout {
+    slots: AtomicUsize,
+    mask: AtomicUsize,
+}
+
+static LAYOUTS: [Layout; SHARDS] = [const {
+    Layout {
+        slots: AtomicUsize::new(0),
+        mask: AtomicUsize::new(0),
+    }
+}; SHARDS];
+
 #[inline]
-fn shard(address: usize) -> &'static SpinLock<Shard> {
+fn shard_index(address: usize) -> usize {
     // Fibonacci hashing of the address without its always-zero low bits;
     // the top bits pick the shard. The map inside mixes differently, so
     // shard and slot choices stay independent.
     let h = ((address >> 4) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    &TABLE[(h >> (64 - SHARD_BITS)) as usize]
+    (h >> (64 - SHARD_BITS)) as usize
+}
+
+/// The shard that `address` belongs to.
+#[inline]
+fn shard(address: usize) -> ShardRef {
+    ShardRef(shard_index(address))
+}
+
+struct ShardRef(usize);
+
+impl ShardRef {
+    #[inline(always)]
+    fn lock(&self) -> ShardGuard<'static> {
+        ShardGuard {
+            shard: TABLE[self.0].lock(),
+            layout: &LAYOUTS[self.0],
+        }
+    }
+}
+
+/// A locked shard; on release it publishes the table's layout if an
+/// insert or remove resized it.
+struct ShardGuard<'a> {
+    shard: SpinGuard<'a, Shard>,
+    layout: &'a Layout,
+}
+
+impl Deref for ShardGuard<'_> {
+    type Target = Shard;
+    #[inline(always)]
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+impl DerefMut for ShardGuard<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.shard
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        let (slots, mask) = self.shard.packed.layout();
+        if self.layout.slots.load(Ordering::Relaxed) != slots
+            || self.layout.mask.load(Ordering::Relaxed) != mask
+        {
+            self.layout.slots.store(slots, Ordering::Relaxed);
+            self.layout.mask.store(mask, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Asks the processor to fetch the line of the table where an insert of
+/// `address` will start probing, without waiting for it: done when a block
+/// is held back, so that moving it into the table at the thread's next
+/// allocation finds the line in cache. Never faults, whatever the layout.
+#[inline(always)]
+pub(crate) fn prefetch(address: usize) {
+    let Some(key) = PackedSlot::key_of(address) else {
+        return;
+    };
+    let layout = &LAYOUTS[shard_index(address)];
+    let slots = layout.slots.load(Ordering::Relaxed);
+    if slots == 0 {
+        return;
+    }
+    let home = SlotMap::<PackedSlot>::home(key, layout.mask.load(Ordering::Relaxed));
+    let line = slots.wrapping_add(home.wrapping_mul(std::mem::size_of::<PackedSlot>()));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults and reads nothing
+    // into the program; any address may be given.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(line as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = line;
 }
 
 /// Records a new live block; returns a stale record the address still had
@@ -197,6 +292,7 @@ pub(crate) fn hold(
         }
     }
     slot.hold(address, block);
+    prefetch(address);
     Ok(stale)
 }
 

@@ -139,11 +139,25 @@ impl<S: MapSlot> SlotMap<S> {
     /// (addresses share their low and high bits, so they need mixing).
     #[inline]
     fn ideal(&self, key: usize) -> usize {
+        Self::home(key, self.mask)
+    }
+
+    /// The slot index where a lookup of `key` starts in a table with this
+    /// mask (capacity minus one).
+    #[inline(always)]
+    pub(crate) fn home(key: usize, mask: usize) -> usize {
         let mut h = key as u64;
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^= h >> 33;
-        (h as usize) & self.mask
+        (h as usize) & mask
+    }
+
+    /// The table's address and mask, for [`home`](Self::home) computed by
+    /// a thread that will only prefetch, not read, what lies there.
+    #[inline]
+    pub(crate) fn layout(&self) -> (usize, usize) {
+        (self.slots as usize, self.mask)
     }
 
     #[inline]

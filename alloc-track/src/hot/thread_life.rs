@@ -6,8 +6,15 @@
 //! them.
 //!
 //! A thread claims a slot the first time it is counted, inside the tracker
-//! (claiming registers a thread-local destructor, which may allocate, and
-//! that allocation must find the thread busy).
+//! (claiming registers the exit fold, which may allocate, and that
+//! allocation must find the thread busy).
+//!
+//! The exit fold is a POSIX thread-key destructor where there are keys: the
+//! key's value lives in the thread's own control block, so registering it
+//! allocates nothing (a Rust thread-local destructor costs a block of
+//! glibc's heap per thread, which shifted the program's heap layout enough
+//! to change what glibc's `realloc` copies), and key destructors run after
+//! the thread-local ones, so allocations those make are folded too.
 
 use super::capture;
 use super::config::{settled_mode, Mode};
@@ -19,27 +26,33 @@ use super::stacks;
 use super::thread::{self, Busy, ThreadState};
 use super::thread_totals;
 
-/// Exists only for its destructor, registered when the thread claims a
-/// slot: at the thread's exit it folds the slot into the retired totals.
+/// At the thread's exit: folds its slot into the retired totals and lets go
+/// of what it held.
+fn fold_at_exit() {
+    let _ = thread::with(|state| {
+        // What the fast path counted goes into `unpublished` first.
+        state.close();
+        let unpublished = state.unpublished.replace(0);
+        if unpublished != 0 {
+            COUNTERS.publish_live(unpublished);
+        }
+        thread_totals::retire(state);
+    });
+    // The block the thread held back from the live table goes into it.
+    if let Some(stale) = live::release_held() {
+        count_stale_free(&stale);
+    }
+    // What `claim` prepared for capturing stacks goes with the thread.
+    capture::release_thread();
+}
+
+/// Where there are no thread keys (or none could be made): a thread-local
+/// whose destructor runs the fold.
 struct ExitFold;
 
 impl Drop for ExitFold {
     fn drop(&mut self) {
-        let _ = thread::with(|state| {
-            // What the fast path counted goes into `unpublished` first.
-            state.close();
-            let unpublished = state.unpublished.replace(0);
-            if unpublished != 0 {
-                COUNTERS.publish_live(unpublished);
-            }
-            thread_totals::retire(state);
-        });
-        // The block the thread held back from the live table goes into it.
-        if let Some(stale) = live::release_held() {
-            count_stale_free(&stale);
-        }
-        // What `claim` prepared for capturing stacks goes with the thread.
-        capture::release_thread();
+        fold_at_exit();
     }
 }
 
@@ -62,6 +75,64 @@ thread_local! {
     static EXIT_FOLD: ExitFold = const { ExitFold };
 }
 
+/// Arranges for [`fold_at_exit`] to run when this thread exits; false if it
+/// cannot (the thread is already past its thread-locals' teardown).
+fn register_exit_fold() -> bool {
+    #[cfg(unix)]
+    if exit_key::register() {
+        return true;
+    }
+    EXIT_FOLD.try_with(|_| ()).is_ok()
+}
+
+#[cfg(unix)]
+mod exit_key {
+    use std::ffi::c_void;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The key plus one; 0 before it is made, `FAILED` if it cannot be.
+    static KEY: AtomicUsize = AtomicUsize::new(0);
+    const FAILED: usize = usize::MAX;
+
+    extern "C" fn destructor(_value: *mut c_void) {
+        super::fold_at_exit();
+    }
+
+    /// Gives this thread a non-null value under the key, so that the
+    /// destructor runs at its exit; false without a key.
+    pub(super) fn register() -> bool {
+        let key = match KEY.load(Ordering::Acquire) {
+            0 => make(),
+            FAILED => None,
+            stored => Some(stored - 1),
+        };
+        let Some(key) = key else { return false };
+        // SAFETY: `key` came from `pthread_key_create` and is never
+        // deleted; the value is a marker, never dereferenced.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const c_void) == 0 }
+    }
+
+    #[cold]
+    fn make() -> Option<usize> {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `destructor` is an `extern "C"` function taking the
+        // value, as `pthread_key_create` requires; it never unwinds.
+        if unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } != 0 {
+            let _ = KEY.compare_exchange(0, FAILED, Ordering::AcqRel, Ordering::Acquire);
+            return None;
+        }
+        match KEY.compare_exchange(0, key as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(key as usize),
+            Err(stored) => {
+                // Another thread made one first: use it, and give this back.
+                // SAFETY: this key was made above and never handed out.
+                unsafe { libc::pthread_key_delete(key) };
+                (stored != FAILED).then(|| stored - 1)
+            }
+        }
+    }
+}
+
 /// Claims a slot for this thread, once; the caller is inside the tracker.
 #[cold]
 #[inline(never)]
@@ -69,9 +140,9 @@ pub(crate) fn claim(state: &ThreadState, _busy: &Busy) {
     if !state.slot.get().is_null() {
         return;
     }
-    // Registering the destructor first: if the thread-local is already
-    // gone (the thread is exiting), claim nothing.
-    if EXIT_FOLD.try_with(|_| ()).is_err() {
+    // Registering the exit fold first: if it cannot run (the thread is
+    // exiting), claim nothing.
+    if !register_exit_fold() {
         thread_totals::go_without_slot(state);
         return;
     }

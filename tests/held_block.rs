@@ -27,6 +27,8 @@ static GLOBAL: Tracker<System> = Tracker::new(System);
 const PARKED: usize = 77_777;
 const EXITED: usize = 66_666;
 const FORKED: usize = 55_555;
+/// Blocks of the hand-over check: sizes 44,448 to 44,560, 16 apart.
+const HANDED: usize = 44_448;
 
 fn main() {
     thread::spawn(|| {
@@ -38,7 +40,8 @@ fn main() {
     a_parked_threads_newest_block_is_live_and_another_thread_frees_it();
     a_block_held_at_its_threads_exit_stays_live();
     a_forked_child_has_the_blocks_its_lost_threads_held();
-    println!("held_block: 3 checks passed");
+    blocks_handed_to_other_threads_are_freed_once_under_snapshots();
+    println!("held_block: 4 checks passed");
 }
 
 /// The live bytes the snapshot's sites hold in blocks of `size` bytes.
@@ -155,4 +158,74 @@ fn a_forked_child_has_the_blocks_its_lost_threads_held() {
     RELEASE.store(true, Ordering::Release);
     parked.join().unwrap();
     free(block, FORKED);
+}
+
+/// Producers hand each block they allocate to consumers, which free it
+/// while its producer may be holding it back or moving it into the table at
+/// that very moment; a snapshot thread walks everything meanwhile. Every
+/// block must be found by its free exactly once: none left live at the end.
+fn blocks_handed_to_other_threads_are_freed_once_under_snapshots() {
+    use std::sync::mpsc;
+    const PER_PRODUCER: usize = 20_000;
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let size_of = |i: usize| HANDED + (i % 8) * 16;
+    let (sender, receiver) = mpsc::sync_channel::<(usize, usize)>(64);
+    let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+    let producers: Vec<_> = (0..2)
+        .map(|_| {
+            let sender = sender.clone();
+            thread::spawn(move || {
+                for i in 0..PER_PRODUCER {
+                    let size = size_of(i);
+                    // SAFETY: a non-zero size with alignment 8.
+                    let block = unsafe { alloc(Layout::from_size_align(size, 8).unwrap()) };
+                    sender.send((block as usize, size)).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(sender);
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let receiver = receiver.clone();
+            thread::spawn(move || loop {
+                let next = receiver.lock().unwrap().recv();
+                match next {
+                    Ok((block, size)) => free(block as *mut u8, size),
+                    Err(_) => break,
+                }
+            })
+        })
+        .collect();
+    let snapshots = thread::spawn(|| {
+        let mut taken = 0;
+        while !DONE.load(Ordering::Acquire) {
+            black_box(alloc_track::snapshot());
+            taken += 1;
+        }
+        taken
+    });
+    for thread in producers.into_iter().chain(consumers) {
+        thread.join().unwrap();
+    }
+    DONE.store(true, Ordering::Release);
+    assert!(snapshots.join().unwrap() > 0);
+    let after = alloc_track::snapshot();
+    let ours: Vec<_> = after
+        .sites()
+        .iter()
+        .filter(|site| site.total_bytes() >= (HANDED * PER_PRODUCER) as u64)
+        .filter(|site| {
+            site.stack()
+                .frames()
+                .iter()
+                .any(|frame| frame.function.contains("blocks_handed_to_other_threads"))
+        })
+        .collect();
+    assert!(!ours.is_empty(), "the producers' site");
+    let left: u64 = ours.iter().map(|site| site.live_blocks()).sum();
+    assert_eq!(
+        left, 0,
+        "handed-over blocks still live after all were freed"
+    );
 }

@@ -85,6 +85,17 @@ fn wait_for(address: &AtomicUsize) -> *mut u8 {
     }
 }
 
+/// Checks that the block of `size` bytes at `block` is live, frees it on
+/// this thread, and checks that it no longer is.
+fn live_until_freed(block: *mut u8, size: usize) {
+    let before = alloc_track::snapshot();
+    assert_eq!(live_of_size(&before, size as u64), size as u64, "live");
+    free(block, size);
+    let after = alloc_track::snapshot();
+    assert_eq!(live_of_size(&after, size as u64), 0, "freed");
+    assert_eq!(before.live_bytes() - after.live_bytes(), size as u64);
+}
+
 fn free(block: *mut u8, size: usize) {
     // SAFETY: `block` came from `alloc` with this layout and is freed once.
     unsafe { dealloc(block, Layout::from_size_align(size, 8).unwrap()) };
@@ -94,18 +105,8 @@ fn a_parked_threads_newest_block_is_live_and_another_thread_frees_it() {
     static ADDRESS: AtomicUsize = AtomicUsize::new(0);
     static RELEASE: AtomicBool = AtomicBool::new(false);
     let parked = hold_one_block(PARKED, &ADDRESS, &RELEASE);
-    let block = wait_for(&ADDRESS);
-    let before = alloc_track::snapshot();
-    assert_eq!(
-        live_of_size(&before, PARKED as u64),
-        PARKED as u64,
-        "the parked thread's newest block is live"
-    );
     // Freed on this thread while its own thread still holds it back.
-    free(block, PARKED);
-    let after = alloc_track::snapshot();
-    assert_eq!(live_of_size(&after, PARKED as u64), 0, "freed");
-    assert_eq!(before.live_bytes() - after.live_bytes(), PARKED as u64);
+    live_until_freed(wait_for(&ADDRESS), PARKED);
     RELEASE.store(true, Ordering::Release);
     parked.join().unwrap();
 }
@@ -114,13 +115,7 @@ fn a_block_held_at_its_threads_exit_stays_live() {
     static ADDRESS: AtomicUsize = AtomicUsize::new(0);
     static RELEASE: AtomicBool = AtomicBool::new(true);
     hold_one_block(EXITED, &ADDRESS, &RELEASE).join().unwrap();
-    let block = wait_for(&ADDRESS);
-    let before = alloc_track::snapshot();
-    assert_eq!(live_of_size(&before, EXITED as u64), EXITED as u64);
-    free(block, EXITED);
-    let after = alloc_track::snapshot();
-    assert_eq!(live_of_size(&after, EXITED as u64), 0);
-    assert_eq!(before.live_bytes() - after.live_bytes(), EXITED as u64);
+    live_until_freed(wait_for(&ADDRESS), EXITED);
 }
 
 fn a_forked_child_has_the_blocks_its_lost_threads_held() {
@@ -134,14 +129,7 @@ fn a_forked_child_has_the_blocks_its_lost_threads_held() {
     if child == 0 {
         // SAFETY: a timer that ends this child if it hangs.
         unsafe { libc::alarm(30) };
-        let outcome = std::panic::catch_unwind(|| {
-            let before = alloc_track::snapshot();
-            assert_eq!(live_of_size(&before, FORKED as u64), FORKED as u64);
-            free(block, FORKED);
-            let after = alloc_track::snapshot();
-            assert_eq!(live_of_size(&after, FORKED as u64), 0);
-            assert_eq!(before.live_bytes() - after.live_bytes(), FORKED as u64);
-        });
+        let outcome = std::panic::catch_unwind(|| live_until_freed(block, FORKED));
         // SAFETY: ends the child without running the parent's exit code.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }

@@ -2,51 +2,14 @@
 //! and counts nothing, so the program's own out-of-memory handling runs
 //! and the figures stay true.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::Layout;
 use std::hint::black_box;
 
 use alloc_track::{measure, Tracker};
 
-/// Fails every allocation of this thread while `FAIL` is set.
-struct FailOnDemand;
+mod common;
 
-thread_local! {
-    static FAIL: Cell<bool> = const { Cell::new(false) };
-}
-
-fn failing() -> bool {
-    FAIL.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to System, or returns null, which GlobalAlloc allows.
-unsafe impl GlobalAlloc for FailOnDemand {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use common::fail_on_demand::{self, FailOnDemand};
 
 #[global_allocator]
 static GLOBAL: Tracker<FailOnDemand> = Tracker::new(FailOnDemand);
@@ -55,12 +18,12 @@ static GLOBAL: Tracker<FailOnDemand> = Tracker::new(FailOnDemand);
 fn failed_allocations_return_null_and_count_nothing() {
     let layout = Layout::from_size_align(1024, 16).unwrap();
     let (_, diff) = measure(|| {
-        FAIL.with(|f| f.set(true));
+        fail_on_demand::fail(true);
         // SAFETY: the layout is non-zero in size.
         let ptr = unsafe { std::alloc::alloc(layout) };
         // SAFETY: as above.
         let zeroed = unsafe { std::alloc::alloc_zeroed(layout) };
-        FAIL.with(|f| f.set(false));
+        fail_on_demand::fail(false);
         assert!(ptr.is_null() && zeroed.is_null());
     });
     assert_eq!(diff.total_blocks(), 0, "{diff}");
@@ -76,10 +39,10 @@ fn a_failed_realloc_keeps_the_old_block_counted() {
     });
     assert_eq!(allocated.live_bytes(), 64);
     let (_, failed) = measure(|| {
-        FAIL.with(|f| f.set(true));
+        fail_on_demand::fail(true);
         // SAFETY: `ptr` is live with `layout`.
         let grown = unsafe { std::alloc::realloc(ptr, layout, 1 << 20) };
-        FAIL.with(|f| f.set(false));
+        fail_on_demand::fail(false);
         assert!(grown.is_null());
     });
     assert_eq!(
@@ -103,9 +66,9 @@ fn a_failed_realloc_keeps_the_old_block_counted() {
 fn out_of_memory_in_a_collection_reaches_the_programs_handler() {
     let (result, diff) = measure(|| {
         let mut buffer: Vec<u8> = Vec::new();
-        FAIL.with(|f| f.set(true));
+        fail_on_demand::fail(true);
         let result = buffer.try_reserve(4096);
-        FAIL.with(|f| f.set(false));
+        fail_on_demand::fail(false);
         black_box(result.is_err())
     });
     assert!(result, "try_reserve must see the failure");

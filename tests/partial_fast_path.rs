@@ -10,46 +10,16 @@
 //! to the byte when no other thread allocates. A watchdog ends it with a
 //! failure rather than let a stuck thread hang the run.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::Layout;
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use alloc_track::{reset_peak, snapshot, Mode, Tracker};
 
-/// Fails every allocation and realloc of this thread while `FAIL` is set.
-struct FailOnDemand;
+mod common;
 
-thread_local! {
-    static FAIL: Cell<bool> = const { Cell::new(false) };
-}
-
-fn failing() -> bool {
-    FAIL.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to System, or returns null, which GlobalAlloc allows.
-unsafe impl GlobalAlloc for FailOnDemand {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if failing() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use common::fail_on_demand::{self, FailOnDemand};
 
 #[global_allocator]
 static GLOBAL: Tracker<FailOnDemand> = Tracker::new(FailOnDemand).counting();
@@ -78,11 +48,11 @@ fn failed_reallocs_on_the_fast_path_leave_the_figures_alone() {
         assert!(!block.is_null());
         let before = snapshot();
         reset_peak();
-        FAIL.with(|fail| fail.set(true));
+        fail_on_demand::fail(true);
         for _ in 0..10_000 {
             assert!(std::alloc::realloc(block, layout, 1024).is_null());
         }
-        FAIL.with(|fail| fail.set(false));
+        fail_on_demand::fail(false);
         let after = snapshot();
         assert_eq!(after.total_blocks(), before.total_blocks(), "{after}");
         assert_eq!(after.total_bytes(), before.total_bytes());

@@ -3,6 +3,8 @@
 //! exact even while the test harness and other tests allocate.
 #![allow(dead_code)]
 
+pub mod fail_on_demand;
+
 use alloc_track::{Diff, Snapshot, Stack};
 
 /// Live and total figures summed over sites whose stack contains `function`.

@@ -337,7 +337,7 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     let (mut sp, mut bp) = (start.sp, start.bp);
     cache.rules.follow(modules.generation);
     let rules = cache.rules.reader();
-    let first = rules.get(start.ip);
+    let first = rules.get(start.ip).copied();
     let first = match first {
         Some(rule) => rule,
         None => new_rule(
@@ -431,7 +431,7 @@ impl Cursor {
                 break Halt::Uncached;
             };
             let Some((caller, caller_sp, caller_bp)) = rule.apply(sp, bp, range) else {
-                break Halt::Unusual(rule);
+                break Halt::Unusual(*rule);
             };
             (return_address, sp, bp) = (caller, caller_sp, caller_bp);
         };

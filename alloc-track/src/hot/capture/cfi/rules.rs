@@ -65,6 +65,10 @@ const BP_SAVED: u8 = 4;
 const BP_SAVED_FROM_SP: u8 = 8;
 /// ...or at the old frame pointer plus it (else it is unchanged).
 const BP_SAVED_FROM_BP: u8 = 16;
+/// With `BP_SAVED` and a CFA from the stack pointer: the slot lies between
+/// the old stack pointer and the return address's word, inside the stack
+/// wherever the return address is, so [`Rule::apply`] skips its check.
+const SLOT_IN_FRAME: u8 = 32;
 /// The flags [`Rule::apply`] leaves to [`Rule::apply_general`].
 const RARE: u8 = ROOT | BP_SAVED_FROM_SP | BP_SAVED_FROM_BP;
 
@@ -98,6 +102,13 @@ impl Rule {
             };
             flags |= flag;
             bp_offset = i16::try_from(offset).ok()?;
+            // CFA = sp + k: a slot at CFA - k .. CFA - 8 is sp .. CFA - 8.
+            if flag == BP_SAVED
+                && cfa.0 == Base::StackPointer
+                && (cfa.1.wrapping_neg()..=-8).contains(&offset)
+            {
+                flags |= SLOT_IN_FRAME;
+            }
         }
         Some(Rule {
             cfa_offset: cfa.1,
@@ -123,7 +134,7 @@ impl Rule {
     /// word inside the stack, with no other check.
     #[inline(always)]
     pub(super) fn apply(
-        self,
+        &self,
         old_sp: u64,
         old_bp: u64,
         stack: StackRange,
@@ -141,10 +152,11 @@ impl Rule {
         }
         let new_bp = if flags & BP_SAVED != 0 {
             let slot = cfa.wrapping_add_signed(i64::from(self.bp_offset));
-            if !stack.holds(slot) {
+            if flags & SLOT_IN_FRAME == 0 && !stack.holds(slot) {
                 return None;
             }
-            // SAFETY: checked just above.
+            // SAFETY: checked just above, or the slot lies between
+            // `old_sp` and the return address's word (`SLOT_IN_FRAME`).
             unsafe { stack.read_unchecked(slot) }
         } else {
             old_bp

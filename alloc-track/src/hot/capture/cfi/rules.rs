@@ -374,10 +374,11 @@ mod tests {
             let general = rule.apply_general(sp, bp, self.range());
             // Where the fast path gives a frame, it is the general one's.
             // (Where it declines, the walk uses the general one.)
-            if let Some((return_address, sp, bp)) = rule
-                .apply(sp, bp, self.range())
-                .filter(|_| sp >= self.at(1))
-            {
+            // Its precondition: `sp` at least a word above the stack's start.
+            let fast = (sp >= self.at(1))
+                .then(|| rule.apply(sp, bp, self.range()))
+                .flatten();
+            if let Some((return_address, sp, bp)) = fast {
                 let step = Step::Caller {
                     return_address,
                     sp,

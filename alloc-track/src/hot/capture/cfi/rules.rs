@@ -65,10 +65,6 @@ const BP_SAVED: u8 = 4;
 const BP_SAVED_FROM_SP: u8 = 8;
 /// ...or at the old frame pointer plus it (else it is unchanged).
 const BP_SAVED_FROM_BP: u8 = 16;
-/// With `BP_SAVED` and a CFA from the stack pointer: the slot lies between
-/// the old stack pointer and the return address's word, inside the stack
-/// wherever the return address is, so [`Rule::apply`] skips its check.
-const SLOT_IN_FRAME: u8 = 32;
 /// The flags [`Rule::apply`] leaves to [`Rule::apply_general`].
 const RARE: u8 = ROOT | BP_SAVED_FROM_SP | BP_SAVED_FROM_BP;
 
@@ -88,7 +84,8 @@ impl Rule {
         } else {
             0
         };
-        let mut bp_offset = 0;
+        // Kept: `apply` reads the return address's word in its place.
+        let mut bp_offset = -8;
         if let Some((base, offset)) = saved_bp {
             // Relative to the CFA where both come from one register: a few
             // words, whatever the frame's size. Else relative to its own
@@ -102,13 +99,6 @@ impl Rule {
             };
             flags |= flag;
             bp_offset = i16::try_from(offset).ok()?;
-            // CFA = sp + k: a slot at CFA - k .. CFA - 8 is sp .. CFA - 8.
-            if flag == BP_SAVED
-                && cfa.0 == Base::StackPointer
-                && (cfa.1.wrapping_neg()..=-8).contains(&offset)
-            {
-                flags |= SLOT_IN_FRAME;
-            }
         }
         Some(Rule {
             cfa_offset: cfa.1,
@@ -125,7 +115,7 @@ impl Rule {
     ///
     /// The shapes nearly every frame has (the CFA from either register,
     /// the frame pointer kept or saved a few words below the CFA) take one
-    /// test of the flags, a conditional move and the bounds checks; the
+    /// test of the flags, two conditional moves and the bounds checks; the
     /// rest (a root, a frame pointer saved relative to the other register,
     /// a null word, a failed check) is declined. The caller guarantees
     /// `old_sp >= stack.low + 8` (true of every caller's stack pointer a
@@ -150,17 +140,18 @@ impl Rule {
         {
             return None;
         }
-        let new_bp = if flags & BP_SAVED != 0 {
-            let slot = cfa.wrapping_add_signed(i64::from(self.bp_offset));
-            if flags & SLOT_IN_FRAME == 0 && !stack.holds(slot) {
-                return None;
-            }
-            // SAFETY: checked just above, or the slot lies between
-            // `old_sp` and the return address's word (`SLOT_IN_FRAME`).
-            unsafe { stack.read_unchecked(slot) }
-        } else {
-            old_bp
-        };
+        // Where the frame pointer is kept, `bp_offset` is -8 (see
+        // `caller`): the slot is the return address's word, read for
+        // nothing. Reading it either way makes the choice below a
+        // conditional move: a branch on it, which depends on each frame's
+        // shape, was mispredicted at a third of the frames.
+        let slot = cfa.wrapping_add_signed(i64::from(self.bp_offset));
+        if !stack.holds(slot) {
+            return None;
+        }
+        // SAFETY: checked just above.
+        let saved_bp = unsafe { stack.read_unchecked(slot) };
+        let new_bp = select_if_saved(flags, saved_bp, old_bp);
         // SAFETY: `cfa - 8 > old_sp - 8 >= stack.low` (see above) and
         // `cfa <= return_address_limit`: the word lies in the stack.
         let return_address = unsafe { stack.read_unchecked(cfa - 8) };
@@ -275,6 +266,37 @@ impl StackRange {
     #[inline(always)]
     fn return_address_limit(self) -> u64 {
         self.low + self.span + 8
+    }
+}
+
+/// `if flags & BP_SAVED != 0 { saved } else { kept }`, as a conditional
+/// move: the compiler turns the plain `if` into a branch, which depends on
+/// each frame's shape and was mispredicted at a third of the frames of the
+/// bench's real crates (a million times in its short run).
+#[inline(always)]
+fn select_if_saved(flags: u8, saved: u64, kept: u64) -> u64 {
+    #[cfg(not(miri))]
+    {
+        const _: () = assert!(BP_SAVED == 4);
+        let mut chosen = kept;
+        // SAFETY: register arithmetic only: no memory, no stack.
+        unsafe {
+            std::arch::asm!(
+                "test {flags}, 4",
+                "cmovnz {chosen}, {saved}",
+                flags = in(reg_byte) flags,
+                saved = in(reg) saved,
+                chosen = inout(reg) chosen,
+                options(pure, nomem, nostack),
+            );
+        }
+        chosen
+    }
+    #[cfg(miri)]
+    if flags & BP_SAVED != 0 {
+        saved
+    } else {
+        kept
     }
 }
 

@@ -372,6 +372,8 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
         // the rest here, one frame at a time.
         let rule = match cursor.run(stack, rules, stack_range) {
             Halt::Full => return Some(()),
+            // The end of nearly every stack: done without the call.
+            Halt::Unusual(rule) if rule.is_root() => return Some(()),
             Halt::Unusual(rule) => rule,
             Halt::Uncached => new_rule(
                 FrameAddress::from_return_address(cursor.return_address)?,

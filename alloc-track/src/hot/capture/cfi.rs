@@ -2,7 +2,7 @@
 //! ones the platform unwinder reads), interpreted by `framehop` once per
 //! return address and then replayed from a per-thread cache of compact
 //! rules (`cfi/rules.rs`, `cfi/cache.rs`): a cached frame costs a hash probe, two
-//! or three bounds-checked stack reads and a few additions, about 40 instructions
+//! or three bounds-checked stack reads and a few additions, about 45 instructions
 //! (libgcc's `_Unwind_Backtrace` re-finds and re-interprets every frame's
 //! rules on every call, over 1,500 instructions a frame). This is the fast
 //! walker for binaries built without frame pointers, the default.

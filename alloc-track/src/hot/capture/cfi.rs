@@ -346,7 +346,15 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
             cache,
         )?,
     };
-    let return_address = match first.apply_general(sp, bp, stack_range).ok()? {
+    let first_step = match first.apply_first(sp, bp, stack_range) {
+        Some((return_address, sp, bp)) => Step::Caller {
+            return_address,
+            sp,
+            bp,
+        },
+        None => first.apply_general(sp, bp, stack_range).ok()?,
+    };
+    let return_address = match first_step {
         Step::Caller {
             return_address,
             sp: caller_sp,

@@ -176,6 +176,28 @@ impl Rule {
         (return_address != 0).then_some((return_address, cfa, new_bp))
     }
 
+    /// [`Rule::apply`] for the capture's first frame, whose stack pointer
+    /// is `stack.low` itself (not a word above it, as `apply` needs): the
+    /// fast path run over the stack widened by the word below `low` (the
+    /// return address of the call into the walk, mapped), its result kept
+    /// only where every word it read lies at or above `low`, as
+    /// [`Rule::apply_general`] reads. `None`: leave the frame to that.
+    #[inline(always)]
+    pub(super) fn apply_first(
+        &self,
+        sp: u64,
+        bp: u64,
+        stack: StackRange,
+    ) -> Option<(u64, u64, u64)> {
+        let widened = StackRange {
+            low: stack.low.checked_sub(8)?,
+            span: stack.span + 8,
+        };
+        let (return_address, cfa, new_bp) = self.apply(sp, bp, widened)?;
+        let slot = cfa.wrapping_add_signed(i64::from(self.bp_offset));
+        (cfa >= stack.low + 8 && slot >= stack.low).then_some((return_address, cfa, new_bp))
+    }
+
     /// Unwinds one frame from `old_sp` and `old_bp`, reading `stack`, for
     /// every rule and register values: the capture's first frame, and
     /// whatever [`Rule::apply`] does not handle itself. Err: the stack
@@ -411,6 +433,21 @@ mod tests {
         /// be used (`sp` at least a word above the stack's start).
         fn step(&self, rule: Rule, sp: u64, bp: u64) -> Result<Option<(u64, u64, u64)>, ()> {
             let general = rule.apply_general(sp, bp, self.range());
+            // The first frame's variant, from the stack's start, likewise.
+            // (The word below the start stands in for the walk's mapped
+            // return address: `words[0]` is kept as a guard.)
+            if sp == self.at(1) {
+                let inner = StackRange::new(self.at(1), self.at(self.words.len() as i64));
+                let general_first = rule.apply_general(sp, bp, inner);
+                if let Some((return_address, sp, bp)) = rule.apply_first(sp, bp, inner) {
+                    let step = Step::Caller {
+                        return_address,
+                        sp,
+                        bp,
+                    };
+                    assert_eq!(general_first, Ok(step), "first frame: {rule:?}");
+                }
+            }
             // Where the fast path gives a frame, it is the general one's.
             // (Where it declines, the walk uses the general one.)
             // Its precondition: `sp` at least a word above the stack's start.
@@ -526,7 +563,7 @@ mod tests {
             }
         }
         let (mut outcomes, mut fast) = ([0; 3], 0);
-        for rule in rules {
+        for &rule in &rules {
             for sp in registers {
                 for bp in registers.into_iter().chain([0]) {
                     let outcome = stack.step(rule, sp, bp);
@@ -543,6 +580,13 @@ mod tests {
         }
         // Every kind of outcome was compared, many times.
         assert!(outcomes.iter().all(|&count| count > 100), "{outcomes:?}");
+        // The first frame's variant gives frames too.
+        let inner = StackRange::new(stack.at(1), stack.at(16));
+        let first_frames = rules
+            .iter()
+            .filter(|rule| rule.apply_first(stack.at(1), stack.at(2), inner).is_some())
+            .count();
+        assert!(first_frames > 10, "{first_frames}");
         // And the fast path gave many of the frames, for each shape.
         assert!(fast > 1000, "{fast} of {outcomes:?}");
     }

@@ -327,7 +327,9 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     // this one returns.
     let cache = unsafe { cache.as_mut() }?;
     // Everything from the capturing frame up to the stack's top is this
-    // thread's mapped stack; anything else ends the walk.
+    // thread's mapped stack; anything else ends the walk. (So is the word
+    // just below, where the call into `walk` put its return address, which
+    // `Rule::apply_first` may read.)
     let stack_range = StackRange::new(start.sp, top);
     // The first frame is `start.ip` itself, inside the capturing function:
     // like the frame-pointer walk, the stack starts at its return address.
@@ -564,9 +566,11 @@ pub(super) fn trusted() -> bool {
 mod build;
 mod cache;
 mod rules;
+mod stack_range;
 use build::build_modules;
 use cache::{RuleCache, RuleReader};
-use rules::{Rule, StackRange, Step};
+use rules::{Rule, Step};
+use stack_range::StackRange;
 
 #[cfg(test)]
 mod tests;

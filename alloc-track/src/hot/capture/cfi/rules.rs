@@ -21,6 +21,7 @@ use framehop::{FrameAddress, Unwinder};
 
 use framehop::x86_64::CacheX86_64;
 
+use super::stack_range::StackRange;
 use super::{Policy, Tables};
 
 /// The made-up stack pointer, frame pointer and mark of a loaded word:
@@ -189,13 +190,10 @@ impl Rule {
         bp: u64,
         stack: StackRange,
     ) -> Option<(u64, u64, u64)> {
-        let widened = StackRange {
-            low: stack.low.checked_sub(8)?,
-            span: stack.span + 8,
-        };
+        let widened = stack.widened()?;
         let (return_address, cfa, new_bp) = self.apply(sp, bp, widened)?;
         let slot = cfa.wrapping_add_signed(i64::from(self.bp_offset));
-        (cfa >= stack.low + 8 && slot >= stack.low).then_some((return_address, cfa, new_bp))
+        (cfa >= stack.low() + 8 && slot >= stack.low()).then_some((return_address, cfa, new_bp))
     }
 
     /// Unwinds one frame from `old_sp` and `old_bp`, reading `stack`, for
@@ -251,60 +249,6 @@ impl Rule {
             sp: cfa,
             bp: new_bp,
         })
-    }
-}
-
-/// The part of the thread's stack a walk may read: the words at `low` to
-/// `low + span` (whose last byte is `low + span + 7`), all mapped.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct StackRange {
-    low: u64,
-    span: u64,
-}
-
-impl StackRange {
-    /// The words from `low` up to `top` (one past the last byte), all of
-    /// which must be mapped, readable memory.
-    pub(super) fn new(low: u64, top: u64) -> Self {
-        StackRange {
-            low,
-            span: top.saturating_sub(8).saturating_sub(low),
-        }
-    }
-
-    /// Whether the word at `address` lies in the range. One comparison:
-    /// below `low` wraps around to far above `span`.
-    #[inline(always)]
-    fn holds(self, address: u64) -> bool {
-        address.wrapping_sub(self.low) <= self.span
-    }
-
-    /// The word at `address`, if it lies in the range.
-    #[inline(always)]
-    fn read(self, address: u64) -> Result<u64, ()> {
-        if !self.holds(address) {
-            return Err(());
-        }
-        // SAFETY: checked just above.
-        Ok(unsafe { self.read_unchecked(address) })
-    }
-
-    /// The word at `address`.
-    ///
-    /// # Safety
-    /// `address` must be [held](StackRange::holds) by the range.
-    #[inline(always)]
-    unsafe fn read_unchecked(self, address: u64) -> u64 {
-        // SAFETY: the word lies in the range (the caller's promise), which
-        // `new`'s caller promised is mapped and readable.
-        unsafe { (address as *const u64).read_unaligned() }
-    }
-
-    /// The highest CFA whose return address (the word below it) is in the
-    /// range.
-    #[inline(always)]
-    fn return_address_limit(self) -> u64 {
-        self.low + self.span + 8
     }
 }
 

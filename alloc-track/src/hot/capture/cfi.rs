@@ -1,8 +1,8 @@
 //! The CFI walker: the binary's DWARF unwind tables (`.eh_frame`, the same
 //! ones the platform unwinder reads), interpreted by `framehop` once per
 //! return address and then replayed from a per-thread cache of compact
-//! rules (`cfi/rules.rs`): a cached frame costs a hash probe, two or three
-//! bounds-checked stack reads and a few additions, about 60 instructions
+//! rules (`cfi/rules.rs`, `cfi/cache.rs`): a cached frame costs a hash probe, two
+//! or three bounds-checked stack reads and a few additions, about 45 instructions
 //! (libgcc's `_Unwind_Backtrace` re-finds and re-interprets every frame's
 //! rules on every call, over 1,500 instructions a frame). This is the fast
 //! walker for binaries built without frame pointers, the default.
@@ -43,7 +43,7 @@ use framehop::x86_64::{CacheX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, MustNotAllocateDuringUnwind};
 
 use super::trust::{self, Forced, Gate, Trust};
-use super::{keep_the_walk, stack_bounds, unwind, CapturedStack};
+use super::{keep_the_walk, stack_bounds, unwind, CapturedStack, Pusher};
 use crate::hot::config::{settled_mode, Mode};
 
 /// Never allocates while unwinding: its DWARF evaluation works in
@@ -326,42 +326,130 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     // it; the caller is busy, so no other capture on this thread runs until
     // this one returns.
     let cache = unsafe { cache.as_mut() }?;
-    let low = start.sp;
     // Everything from the capturing frame up to the stack's top is this
-    // thread's mapped stack; anything else ends the walk.
-    let span = top.saturating_sub(8).saturating_sub(low);
-    let mut read_stack = |address: u64| -> Result<u64, ()> {
-        // One comparison: below `low` wraps around to far above `span`.
-        if address.wrapping_sub(low) > span {
-            return Err(());
-        }
-        // SAFETY: `address .. address + 8` lies within `[low, top)`, the
-        // mapped part of this thread's stack above the capturing frame.
-        Ok(unsafe { (address as *const u64).read_unaligned() })
-    };
+    // thread's mapped stack; anything else ends the walk. (So is the word
+    // just below, where the call into `walk` put its return address, which
+    // `Rule::apply_first` may read.)
+    let stack_range = StackRange::new(start.sp, top);
     // The first frame is `start.ip` itself, inside the capturing function:
     // like the frame-pointer walk, the stack starts at its return address.
     // Its rule is cached like any other (framehop derives it with the rules
     // of a first frame; its address, an instruction's start, is never a
     // return address's lookup address, the last byte of a call).
     let (mut sp, mut bp) = (start.sp, start.bp);
-    let mut frame = FrameAddress::from_instruction_pointer(start.ip);
-    let rules = cache.rules.reader(modules.generation);
+    cache.rules.follow(modules.generation);
+    let rules = cache.rules.reader();
+    let first = rules.get(start.ip).copied();
+    let first = match first {
+        Some(rule) => rule,
+        None => new_rule(
+            FrameAddress::from_instruction_pointer(start.ip),
+            modules,
+            cache,
+        )?,
+    };
+    let first_step = match first.apply_first(sp, bp, stack_range) {
+        Some((return_address, sp, bp)) => Step::Caller {
+            return_address,
+            sp,
+            bp,
+        },
+        None => first.apply_general(sp, bp, stack_range).ok()?,
+    };
+    let return_address = match first_step {
+        Step::Caller {
+            return_address,
+            sp: caller_sp,
+            bp: caller_bp,
+        } => {
+            (sp, bp) = (caller_sp, caller_bp);
+            return_address
+        }
+        Step::Root => return Some(()),
+    };
+    // From here on, frames are plain return addresses (never 0: a 0 ends
+    // the walk in `apply`), looked up at their last byte of the call, and
+    // `sp` is a CFA, at least a word above the capturing frame's: what
+    // `apply`'s fast path needs.
+    let mut cursor = Cursor {
+        return_address,
+        sp,
+        bp,
+    };
     stack.push_with(|stack| loop {
-        let lookup = frame.address_for_lookup();
-        let rule = match rules.get(lookup) {
-            Some(rule) => rule,
-            None => new_rule(frame, modules, cache)?,
+        // Frames whose rules are cached and take the fast path, in a loop
+        // that calls nothing, so that all its values stay in registers;
+        // the rest here, one frame at a time.
+        let rule = match cursor.run(stack, rules, stack_range) {
+            Halt::Full => return Some(()),
+            // The end of nearly every stack: done without the call.
+            Halt::Unusual(rule) if rule.is_root() => return Some(()),
+            Halt::Unusual(rule) => rule,
+            Halt::Uncached => new_rule(
+                FrameAddress::from_return_address(cursor.return_address)?,
+                modules,
+                cache,
+            )?,
         };
-        let return_address = match rule.apply(&mut sp, &mut bp, &mut read_stack).ok()? {
-            Step::Caller(address) => address,
+        match rule.apply_general(cursor.sp, cursor.bp, stack_range).ok()? {
+            Step::Caller {
+                return_address,
+                sp,
+                bp,
+            } => {
+                cursor = Cursor {
+                    return_address,
+                    sp,
+                    bp,
+                }
+            }
             Step::Root => return Some(()),
-        };
-        frame = FrameAddress::from_return_address(return_address)?;
-        if !stack.push(return_address as usize) {
-            return Some(());
         }
     })
+}
+
+/// Where the walk's loop is: the next frame's return address (never 0),
+/// to push, and the stack and frame pointers to apply its rule to, the
+/// stack pointer a CFA at least a word above the capturing frame's (as
+/// [`Rule::apply`] needs).
+struct Cursor {
+    return_address: u64,
+    sp: u64,
+    bp: u64,
+}
+
+/// Why [`Cursor::run`] stopped.
+enum Halt {
+    /// The stack is full.
+    Full,
+    /// The frame's rule is not cached.
+    Uncached,
+    /// The frame's rule is for [`Rule::apply_general`].
+    Unusual(Rule),
+}
+
+impl Cursor {
+    /// Pushes frames while their rules are cached and take the fast path;
+    /// stops at a frame pushed whose rule must be derived or applied by
+    /// the general path, with the cursor on that frame.
+    #[inline(never)]
+    fn run(&mut self, stack: &mut Pusher<'_>, rules: RuleReader, range: StackRange) -> Halt {
+        let (mut return_address, mut sp, mut bp) = (self.return_address, self.sp, self.bp);
+        let halt = loop {
+            if !stack.push(return_address as usize) {
+                break Halt::Full;
+            }
+            let Some(rule) = rules.get(return_address - 1) else {
+                break Halt::Uncached;
+            };
+            let Some((caller, caller_sp, caller_bp)) = rule.apply(sp, bp, range) else {
+                break Halt::Unusual(*rule);
+            };
+            (return_address, sp, bp) = (caller, caller_sp, caller_bp);
+        };
+        (self.return_address, self.sp, self.bp) = (return_address, sp, bp);
+        halt
+    }
 }
 
 /// The rule of a frame not in the cache yet, derived and cached.
@@ -377,7 +465,7 @@ fn new_rule(frame: FrameAddress, modules: &'static Modules, cache: &mut Cache) -
         return None;
     }
     let rule = rules::derive(frame, &modules.tables, &mut cache.framehop)?;
-    cache.rules.insert(lookup, modules.generation, rule);
+    cache.rules.insert(lookup, rule);
     Some(rule)
 }
 
@@ -476,9 +564,13 @@ pub(super) fn trusted() -> bool {
 }
 
 mod build;
+mod cache;
 mod rules;
+mod stack_range;
 use build::build_modules;
-use rules::{Rule, RuleCache, Step};
+use cache::{RuleCache, RuleReader};
+use rules::{Rule, Step};
+use stack_range::StackRange;
 
 #[cfg(test)]
 mod tests;

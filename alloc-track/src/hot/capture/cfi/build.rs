@@ -83,20 +83,46 @@ pub(super) fn build_modules(old: Option<&Modules>) -> Option<Modules> {
         copies.push(found.tables);
     }
     code.sort_by_key(|range| range.start);
+    let generation = match old {
+        Some(old) if keeps_every_object(old, &code, &copies) => old.generation,
+        _ => NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+    };
     Some(Modules {
         tables,
         code,
         copies,
         loads,
-        generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        generation,
     })
 }
 
-/// The generation of the next module list built: rule caches tag their
-/// entries with it, so that a list built after a `dlopen` or `dlclose`
-/// makes every older entry a miss. It wraps after 65,536 rebuilds, by which
-/// time a stale entry that matches is as unlikely as any wrong rule, and
-/// would be caught the same way (the periodic check against the unwinder).
+/// Whether a list of `code` ranges and `copies` of tables still holds
+/// every object of `old`, unchanged (same code range, tables reused from
+/// `old`'s copies): then every rule derived under `old` still holds, for
+/// addresses in those objects and nowhere else (rules are only derived
+/// for addresses in a known object, and objects do not overlap), and the
+/// new list can keep `old`'s generation, so that the threads' rule caches
+/// survive a `dlopen`.
+pub(super) fn keeps_every_object(old: &Modules, code: &[Range<u64>], copies: &[Copied]) -> bool {
+    let same_copy = |a: &Copied, b: &Copied| {
+        a.hdr_address == b.hdr_address
+            && std::ptr::eq(a.hdr, b.hdr)
+            && a.eh_frame_address == b.eh_frame_address
+            && std::ptr::eq(a.eh_frame, b.eh_frame)
+    };
+    old.code.iter().all(|range| code.contains(range))
+        && old
+            .copies
+            .iter()
+            .all(|kept| copies.iter().any(|copy| same_copy(kept, copy)))
+}
+
+/// The generation of the next module list built: rule caches hold the
+/// rules of one generation, so that a list built after a `dlclose`, or
+/// after a `dlopen` that changed an object, makes every older rule a miss.
+/// It wraps after 65,536 such rebuilds, by which time a stale rule that
+/// matches is as unlikely as any wrong rule, and would be caught the same
+/// way (the periodic check against the unwinder).
 static NEXT_GENERATION: AtomicU16 = AtomicU16::new(1);
 
 unsafe extern "C" fn each_object(

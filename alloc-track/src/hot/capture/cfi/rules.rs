@@ -21,6 +21,7 @@ use framehop::{FrameAddress, Unwinder};
 
 use framehop::x86_64::CacheX86_64;
 
+use super::stack_range::StackRange;
 use super::{Policy, Tables};
 
 /// The made-up stack pointer, frame pointer and mark of a loaded word:
@@ -45,9 +46,9 @@ pub(super) enum Base {
 /// address the word below it, and its frame pointer unchanged or loaded
 /// from a slot `bp_offset` from the CFA (where a prologue saved it, a few
 /// words below) or, where the slot and the CFA come from different
-/// registers, from the slot's own register. Flat integers and flag bits, so that applying one is a few loads
-/// and adds with no matching on variants, and so that a cache entry is 16
-/// bytes.
+/// registers, from the slot's own register. Flat integers and flag bits,
+/// so that applying one is a few loads and adds with no matching on
+/// variants, and so that a cache entry (`cache.rs`) is 16 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Rule {
     cfa_offset: i32,
@@ -65,9 +66,11 @@ const BP_SAVED: u8 = 4;
 const BP_SAVED_FROM_SP: u8 = 8;
 /// ...or at the old frame pointer plus it (else it is unchanged).
 const BP_SAVED_FROM_BP: u8 = 16;
+/// The flags [`Rule::apply`] leaves to [`Rule::apply_general`].
+const RARE: u8 = ROOT | BP_SAVED_FROM_SP | BP_SAVED_FROM_BP;
 
 impl Rule {
-    const ROOT: Rule = Rule {
+    pub(super) const ROOT: Rule = Rule {
         cfa_offset: 0,
         bp_offset: 0,
         flags: ROOT,
@@ -76,13 +79,14 @@ impl Rule {
     /// The rule whose CFA is `cfa` and whose caller's frame pointer was
     /// saved at `saved_bp` (both as a register and an offset), if its
     /// offsets fit.
-    fn caller(cfa: (Base, i32), saved_bp: Option<(Base, i32)>) -> Option<Rule> {
+    pub(super) fn caller(cfa: (Base, i32), saved_bp: Option<(Base, i32)>) -> Option<Rule> {
         let mut flags = if cfa.0 == Base::FramePointer {
             CFA_FROM_BP
         } else {
             0
         };
-        let mut bp_offset = 0;
+        // Kept: `apply` reads the return address's word in its place.
+        let mut bp_offset = -8;
         if let Some((base, offset)) = saved_bp {
             // Relative to the CFA where both come from one register: a few
             // words, whatever the frame's size. Else relative to its own
@@ -104,21 +108,109 @@ impl Rule {
         })
     }
 
-    /// Unwinds one frame from `sp` and `bp`, reading the stack through
-    /// `read` (bounds-checked by the caller). Err: the stack cannot be
-    /// read or does not climb; the walk gives up.
+    /// Whether the frame has no caller (`apply_general` gives
+    /// [`Step::Root`] for it, whatever the registers).
+    #[inline(always)]
+    pub(super) fn is_root(&self) -> bool {
+        self.flags & ROOT != 0
+    }
+
+    /// Unwinds one frame of the walk's loop (every frame but the first)
+    /// from `old_sp` and `old_bp`, reading `stack`, where the rule and the
+    /// stack are the usual: the caller's return address, stack and frame
+    /// pointers. `None`: leave this frame to [`Rule::apply_general`],
+    /// which gives the result for every rule.
+    ///
+    /// The shapes nearly every frame has (the CFA from either register,
+    /// the frame pointer kept or saved a few words below the CFA) take one
+    /// test of the flags, two conditional moves and the bounds checks; the
+    /// rest (a root, a frame pointer saved relative to the other register,
+    /// a null word, a failed check) is declined. The caller guarantees
+    /// `old_sp >= stack.low + 8` (true of every caller's stack pointer a
+    /// step gives): then a CFA above `old_sp` and at most
+    /// [`StackRange::return_address_limit`] puts the return address's
+    /// word inside the stack, with no other check.
     #[inline(always)]
     pub(super) fn apply(
+        &self,
+        old_sp: u64,
+        old_bp: u64,
+        stack: StackRange,
+    ) -> Option<(u64, u64, u64)> {
+        let flags = self.flags;
+        if flags & RARE != 0 {
+            return None;
+        }
+        // A branch, not a conditional move (the early return keeps the
+        // compiler from making it one): a predicted branch lets the CFA's
+        // addition start as soon as the offset is loaded, where a move
+        // would wait for the flags too, on the chain of dependent loads
+        // that every frame extends (measured: 8% slower a frame).
+        let cfa_base = if flags & CFA_FROM_BP != 0 {
+            // A null frame pointer is a root, for `apply_general`.
+            if old_bp == 0 {
+                return None;
+            }
+            old_bp
+        } else {
+            old_sp
+        };
+        let cfa = cfa_base.wrapping_add_signed(i64::from(self.cfa_offset));
+        if cfa <= old_sp || cfa > stack.return_address_limit() {
+            return None;
+        }
+        // Where the frame pointer is kept, `bp_offset` is -8 (see
+        // `caller`): the slot is the return address's word, read for
+        // nothing. Reading it either way makes the choice below a
+        // conditional move: a branch on it, which depends on each frame's
+        // shape, was mispredicted at a third of the frames.
+        let slot = cfa.wrapping_add_signed(i64::from(self.bp_offset));
+        if !stack.holds(slot) {
+            return None;
+        }
+        // SAFETY: checked just above.
+        let saved_bp = unsafe { stack.read_unchecked(slot) };
+        let new_bp = select_if_saved(flags, saved_bp, old_bp);
+        // SAFETY: `cfa - 8 > old_sp - 8 >= stack.low` (see above) and
+        // `cfa <= return_address_limit`: the word lies in the stack.
+        let return_address = unsafe { stack.read_unchecked(cfa - 8) };
+        (return_address != 0).then_some((return_address, cfa, new_bp))
+    }
+
+    /// [`Rule::apply`] for the capture's first frame, whose stack pointer
+    /// is `stack.low` itself (not a word above it, as `apply` needs): the
+    /// fast path run over the stack widened by the word below `low` (the
+    /// return address of the call into the walk, mapped), its result kept
+    /// only where every word it read lies at or above `low`, as
+    /// [`Rule::apply_general`] reads. `None`: leave the frame to that.
+    #[inline(always)]
+    pub(super) fn apply_first(
+        &self,
+        sp: u64,
+        bp: u64,
+        stack: StackRange,
+    ) -> Option<(u64, u64, u64)> {
+        let widened = stack.widened()?;
+        let (return_address, cfa, new_bp) = self.apply(sp, bp, widened)?;
+        let slot = cfa.wrapping_add_signed(i64::from(self.bp_offset));
+        (cfa >= stack.low() + 8 && slot >= stack.low()).then_some((return_address, cfa, new_bp))
+    }
+
+    /// Unwinds one frame from `old_sp` and `old_bp`, reading `stack`, for
+    /// every rule and register values: the capture's first frame, and
+    /// whatever [`Rule::apply`] does not handle itself. Err: the stack
+    /// cannot be read or does not climb; the walk gives up.
+    #[inline(never)]
+    pub(super) fn apply_general(
         self,
-        sp: &mut u64,
-        bp: &mut u64,
-        read: &mut impl FnMut(u64) -> Result<u64, ()>,
+        old_sp: u64,
+        old_bp: u64,
+        stack: StackRange,
     ) -> Result<Step, ()> {
         let flags = self.flags;
         if flags & ROOT != 0 {
             return Ok(Step::Root);
         }
-        let (old_sp, old_bp) = (*sp, *bp);
         let cfa_base = if flags & CFA_FROM_BP != 0 {
             // framehop's frame-pointer rule ends the stack at a null frame
             // pointer, as the C runtime's first frame leaves it.
@@ -144,24 +236,62 @@ impl Rule {
             0
         };
         let new_bp = if bp_slot_base != 0 {
-            read(bp_slot_base.wrapping_add_signed(i64::from(self.bp_offset)))?
+            stack.read(bp_slot_base.wrapping_add_signed(i64::from(self.bp_offset)))?
         } else {
             old_bp
         };
-        let return_address = read(cfa - 8)?;
+        let return_address = stack.read(cfa - 8)?;
         if return_address == 0 {
             return Ok(Step::Root);
         }
-        *sp = cfa;
-        *bp = new_bp;
-        Ok(Step::Caller(return_address))
+        Ok(Step::Caller {
+            return_address,
+            sp: cfa,
+            bp: new_bp,
+        })
+    }
+}
+
+/// `if flags & BP_SAVED != 0 { saved } else { kept }`, as a conditional
+/// move: the compiler turns the plain `if` into a branch, which depends on
+/// each frame's shape and was mispredicted at a third of the frames of the
+/// bench's real crates (a million times in its short run).
+#[inline(always)]
+fn select_if_saved(flags: u8, saved: u64, kept: u64) -> u64 {
+    #[cfg(not(miri))]
+    {
+        const _: () = assert!(BP_SAVED == 4);
+        let mut chosen = kept;
+        // SAFETY: register arithmetic only: no memory, no stack.
+        unsafe {
+            std::arch::asm!(
+                "test {flags}, 4",
+                "cmovnz {chosen}, {saved}",
+                flags = in(reg_byte) flags,
+                saved = in(reg) saved,
+                chosen = inout(reg) chosen,
+                options(pure, nomem, nostack),
+            );
+        }
+        chosen
+    }
+    #[cfg(miri)]
+    if flags & BP_SAVED != 0 {
+        saved
+    } else {
+        kept
     }
 }
 
 /// Where a step ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Step {
-    /// The caller's return address; `sp` and `bp` now hold the caller's.
-    Caller(u64),
+    /// The caller's return address, stack pointer and frame pointer.
+    Caller {
+        return_address: u64,
+        sp: u64,
+        bp: u64,
+    },
     /// The stack ends here.
     Root,
 }
@@ -215,139 +345,109 @@ fn register_plus_offset(address: u64) -> Option<(Base, i32)> {
     })
 }
 
-/// A thread's cache of rules by return address: direct-mapped, each entry
-/// tagged with the address and the generation of the module list it was
-/// derived under (a list rebuilt after a `dlopen` makes every older entry a
-/// miss).
-pub(super) struct RuleCache {
-    entries: Box<[Entry]>,
-}
-
-/// See [`RuleCache::reader`]. Valid while its cache is: inserting changes
-/// entries, never the table.
-#[derive(Clone, Copy)]
-pub(super) struct RuleReader {
-    entries: *const Entry,
-    mask: usize,
-    generation_bits: u64,
-}
-
-impl RuleReader {
-    #[inline(always)]
-    pub(super) fn get(self, address: u64) -> Option<Rule> {
-        let slot = (address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & self.mask;
-        // SAFETY: `slot` is masked to the table's length (a power of two),
-        // and the table, owned by the cache this reader came from, lives
-        // as long as the walk that uses the reader.
-        let entry = unsafe { self.entries.add(slot).read() };
-        let tag = (address & ((1 << 48) - 1)) | self.generation_bits;
-        (entry.tag == tag).then_some(entry.rule)
-    }
-}
-
-/// 16 bytes: the tag, then the rule.
-#[derive(Clone, Copy)]
-struct Entry {
-    /// The lookup address (return address - 1) in the low 48 bits, which
-    /// hold every user-space address, and the module list's generation in
-    /// the high 16; 0: empty.
-    tag: u64,
-    rule: Rule,
-}
-
-const _: () = assert!(std::mem::size_of::<Entry>() == 16);
-
-/// The tag of `address` under module list `generation`.
-#[inline(always)]
-fn tag(address: u64, generation: u16) -> u64 {
-    (address & ((1 << 48) - 1)) | u64::from(generation) << 48
-}
-
-impl RuleCache {
-    /// A cache of `slots` entries, a power of two.
-    pub(super) fn new(slots: usize) -> Self {
-        let empty = Entry {
-            tag: 0,
-            rule: Rule::ROOT,
-        };
-        RuleCache {
-            entries: vec![empty; slots.next_power_of_two()].into_boxed_slice(),
-        }
-    }
-
-    /// Return addresses differ in their low bits; a multiply spreads
-    /// nearby ones over the table. [`RuleReader::get`] computes the same.
-    #[inline(always)]
-    fn slot(&self, address: u64) -> usize {
-        let hash = address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-        hash as usize & (self.entries.len() - 1)
-    }
-
-    /// A reader of the cache for one walk: the table's address, size and
-    /// the generation's tag bits in locals, so that the walk's loop does
-    /// not reload them through the cache (which inserting may change, as
-    /// far as the compiler can tell) at every frame.
-    #[inline(always)]
-    pub(super) fn reader(&self, generation: u16) -> RuleReader {
-        RuleReader {
-            entries: self.entries.as_ptr(),
-            mask: self.entries.len() - 1,
-            generation_bits: u64::from(generation) << 48,
-        }
-    }
-
-    pub(super) fn insert(&mut self, address: u64, generation: u16, rule: Rule) {
-        let slot = self.slot(address);
-        if let Some(entry) = self.entries.get_mut(slot) {
-            *entry = Entry {
-                tag: tag(address, generation),
-                rule,
-            };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A stack of words at 0x1000.., for `apply`.
-    fn reader(words: &[u64]) -> impl FnMut(u64) -> Result<u64, ()> + '_ {
-        move |address| {
-            let index = address.checked_sub(0x1000).ok_or(())? / 8;
-            words.get(index as usize).copied().ok_or(())
+    /// A made-up stack: `words`, each either a plain value or, where
+    /// `Stack::at` made it, the address of another word.
+    struct Stack {
+        words: Vec<u64>,
+    }
+
+    impl Stack {
+        fn new(len: usize) -> Self {
+            Stack {
+                words: vec![0; len],
+            }
+        }
+
+        /// The address of word `index` (`index` may lie outside).
+        fn at(&self, index: i64) -> u64 {
+            (self.words.as_ptr() as u64).wrapping_add_signed(index * 8)
+        }
+
+        fn range(&self) -> StackRange {
+            StackRange::new(self.at(0), self.at(self.words.len() as i64))
+        }
+
+        /// `rule` applied from `sp` and `bp`: the caller's return address,
+        /// stack and frame pointers, `None` at a root. Checks that the
+        /// walk's fast path gives what the general one does, where it may
+        /// be used (`sp` at least a word above the stack's start).
+        fn step(&self, rule: Rule, sp: u64, bp: u64) -> Result<Option<(u64, u64, u64)>, ()> {
+            let general = rule.apply_general(sp, bp, self.range());
+            // The first frame's variant, from the stack's start, likewise.
+            // (The word below the start stands in for the walk's mapped
+            // return address: `words[0]` is kept as a guard.)
+            if sp == self.at(1) {
+                let inner = StackRange::new(self.at(1), self.at(self.words.len() as i64));
+                let general_first = rule.apply_general(sp, bp, inner);
+                if let Some((return_address, sp, bp)) = rule.apply_first(sp, bp, inner) {
+                    let step = Step::Caller {
+                        return_address,
+                        sp,
+                        bp,
+                    };
+                    assert_eq!(general_first, Ok(step), "first frame: {rule:?}");
+                }
+            }
+            // Where the fast path gives a frame, it is the general one's.
+            // (Where it declines, the walk uses the general one.)
+            // Its precondition: `sp` at least a word above the stack's start.
+            let fast = (sp >= self.at(1))
+                .then(|| rule.apply(sp, bp, self.range()))
+                .flatten();
+            if let Some((return_address, sp, bp)) = fast {
+                let step = Step::Caller {
+                    return_address,
+                    sp,
+                    bp,
+                };
+                assert_eq!(general, Ok(step), "{rule:?}");
+            }
+            general.map(|step| match step {
+                Step::Caller {
+                    return_address,
+                    sp,
+                    bp,
+                } => Some((return_address, sp, bp)),
+                Step::Root => None,
+            })
         }
     }
 
     #[test]
     fn a_frame_pointer_rule_follows_the_chain() {
         // [bp] = caller's bp, [bp + 8] = return address.
-        let words = [0, 0, 0x1030, 0x4242, 0, 0, 0, 0];
+        let mut stack = Stack::new(8);
+        (stack.words[2], stack.words[3]) = (stack.at(6), 0x4242);
         let rule = Rule::caller((Base::FramePointer, 16), Some((Base::FramePointer, 0))).unwrap();
-        let (mut sp, mut bp) = (0x1008, 0x1010);
-        let step = rule.apply(&mut sp, &mut bp, &mut reader(&words)).unwrap();
-        assert!(matches!(step, Step::Caller(0x4242)));
-        assert_eq!((sp, bp), (0x1020, 0x1030));
+        assert_eq!(
+            stack.step(rule, stack.at(1), stack.at(2)),
+            Ok(Some((0x4242, stack.at(4), stack.at(6))))
+        );
         // A null frame pointer ends the stack.
-        let (mut sp, mut bp) = (0x1008, 0);
-        let step = rule.apply(&mut sp, &mut bp, &mut reader(&words)).unwrap();
-        assert!(matches!(step, Step::Root));
+        assert_eq!(stack.step(rule, stack.at(1), 0), Ok(None));
     }
 
     #[test]
     fn a_stack_pointer_rule_adds_and_keeps_bp() {
-        let words = [0, 0, 0, 0x5151, 0, 0];
+        let mut stack = Stack::new(6);
+        stack.words[3] = 0x5151;
         let rule = Rule::caller((Base::StackPointer, 24), None).unwrap();
-        let (mut sp, mut bp) = (0x1008, 0x7777);
-        let step = rule.apply(&mut sp, &mut bp, &mut reader(&words)).unwrap();
-        assert!(matches!(step, Step::Caller(0x5151)));
-        assert_eq!((sp, bp), (0x1020, 0x7777));
+        assert_eq!(
+            stack.step(rule, stack.at(1), 0x7777),
+            Ok(Some((0x5151, stack.at(4), 0x7777)))
+        );
         // A rule that would move down the stack is an error, not a frame.
         let down = Rule::caller((Base::StackPointer, -8), None).unwrap();
-        assert!(down.apply(&mut sp, &mut bp, &mut reader(&words)).is_err());
+        assert_eq!(stack.step(down, stack.at(4), 0x7777), Err(()));
         // So is a read outside the stack.
         let far = Rule::caller((Base::StackPointer, 4096), None).unwrap();
-        assert!(far.apply(&mut sp, &mut bp, &mut reader(&words)).is_err());
+        assert_eq!(stack.step(far, stack.at(4), 0x7777), Err(()));
+        // A null return address ends the stack.
+        assert_eq!(stack.step(rule, stack.at(2), 0x7777), Ok(None));
     }
 
     #[test]
@@ -355,11 +455,12 @@ mod tests {
         // CFA = sp + 32; the caller's bp saved at bp - 8 (a frame whose
         // tables name both registers).
         let rule = Rule::caller((Base::StackPointer, 32), Some((Base::FramePointer, -8))).unwrap();
-        let words = [0, 0, 0, 0x1111, 0x6262, 0, 0, 0];
-        let (mut sp, mut bp) = (0x1008, 0x1020);
-        let step = rule.apply(&mut sp, &mut bp, &mut reader(&words)).unwrap();
-        assert!(matches!(step, Step::Caller(0x6262)));
-        assert_eq!((sp, bp), (0x1028, 0x1111));
+        let mut stack = Stack::new(8);
+        (stack.words[3], stack.words[4]) = (0x1111, 0x6262);
+        assert_eq!(
+            stack.step(rule, stack.at(1), stack.at(4)),
+            Ok(Some((0x6262, stack.at(5), 0x1111)))
+        );
         // Same register: kept relative to the CFA, however large the frame.
         let big = Rule::caller(
             (Base::StackPointer, 100_000),
@@ -376,6 +477,64 @@ mod tests {
         );
     }
 
+    /// The fast path of `apply` against the general one (`step` compares
+    /// them) over every shape of rule, from registers inside, at the edge
+    /// of and outside the stack, over stacks with null words.
+    #[test]
+    fn the_fast_path_agrees_with_the_general_one() {
+        let mut stack = Stack::new(16);
+        for i in 0..16 {
+            // Null words here and there, the others pointing further up.
+            stack.words[i] = if i % 5 == 4 {
+                0
+            } else {
+                stack.at(i as i64 * 3)
+            };
+        }
+        let bases = [Base::StackPointer, Base::FramePointer];
+        let offsets = [-24, -8, 0, 4, 8, 16, 24, 40, 120, 200];
+        let registers = [-1, 0, 1, 2, 7, 15, 16, 500].map(|index| stack.at(index));
+        let mut rules = vec![Rule::ROOT];
+        for cfa_base in bases {
+            for cfa_offset in offsets {
+                rules.extend(Rule::caller((cfa_base, cfa_offset), None));
+                for saved_base in bases {
+                    for saved_offset in offsets {
+                        let saved = Some((saved_base, saved_offset));
+                        rules.extend(Rule::caller((cfa_base, cfa_offset), saved));
+                    }
+                }
+            }
+        }
+        let (mut outcomes, mut fast) = ([0; 3], 0);
+        for &rule in &rules {
+            for sp in registers {
+                for bp in registers.into_iter().chain([0]) {
+                    let outcome = stack.step(rule, sp, bp);
+                    if sp >= stack.at(1) && rule.apply(sp, bp, stack.range()).is_some() {
+                        fast += 1;
+                    }
+                    outcomes[match outcome {
+                        Ok(Some(_)) => 0,
+                        Ok(None) => 1,
+                        Err(()) => 2,
+                    }] += 1;
+                }
+            }
+        }
+        // Every kind of outcome was compared, many times.
+        assert!(outcomes.iter().all(|&count| count > 100), "{outcomes:?}");
+        // The first frame's variant gives frames too.
+        let inner = StackRange::new(stack.at(1), stack.at(16));
+        let first_frames = rules
+            .iter()
+            .filter(|rule| rule.apply_first(stack.at(1), stack.at(2), inner).is_some())
+            .count();
+        assert!(first_frames > 10, "{first_frames}");
+        // And the fast path gave many of the frames, for each shape.
+        assert!(fast > 1000, "{fast} of {outcomes:?}");
+    }
+
     #[test]
     fn offsets_are_told_apart_by_register() {
         assert_eq!(
@@ -387,15 +546,5 @@ mod tests {
             Some((Base::FramePointer, -16))
         );
         assert_eq!(register_plus_offset(LOADED | 8), None);
-    }
-
-    #[test]
-    fn the_cache_misses_on_another_address_or_module_list() {
-        let mut cache = RuleCache::new(64);
-        let rule = Rule::caller((Base::StackPointer, 8), None).unwrap();
-        cache.insert(0x4000_1234, 1, rule);
-        assert_eq!(cache.reader(1).get(0x4000_1234), Some(rule));
-        assert_eq!(cache.reader(2).get(0x4000_1234), None);
-        assert_eq!(cache.reader(1).get(0x4000_1235), None);
     }
 }

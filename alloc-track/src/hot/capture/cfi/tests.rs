@@ -152,4 +152,30 @@ fn a_rebuilt_list_reuses_the_copies() {
         assert_eq!(a.eh_frame.as_ptr(), b.eh_frame.as_ptr());
     }
     assert_eq!(Some(again.loads), loader_counts());
+    // Nothing went away: the rules derived under the first list still
+    // hold, and the threads' caches keep them.
+    assert_eq!(again.generation, first.generation);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_list_that_lost_an_object_starts_a_new_generation() {
+    first_modules();
+    // SAFETY: as above.
+    let current = unsafe { MODULES.load(Ordering::Acquire).as_ref() }.expect("a module list");
+    // A list that knew one more object than the loader has now.
+    static GONE: [u8; 8] = [1, 0x1b, 3, 0x3b, 0, 0, 0, 0];
+    let mut older = build::build_modules(None).expect("a module list");
+    older.code.push(0x10..0x20);
+    older.copies.push(Copied {
+        hdr_address: 0x10,
+        hdr: &GONE,
+        eh_frame_address: 0x10,
+        eh_frame: &GONE,
+    });
+    let rebuilt = build::build_modules(Some(&older)).expect("a module list");
+    assert_ne!(rebuilt.generation, older.generation);
+    // The same list without the lost object keeps its generation.
+    let again = build::build_modules(Some(current)).expect("a module list");
+    assert_eq!(again.generation, current.generation);
 }

@@ -27,6 +27,8 @@ static GLOBAL: Tracker<System> = Tracker::new(System);
 const PARKED: usize = 77_777;
 const EXITED: usize = 66_666;
 const FORKED: usize = 55_555;
+/// Blocks of the moving-blocks check, in two sizes taken in turn.
+const KEPT: [usize; 2] = [33_336, 22_224];
 /// Blocks of the hand-over check: sizes 44,448 to 44,560, 16 apart.
 const HANDED: usize = 44_448;
 
@@ -41,7 +43,8 @@ fn main() {
     a_block_held_at_its_threads_exit_stays_live();
     a_forked_child_has_the_blocks_its_lost_threads_held();
     blocks_handed_to_other_threads_are_freed_once_under_snapshots();
-    println!("held_block: 4 checks passed");
+    a_snapshot_sees_every_block_live_throughout_it_while_blocks_move();
+    println!("held_block: 5 checks passed");
 }
 
 /// The live bytes the snapshot's sites hold in blocks of `size` bytes.
@@ -216,4 +219,73 @@ fn blocks_handed_to_other_threads_are_freed_once_under_snapshots() {
         left, 0,
         "handed-over blocks still live after all were freed"
     );
+}
+
+/// A thread keeps allocating blocks it keeps, each held back until its
+/// next allocation moves it into the table, while snapshots are taken: every
+/// block allocated before a snapshot began must be in it, whichever of the
+/// two places the walk found it in (a walk of the table, then of the held
+/// blocks, misses a block that moves between the two). The kept blocks take
+/// two sizes in turn, so that a missed block is not made up for by the next
+/// one, held by then, in the count of its size.
+fn a_snapshot_sees_every_block_live_throughout_it_while_blocks_move() {
+    const BLOCKS: usize = 2_000;
+    static KEPT_SO_FAR: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let keeper = thread::spawn(|| {
+        let mut kept = Vec::with_capacity(BLOCKS);
+        for i in 0..BLOCKS {
+            // One call site per size, so that each size has sites of its own.
+            let block = if i % 2 == 0 {
+                keep_one_block_of_the_first_size()
+            } else {
+                keep_one_block_of_the_second_size()
+            };
+            kept.push((block, KEPT[i % 2]));
+            KEPT_SO_FAR[i % 2].fetch_add(1, Ordering::Release);
+            // Held meanwhile; then moved into the table by the next
+            // allocation, which is freed at once.
+            thread::sleep(Duration::from_micros(50));
+            drop(black_box(Box::new(i)));
+        }
+        DONE.store(true, Ordering::Release);
+        kept
+    });
+    let mut snapshots = 0;
+    while !DONE.load(Ordering::Acquire) {
+        let before = KEPT_SO_FAR
+            .each_ref()
+            .map(|n| n.load(Ordering::Acquire) as u64);
+        let snapshot = alloc_track::snapshot();
+        for (size, before) in KEPT.into_iter().zip(before) {
+            let seen: u64 = snapshot
+                .sites()
+                .iter()
+                .filter(|site| site.live_blocks() > 0)
+                .filter(|site| site.live_bytes() == site.live_blocks() * size as u64)
+                .map(|site| site.live_blocks())
+                .sum();
+            assert!(
+                seen >= before,
+                "{seen} kept blocks of {size} bytes in a snapshot begun with {before}"
+            );
+        }
+        snapshots += 1;
+    }
+    assert!(snapshots > 0);
+    for (block, size) in keeper.join().unwrap() {
+        free(block as *mut u8, size);
+    }
+}
+
+#[inline(never)]
+fn keep_one_block_of_the_first_size() -> usize {
+    // SAFETY: a non-zero size with alignment 8.
+    unsafe { alloc(Layout::from_size_align(KEPT[0], 8).unwrap()) as usize }
+}
+
+#[inline(never)]
+fn keep_one_block_of_the_second_size() -> usize {
+    // SAFETY: a non-zero size with alignment 8.
+    unsafe { alloc(Layout::from_size_align(KEPT[1], 8).unwrap()) as usize }
 }

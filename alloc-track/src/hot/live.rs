@@ -366,12 +366,23 @@ pub(crate) fn adopt_held_after_fork() {
 
 /// Calls `f` on every live block, one shard at a time (each shard is
 /// consistent; the whole is as consistent as concurrent allocation lets
-/// it be).
+/// it be: a block allocated or freed during the walk may be in it or not,
+/// but a block live throughout is in it once).
+///
+/// The threads' held blocks are read first, then the table: a held block
+/// that its thread moves into the table meanwhile is then found in one or
+/// both, never in neither, and a table entry at an address read as held
+/// stands for it (it is the same block moved, or, if that block was freed
+/// meanwhile, the one now at its address).
 ///
 /// Each shard is copied out before `f` sees it: `f` may allocate and free,
 /// and a free takes a shard lock, so no lock may be held while `f` runs.
 /// The copy buffer is sized with the lock released, for the same reason.
 pub(crate) fn for_each(mut f: impl FnMut(usize, &LiveBlock)) {
+    let mut held: Vec<(usize, LiveBlock)> = Vec::new();
+    held_block::for_each(|address, block| held.push((address, block)));
+    held.sort_unstable_by_key(|&(address, _)| address);
+    let mut also_in_table = vec![false; held.len()];
     let mut buffer: Vec<(usize, LiveBlock)> = Vec::new();
     for shard in &TABLE {
         loop {
@@ -387,12 +398,17 @@ pub(crate) fn for_each(mut f: impl FnMut(usize, &LiveBlock)) {
             break;
         }
         for (address, block) in &buffer {
+            if let Ok(index) = held.binary_search_by_key(address, |&(held, _)| held) {
+                also_in_table[index] = true;
+            }
             f(*address, block);
         }
     }
-    buffer.clear();
-    held_block::for_each(|address, block| buffer.push((address, block)));
-    for (address, block) in &buffer {
+    for ((address, block), _) in held
+        .iter()
+        .zip(&also_in_table)
+        .filter(|(_, &in_table)| !in_table)
+    {
         f(*address, block);
     }
 }

@@ -135,8 +135,9 @@
 //! What each costs, measured against `System` (times as ratios, and
 //! instructions per allocation), is in `docs/performance.md`: in short,
 //! sampled and count modes are within the noise of `System` on real
-//! crates' workloads (+43 to +51 instructions per allocation), full mode
-//! about 2x with frame pointers and 2.5x to 3.5x without.
+//! crates' workloads (+10 to +34 instructions per allocation), full mode
+//! 1.6x to 2.2x on one thread with frame pointers and 2.3x to 3.2x
+//! without.
 //!
 //! The environment overrides the mode chosen in code, so a deployed binary
 //! switches without a rebuild: `ALLOC_TRACK_MODE=full`, `count`, `sampled`
@@ -170,8 +171,8 @@
 //!
 //! | walker | when | cost |
 //! |---|---|---|
-//! | frame pointers | the binary keeps them (`-C force-frame-pointers=yes`, see [below](#building-with-frame-pointers)) | a few nanoseconds a frame |
-//! | CFI (cached DWARF unwind rules, the `framehop` crate) | Linux x86_64 with glibc, no frame pointers: the default build | about 200 instructions a frame once its per-thread rule cache is warm |
+//! | frame pointers | the binary keeps them (`-C force-frame-pointers=yes`, see [below](#building-with-frame-pointers)) | about 1.5 ns (17 instructions) a frame |
+//! | CFI (cached DWARF unwind rules, the `framehop` crate) | Linux x86_64 with glibc, no frame pointers: the default build | about 4.6 ns (45 instructions) a frame once its per-thread rule cache is warm |
 //! | the platform unwinder (libgcc) | everywhere else, and on threads with too little stack left for the CFI walker | about 40,000 instructions a stack |
 //!
 //! Each fast walker is compared with the platform unwinder at the first

@@ -50,6 +50,7 @@ impl<T> ForkSafeOnce<T> {
     }
 
     /// The value, if the cell is filled.
+    #[cfg_attr(not(unix), allow(dead_code))] // read by fork handlers
     pub(crate) fn get(&self) -> Option<&T> {
         (self.state.load(Ordering::Acquire) == DONE).then(|| {
             // SAFETY: DONE is stored (Release) only after the value was

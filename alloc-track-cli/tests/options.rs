@@ -7,22 +7,10 @@
 mod common;
 
 use std::fs;
-use std::process::Output;
 
-use common::{data, run};
+use common::{alloc_track, data, ok_stdout, run};
 use serde_json::Value;
 use tempfile::TempDir;
-
-fn ok_stdout(output: Output) -> String {
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{err}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn alloc_track(args: &[&str]) -> String {
-    let dir = TempDir::new().unwrap();
-    ok_stdout(run(args, dir.path()))
-}
 
 fn scan(n: u32) -> String {
     data(&format!("scan.{n}.json"))

@@ -6,24 +6,12 @@
 mod common;
 
 use std::io::Read;
-use std::process::Output;
 
 use alloc_track_cli::export::pprof::Profile;
-use common::{data, run};
+use common::{alloc_track, data, ok_output, run};
 use flate2::read::GzDecoder;
 use prost::Message;
 use tempfile::TempDir;
-
-fn ok_stdout(output: Output) -> Vec<u8> {
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{err}");
-    output.stdout
-}
-
-fn alloc_track(args: &[&str]) -> String {
-    let dir = TempDir::new().unwrap();
-    String::from_utf8(ok_stdout(run(args, dir.path()))).unwrap()
-}
 
 #[test]
 fn stacks_that_never_reach_the_program_are_one_runtime_row() {
@@ -80,7 +68,7 @@ fn labels_fold_generics_unless_full_names_are_asked_for() {
 fn pprof_names_are_not_left_to_its_cpp_simplifier() {
     let dir = TempDir::new().unwrap();
     let app = data("app.json");
-    let gz = ok_stdout(run(
+    let gz = ok_output(run(
         &["export", app.to_str().unwrap(), "-f", "pprof"],
         dir.path(),
     ));

@@ -6,21 +6,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{data, run};
-use tempfile::TempDir;
-
-fn ok_stdout(output: Output) -> String {
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{err}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn alloc_track(args: &[&str]) -> String {
-    let dir = TempDir::new().unwrap();
-    ok_stdout(run(args, dir.path()))
-}
+use common::{alloc_track, data};
 
 fn lines_with<'t>(text: &'t str, needle: &str) -> Vec<&'t str> {
     text.lines().filter(|l| l.contains(needle)).collect()

@@ -6,23 +6,15 @@
 mod common;
 
 use std::fs;
-use std::process::Output;
 
-use common::{data, run};
+use common::{alloc_track, data, ok_stdout, run};
 use serde_json::Value;
 use tempfile::TempDir;
 
-fn ok_stdout(output: Output) -> String {
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{err}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn report(dump: &str, extra: &[&str]) -> String {
-    let dir = TempDir::new().unwrap();
     let mut args = vec!["report", dump, "--no-flamegraph"];
     args.extend_from_slice(extra);
-    ok_stdout(run(&args, dir.path()))
+    alloc_track(&args)
 }
 
 /// The line after the first line containing `needle`.

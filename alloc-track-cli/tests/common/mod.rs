@@ -41,6 +41,25 @@ pub fn run(args: &[&str], dir: &Path) -> Output {
         .expect("run alloc-track")
 }
 
+/// The standard output of a run that must have succeeded (its standard
+/// error is the failure message).
+pub fn ok_output(output: Output) -> Vec<u8> {
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    output.stdout
+}
+
+/// [`ok_output`] as text, which must be UTF-8.
+pub fn ok_stdout(output: Output) -> String {
+    String::from_utf8(ok_output(output)).expect("UTF-8 output")
+}
+
+/// The text a successful run with `args` prints, in a fresh directory.
+pub fn alloc_track(args: &[&str]) -> String {
+    let dir = tempfile::TempDir::new().unwrap();
+    ok_stdout(run(args, dir.path()))
+}
+
 /// Runs the binary with `args` in `dir`, `stdin` fed to its standard input.
 pub fn run_with_stdin(args: &[&str], dir: &Path, stdin: &[u8]) -> Output {
     use std::io::Write;

@@ -4,6 +4,8 @@
 //! temporary files of killed processes are cleaned up.
 #![cfg(unix)]
 
+mod common;
+
 use std::alloc::System;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use alloc_track::dump::{Dump, DumpError};
 use alloc_track::Tracker;
+use common::file_names;
 
 #[global_allocator]
 static GLOBAL: Tracker<System> = Tracker::new(System);
@@ -46,15 +49,6 @@ fn save_with_watchdog(path: &Path) -> Result<(), DumpError> {
     receiver
         .recv_timeout(SAVE_DEADLINE)
         .expect("the save blocked")
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// The error is the typed refusal, one line naming the path.
@@ -93,7 +87,7 @@ fn a_symbolic_link_stays_a_link_and_its_target_gets_the_dump() {
     );
     assert_eq!(Dump::load(&target).unwrap().pid, std::process::id());
     // The temporary file went beside the target, and is gone.
-    assert_eq!(names_in(&dir.join("real")), ["heap.json"]);
+    assert_eq!(file_names(&dir.join("real")), ["heap.json"]);
 
     // A link to a link to a file that does not exist yet: the file is
     // created where the chain ends.
@@ -127,7 +121,7 @@ fn a_fifo_is_refused_and_left_in_place() {
         .unwrap()
         .file_type()
         .is_fifo());
-    assert_eq!(names_in(&dir), ["heap.json"], "no temporary file left");
+    assert_eq!(file_names(&dir), ["heap.json"], "no temporary file left");
     // And through a symbolic link: the link's target is what counts.
     let link = dir.join("link.json");
     std::os::unix::fs::symlink("heap.json", &link).unwrap();
@@ -284,7 +278,7 @@ fn concurrent_saves_to_one_path_each_leave_a_complete_dump() {
         "{} reads, all complete dumps",
         reads.load(Ordering::Relaxed)
     );
-    assert_eq!(names_in(&dir), ["heap.json"], "no temporary file left");
+    assert_eq!(file_names(&dir), ["heap.json"], "no temporary file left");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -329,7 +323,7 @@ fn temporary_files_of_dead_processes_are_removed_and_others_kept() {
     let mut expected: Vec<String> = kept.to_vec();
     expected.push("heap.json".to_string());
     expected.sort();
-    assert_eq!(names_in(&dir), expected);
+    assert_eq!(file_names(&dir), expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -293,12 +293,7 @@ fn scenario_child_of_a_process_with_live_dumps() {
         !parent_exit_dump.exists(),
         "the child wrote the parent's dump"
     );
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    println!("files: {names:?}");
+    println!("files: {:?}", common::file_names(&dir));
 }
 
 #[test]

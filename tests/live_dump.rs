@@ -2,6 +2,8 @@
 //! binary runs itself as a child with `ALLOC_TRACK_*` set, as an operator
 //! would start a deployed service, and checks the files the child leaves.
 
+mod common;
+
 use std::alloc::System;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alloc_track::dump::Dump;
+use common::file_names;
 
 #[global_allocator]
 static GLOBAL: alloc_track::Tracker<System> = alloc_track::Tracker::new(System);
@@ -137,15 +140,6 @@ fn bytes_in(dump: &Dump, function: &str) -> u64 {
         .sum()
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn interval_dumps_go_to_numbered_files_and_the_exit_dump_to_the_path() {
     let dir = temp_dir("interval");
@@ -188,9 +182,9 @@ fn interval_dumps_go_to_numbered_files_and_the_exit_dump_to_the_path() {
     );
     // Renamed into place: no temporary file is left behind.
     assert!(
-        files_in(&dir).iter().all(|name| !name.contains(".tmp")),
+        file_names(&dir).iter().all(|name| !name.contains(".tmp")),
         "{:?}",
-        files_in(&dir)
+        file_names(&dir)
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -215,7 +209,7 @@ fn a_signal_writes_a_numbered_dump_and_process_exit_writes_the_last() {
     }
     // No interval: nothing else is written while the child waits.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(files_in(&dir), ["heap.1.json", "heap.2.json"]);
+    assert_eq!(file_names(&dir), ["heap.1.json", "heap.2.json"]);
 
     let stderr = running.finish(true); // std::process::exit(0)
     assert!(stderr.is_empty(), "no warnings expected: {stderr}");
@@ -225,7 +219,10 @@ fn a_signal_writes_a_numbered_dump_and_process_exit_writes_the_last() {
     // `exit` was called with the first 1 MiB still held.
     let at_exit = Dump::load(&path).unwrap();
     assert_eq!(bytes_in(&at_exit, "held_by_child"), HELD_BYTES);
-    assert_eq!(files_in(&dir), ["heap.1.json", "heap.2.json", "heap.json"]);
+    assert_eq!(
+        file_names(&dir),
+        ["heap.1.json", "heap.2.json", "heap.json"]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -240,7 +237,7 @@ fn keep_bounds_the_numbered_files_and_pid_names_the_process() {
     let pid = running.pid();
     wait_for(&dir.join(format!("heap-{pid}.5.json")));
     running.finish(true);
-    let names = files_in(&dir);
+    let names = file_names(&dir);
     // The exit dump and the newest two numbered ones.
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.contains(&format!("heap-{pid}.json")), "{names:?}");

@@ -55,6 +55,16 @@ pub fn diff_figures(diff: &Diff, function: &str) -> (i64, i64, u64, u64, u64, u6
 /// The path of example `name`'s binary. `cargo test` builds the examples
 /// beside the test binaries: target/<profile>/deps/<test> goes with
 /// target/<profile>/examples/<name>.
+/// The names of the files in `dir`, sorted.
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe

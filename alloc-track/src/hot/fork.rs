@@ -33,7 +33,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{counters, live, stacks, thread_totals};
+use super::{counters, live, stacks, thread_life, thread_totals};
 
 /// Set once the handlers are registered, so that calling `register` again
 /// (it is idempotent) never installs them twice.
@@ -109,7 +109,7 @@ extern "C" fn child() {
     unsafe { unlock_all() }
     // The blocks the other threads held back from the live table are the
     // child's too; their slots' owners are not.
-    live::adopt_held_after_fork();
+    live::adopt_held_after_fork(thread_life::count_stale_free);
 }
 
 /// Runs `register` before `main` (and before any other thread exists), so

@@ -351,15 +351,19 @@ pub(crate) fn release_held() -> Option<LiveBlock> {
 }
 
 /// In a forked child: moves the blocks held by the threads the child does
-/// not have into the table, and frees their slots. The child runs alone.
+/// not have into the table, and frees their slots; `on_stale` gets each
+/// stale record the table had at such an address (the caller counts it
+/// freed, as [`release_held`]'s caller does). The child runs alone.
 #[cfg(unix)]
-pub(crate) fn adopt_held_after_fork() {
+pub(crate) fn adopt_held_after_fork(mut on_stale: impl FnMut(&LiveBlock)) {
     held_block::adopt_after_fork(|slot| {
         let held = slot.held();
         if held != 0 {
             // Without memory the block is lost to the figures' books: its
             // free will find no record and count nothing.
-            let _ = shard(held).lock().insert(held, slot.block());
+            if let Ok(Some(stale)) = shard(held).lock().insert(held, slot.block()) {
+                on_stale(&stale);
+            }
         }
     });
 }

@@ -12,6 +12,8 @@
 //! meanwhile, which the exact comparison needs. A watchdog ends a run that
 //! hangs.
 
+mod common;
+
 use std::alloc::{alloc, dealloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,11 +35,7 @@ const KEPT: [usize; 2] = [33_336, 22_224];
 const HANDED: usize = 44_448;
 
 fn main() {
-    thread::spawn(|| {
-        thread::sleep(Duration::from_secs(120));
-        eprintln!("held_block: watchdog: still running after 120 s");
-        std::process::exit(2);
-    });
+    common::start_watchdog("held_block", Duration::from_secs(120));
     let _ = black_box(vec![0u8; 16]); // the tracker is settled
     a_parked_threads_newest_block_is_live_and_another_thread_frees_it();
     a_block_held_at_its_threads_exit_stays_live();

@@ -11,7 +11,6 @@
 //! failure rather than let a stuck thread hang the run.
 
 use std::alloc::Layout;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -217,19 +216,7 @@ fn wait_for(pid: libc::pid_t) -> Option<i32> {
 
 fn main() {
     assert_eq!(alloc_track::mode(), Mode::Count);
-    // The checks compare process-wide totals: the watchdog thread's own
-    // start-up (its closure's box freed, its thread-locals set up) must be
-    // over before the first one begins.
-    static WATCHING: AtomicBool = AtomicBool::new(false);
-    thread::spawn(|| {
-        WATCHING.store(true, Ordering::Release);
-        thread::sleep(WATCHDOG);
-        eprintln!("partial_fast_path: watchdog: no result after {WATCHDOG:?}");
-        std::process::exit(1);
-    });
-    while !WATCHING.load(Ordering::Acquire) {
-        thread::yield_now();
-    }
+    common::start_watchdog("partial_fast_path", WATCHDOG);
     failed_reallocs_on_the_fast_path_leave_the_figures_alone();
     threads_beyond_the_slots_count_exactly();
     a_forked_child_keeps_the_lost_threads_totals();

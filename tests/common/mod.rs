@@ -55,6 +55,25 @@ pub fn diff_figures(diff: &Diff, function: &str) -> (i64, i64, u64, u64, u64, u6
 /// The path of example `name`'s binary. `cargo test` builds the examples
 /// beside the test binaries: target/<profile>/deps/<test> goes with
 /// target/<profile>/examples/<name>.
+/// Ends the process with a failure if it still runs after `limit`: for
+/// `harness = false` programs, which have no test timeout. Returns once the
+/// watchdog thread is running, so that its start-up (its closure's box
+/// freed, its thread-locals set up) never lands between two snapshots whose
+/// process-wide totals a check compares.
+pub fn start_watchdog(program: &'static str, limit: std::time::Duration) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WATCHING: AtomicBool = AtomicBool::new(false);
+    std::thread::spawn(move || {
+        WATCHING.store(true, Ordering::Release);
+        std::thread::sleep(limit);
+        eprintln!("{program}: watchdog: still running after {limit:?}");
+        std::process::exit(1);
+    });
+    while !WATCHING.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+}
+
 /// The names of the files in `dir`, sorted.
 pub fn file_names(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -33,6 +33,10 @@ const FORKED: usize = 55_555;
 const KEPT: [usize; 2] = [33_336, 22_224];
 /// Blocks of the hand-over check: sizes 44,448 to 44,560, 16 apart.
 const HANDED: usize = 44_448;
+/// Blocks of the site-figures check, allocated at one site, and the block
+/// it reallocates.
+const COUNTED: usize = 12_347;
+const REALLOCATED: usize = 23_459;
 
 fn main() {
     common::start_watchdog("held_block", Duration::from_secs(120));
@@ -42,7 +46,8 @@ fn main() {
     a_forked_child_has_the_blocks_its_lost_threads_held();
     blocks_handed_to_other_threads_are_freed_once_under_snapshots();
     a_snapshot_sees_every_block_live_throughout_it_while_blocks_move();
-    println!("held_block: 5 checks passed");
+    a_sites_figures_count_its_held_blocks_once_whichever_way_they_leave();
+    println!("held_block: 6 checks passed");
 }
 
 /// The live bytes the snapshot's sites hold in blocks of `size` bytes.
@@ -286,4 +291,102 @@ fn keep_one_block_of_the_first_size() -> usize {
 fn keep_one_block_of_the_second_size() -> usize {
     // SAFETY: a non-zero size with alignment 8.
     unsafe { alloc(Layout::from_size_align(KEPT[1], 8).unwrap()) as usize }
+}
+
+/// A held block is counted at its site only when it leaves its thread's
+/// slot (`record.rs`): freed there (a temporary, counted at once), moved
+/// into the table by the next allocation, freed by another thread, or
+/// reallocated. Until then its site's totals come from the slot. Each way
+/// must count the block at its site once: in the totals, the live figures
+/// and the temporaries, for a thread parked with a block held and after.
+fn a_sites_figures_count_its_held_blocks_once_whichever_way_they_leave() {
+    const TEMPORARIES: u64 = 100;
+    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    let worker = thread::spawn(|| {
+        // A held block reallocated: its site counts it allocated and freed.
+        // SAFETY: a non-zero size with alignment 8; the block is
+        // reallocated once and the new one freed once.
+        unsafe {
+            let layout = Layout::from_size_align(REALLOCATED, 8).unwrap();
+            let block = black_box(alloc(layout));
+            let grown = std::alloc::realloc(block, layout, 2 * REALLOCATED);
+            free(grown, 2 * REALLOCATED);
+        }
+        // Kept: the next allocation moves it into the table.
+        let kept = allocate_counted();
+        // Temporaries, then one more block from the same site, held while
+        // this thread parks; the other thread frees it.
+        for i in 0..=TEMPORARIES {
+            let block = allocate_counted();
+            if i == TEMPORARIES {
+                ADDRESS.store(block, Ordering::Release);
+            } else {
+                free(block as *mut u8, COUNTED);
+            }
+        }
+        while !RELEASE.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        kept
+    });
+    // (total blocks, live blocks, temporary blocks) over the sites of
+    // `COUNTED` blocks (one per call of `allocate_counted`).
+    let counted = |snapshot: &Snapshot| -> (u64, u64, u64) {
+        let mut figures = (0, 0, 0);
+        for site in snapshot.sites().iter().filter(|site| {
+            site.total_blocks() > 0 && site.total_bytes() == site.total_blocks() * COUNTED as u64
+        }) {
+            assert_eq!(site.live_bytes(), site.live_blocks() * COUNTED as u64);
+            figures.0 += site.total_blocks();
+            figures.1 += site.live_blocks();
+            figures.2 += site.temporary_blocks();
+        }
+        figures
+    };
+    let blocks = TEMPORARIES + 2;
+    let start = Instant::now();
+    let held = loop {
+        let held = ADDRESS.load(Ordering::Acquire);
+        if held != 0 {
+            break held;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no held block");
+        thread::sleep(Duration::from_millis(1));
+    };
+    let parked = alloc_track::snapshot();
+    assert_eq!(counted(&parked), (blocks, 2, TEMPORARIES), "parked");
+    let reallocated = parked
+        .sites()
+        .iter()
+        .find(|site| site.total_bytes() == REALLOCATED as u64)
+        .map(|site| {
+            (
+                site.total_blocks(),
+                site.live_blocks(),
+                site.temporary_blocks(),
+            )
+        });
+    assert_eq!(reallocated, Some((1, 0, 0)), "the reallocated block");
+    // Freed by this thread while the worker holds it.
+    free(held as *mut u8, COUNTED);
+    assert_eq!(
+        counted(&alloc_track::snapshot()),
+        (blocks, 1, TEMPORARIES),
+        "held, freed"
+    );
+    RELEASE.store(true, Ordering::Release);
+    let kept = worker.join().unwrap();
+    free(kept as *mut u8, COUNTED);
+    assert_eq!(
+        counted(&alloc_track::snapshot()),
+        (blocks, 0, TEMPORARIES),
+        "all freed"
+    );
+}
+
+#[inline(never)]
+fn allocate_counted() -> usize {
+    // SAFETY: a non-zero size with alignment 8.
+    unsafe { alloc(Layout::from_size_align(COUNTED, 8).unwrap()) as usize }
 }

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::dump::{self, AllocatorStats, Birth, Dump, DumpError, OsMemory, Totals, TrackerHealth};
 use crate::hot::view::config::Mode;
 use crate::hot::view::counters::{COUNTERS, EPOCH, UNRECORDED};
+use crate::hot::view::live as live_table;
 use crate::hot::view::sampler;
 use crate::hot::view::stacks::{self, SiteId};
 use crate::hot::view::thread;
@@ -89,6 +90,16 @@ impl Snapshot {
                     births: Births::default(),
                     scopes: Vec::new(),
                 });
+            });
+            // Full mode counts each thread's newest block at its site only
+            // once it leaves the thread's slot; until then it is live, and
+            // allocated, in the slot alone.
+            live_table::for_each_held(|_, block| {
+                let row = row_of.get(block.site() as usize).copied();
+                if let Some(site) = row.and_then(|row| sites.get_mut(row as usize)) {
+                    site.total_bytes += block.size() as u64;
+                    site.total_blocks += 1;
+                }
             });
             for (id, tally) in live.iter().enumerate() {
                 if tally.blocks == 0 {

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::config::{Config, Mode};
+use super::live;
+use super::sampler;
 use super::spin::CachePadded;
 use super::stacks;
 use super::thread::ThreadState;
@@ -109,7 +111,7 @@ impl Counters {
         if BREAKDOWN_BUSY.swap(true, Ordering::Acquire) {
             return;
         }
-        stacks::record_peak_breakdown();
+        record_peak_breakdown();
         self.breakdown_bytes.store(live, Ordering::Relaxed);
         BREAKDOWN_BUSY.store(false, Ordering::Release);
     }
@@ -136,10 +138,21 @@ impl Counters {
         while BREAKDOWN_BUSY.swap(true, Ordering::Acquire) {
             std::thread::yield_now();
         }
-        stacks::record_peak_breakdown();
+        record_peak_breakdown();
         self.breakdown_bytes.store(live, Ordering::Relaxed);
         BREAKDOWN_BUSY.store(false, Ordering::Release);
     }
+}
+
+/// Copies every site's live figures into its peak figures, the blocks
+/// held back from the live table included: their sites count them only
+/// once they leave their thread's slot.
+fn record_peak_breakdown() {
+    stacks::record_peak_breakdown();
+    live::for_each_held(|_, block| {
+        let weight = sampler::weight_of(&block, Mode::Full);
+        stacks::add_to_peak_breakdown(block.site(), block.size() as u64, weight);
+    });
 }
 
 /// Takes the peak-breakdown flag and keeps it: the fork handlers' prepare

@@ -109,7 +109,7 @@ extern "C" fn child() {
     unsafe { unlock_all() }
     // The blocks the other threads held back from the live table are the
     // child's too; their slots' owners are not.
-    live::adopt_held_after_fork(thread_life::count_stale_free);
+    live::adopt_held_after_fork(thread_life::count_held_move);
 }
 
 /// Runs `register` before `main` (and before any other thread exists), so

@@ -259,34 +259,42 @@ pub(crate) fn insert(address: usize, block: LiveBlock) -> Result<Option<LiveBloc
 
 /// Records the thread's newest block in full mode: held back in the
 /// thread's slot (`held_block.rs`), while the block it held before moves
-/// into the table. Returns a stale record the table had at the address
-/// moved in, with that address (the caller counts it freed). Without a
-/// slot, or without memory to move the older block, the new block goes
-/// straight into the table, as [`insert`].
+/// into the table. Without a slot, or without memory to move the older
+/// block, the new block goes straight into the table, as [`insert`].
+///
+/// `on_entered` gets the block that went into the table (the one held
+/// before, or the new one if it could not be held), with no lock held:
+/// held blocks are counted at their site only when they leave their slot
+/// (`record.rs`). Returns a stale record the table had at the address the
+/// block went in at, with that address (the caller counts it freed).
 #[inline(always)]
 pub(crate) fn hold(
     address: usize,
     block: LiveBlock,
+    on_entered: impl FnOnce(&LiveBlock),
 ) -> Result<Option<(usize, LiveBlock)>, OutOfMemory> {
     let Some(slot) = held_block::own() else {
-        return insert_at(address, block);
+        return insert_instead_of_holding(address, block, on_entered);
     };
-    let mut stale = None;
     let held = slot.held();
+    let mut stale = None;
     if held != 0 {
         let mut shard = shard(held).lock();
         // Under the lock a free on another thread cannot take it midway;
         // it may have taken it already.
         if slot.held() == held {
-            match shard.insert(held, slot.block()) {
+            let older = slot.block();
+            match shard.insert(held, older) {
                 Ok(replaced) => {
                     stale = replaced.map(|block| (held, block));
                     slot.clear();
+                    drop(shard);
+                    on_entered(&older);
                 }
                 // The older block stays held; the new one goes in instead.
                 Err(_) => {
                     drop(shard);
-                    return insert_at(address, block);
+                    return insert_instead_of_holding(address, block, on_entered);
                 }
             }
         }
@@ -296,9 +304,34 @@ pub(crate) fn hold(
     Ok(stale)
 }
 
-/// [`insert`], returning a stale record with its address.
-fn insert_at(address: usize, block: LiveBlock) -> Result<Option<(usize, LiveBlock)>, OutOfMemory> {
-    insert(address, block).map(|stale| stale.map(|block| (address, block)))
+/// [`insert`] for a block that [`hold`] could not hold back.
+fn insert_instead_of_holding(
+    address: usize,
+    block: LiveBlock,
+    on_entered: impl FnOnce(&LiveBlock),
+) -> Result<Option<(usize, LiveBlock)>, OutOfMemory> {
+    let stale = insert(address, block)?;
+    on_entered(&block);
+    Ok(stale.map(|stale| (address, stale)))
+}
+
+/// What moving a held block into the table did ([`release_held`],
+/// [`adopt_held_after_fork`]), for the caller to count.
+pub(crate) struct Moved {
+    /// A stale record the table had at the block's address, with that
+    /// address (the caller counts it freed).
+    pub(crate) stale: Option<(usize, LiveBlock)>,
+    /// The block moved: its site counts it now.
+    pub(crate) entered_table: Option<LiveBlock>,
+}
+
+/// A block taken out by [`remove`].
+#[derive(Clone, Copy)]
+pub(crate) struct Removed {
+    pub(crate) block: LiveBlock,
+    /// It was still held back (by this thread or another), never in the
+    /// table: its site has not counted it yet.
+    pub(crate) was_held: bool,
 }
 
 /// Removes and returns the block at `address`, if it was tracked: this
@@ -306,18 +339,28 @@ fn insert_at(address: usize, block: LiveBlock) -> Result<Option<(usize, LiveBloc
 /// the tracker's own frees, `search_threads` false) another thread's held
 /// block.
 #[inline(always)]
-pub(crate) fn remove(address: usize, search_threads: bool) -> Option<LiveBlock> {
+pub(crate) fn remove(address: usize, search_threads: bool) -> Option<Removed> {
     if let Some(block) = held_block::own_if_claimed().and_then(|slot| slot.take(address)) {
-        return Some(block);
+        return Some(Removed {
+            block,
+            was_held: true,
+        });
     }
     let mut shard = shard(address).lock();
     if let Some(block) = shard.remove(address) {
-        return Some(block);
+        return Some(Removed {
+            block,
+            was_held: false,
+        });
     }
     if !search_threads || !held_block::any_ever_held() {
         return None;
     }
-    held_block::holder_of(address).and_then(|slot| slot.take(address))
+    let block = held_block::holder_of(address).and_then(|slot| slot.take(address))?;
+    Some(Removed {
+        block,
+        was_held: true,
+    })
 }
 
 /// The block at `address`, if it is tracked and live.
@@ -329,43 +372,61 @@ pub(crate) fn get(address: usize) -> Option<LiveBlock> {
 }
 
 /// At the thread's exit: moves its held block into the table and gives its
-/// slot back. Returns a stale record the table had at that address (the
-/// caller counts it freed). Without memory for the move the slot stays
-/// claimed, holding the block, where frees and snapshots still find it.
-pub(crate) fn release_held() -> Option<LiveBlock> {
-    let slot = held_block::own_if_claimed()?;
+/// slot back. Returns what the move did, for the caller to count.
+/// Without memory for the move the slot stays claimed, holding the block,
+/// where frees and snapshots still find it.
+pub(crate) fn release_held() -> Moved {
+    let mut moved = Moved {
+        stale: None,
+        entered_table: None,
+    };
+    let Some(slot) = held_block::own_if_claimed() else {
+        return moved;
+    };
     let held = slot.held();
-    let mut stale = None;
     if held != 0 {
         let mut shard = shard(held).lock();
         if slot.held() == held {
-            match shard.insert(held, slot.block()) {
-                Ok(replaced) => stale = replaced,
-                Err(_) => return None,
+            let block = slot.block();
+            match shard.insert(held, block) {
+                Ok(replaced) => {
+                    moved.stale = replaced.map(|stale| (held, stale));
+                    moved.entered_table = Some(block);
+                }
+                Err(_) => return moved,
             }
             slot.clear();
         }
     }
     held_block::release_own();
-    stale
+    moved
 }
 
 /// In a forked child: moves the blocks held by the threads the child does
-/// not have into the table, and frees their slots; `on_stale` gets each
-/// stale record the table had at such an address (the caller counts it
-/// freed, as [`release_held`]'s caller does). The child runs alone.
+/// not have into the table, and frees their slots; `on_move` gets what
+/// each move did, as [`release_held`]'s caller does. The child runs alone.
 #[cfg(unix)]
-pub(crate) fn adopt_held_after_fork(mut on_stale: impl FnMut(&LiveBlock)) {
+pub(crate) fn adopt_held_after_fork(mut on_move: impl FnMut(Moved)) {
     held_block::adopt_after_fork(|slot| {
         let held = slot.held();
         if held != 0 {
+            let block = slot.block();
             // Without memory the block is lost to the figures' books: its
             // free will find no record and count nothing.
-            if let Ok(Some(stale)) = shard(held).lock().insert(held, slot.block()) {
-                on_stale(&stale);
+            if let Ok(replaced) = shard(held).lock().insert(held, block) {
+                on_move(Moved {
+                    stale: replaced.map(|stale| (held, stale)),
+                    entered_table: Some(block),
+                });
             }
         }
     });
+}
+
+/// Calls `f` with every block held back from the table, which its site
+/// has not counted yet (see [`hold`]).
+pub(crate) fn for_each_held(f: impl FnMut(usize, LiveBlock)) {
+    held_block::for_each(f);
 }
 
 /// Calls `f` on every live block, one shard at a time (each shard is

@@ -100,7 +100,7 @@ pub(crate) mod view {
     }
     /// The live table, walked by snapshots and looked up by `measure`.
     pub(crate) mod live {
-        pub(crate) use crate::hot::live::{for_each, get, heap_bytes};
+        pub(crate) use crate::hot::live::{for_each, for_each_held, get, heap_bytes};
         pub(crate) use crate::hot::live_block::MAX_TAG;
     }
     /// The books of a thread's open `measure` calls.

@@ -19,6 +19,14 @@
 //! allocation takes the slow path, which notes it (so that a sample
 //! followed by unsampled allocations is not mistaken for a temporary one).
 //!
+//! Full mode counts a block at its site when it leaves its thread's held
+//! slot (`held_block.rs`), not at its allocation: when the thread's next
+//! allocation moves it into the live table, or at its free. A temporary
+//! block, freed while still held, then costs its site two atomic additions
+//! (`stacks::count_fleeting`) instead of five, and leaves the site's record
+//! untouched. Until a held block leaves its slot, snapshots and the peak
+//! breakdown find it there.
+//!
 //! Order matters in two places. A free forgets the block *before* the inner
 //! allocator frees it, because afterwards another thread may be handed the
 //! same address and record it. A realloc takes the old record out first
@@ -231,17 +239,27 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
     // Full mode holds the thread's newest block back from the table
     // (`held_block.rs`); the partial modes mark what they record in the
     // filter, which looks in the table alone.
+    // The site first: a peak breakdown triggered by the global counter
+    // must already see the block at its site, or (held) in its slot. The
+    // block that enters the table weighs what this one does: it is this
+    // one, or in full mode (every block weighs one) the one held before.
+    let count_at_site = |entered: &LiveBlock| {
+        stacks::count_allocation(entered.site(), entered.size() as u64, weight)
+    };
     let recorded = if full {
-        live::hold(address, block)
+        live::hold(address, block, count_at_site)
     } else {
-        live::insert(address, block).map(|stale| stale.map(|stale| (address, stale)))
+        live::insert(address, block).map(|stale| {
+            count_at_site(&block);
+            stale.map(|stale| (address, stale))
+        })
     };
     match recorded {
         // A record left at an address means its free was never seen; count
         // it freed now so that nothing stays live twice. (Its filter mark
         // stands for the new record.)
         Ok(Some((stale_address, stale))) if stale.site() != INTERNAL_SITE => {
-            forget(stale_address, &stale, config, Release::Moved)
+            forget(stale_address, &stale, false, config, Release::Moved)
         }
         Ok(Some(_)) => {}
         Ok(None) if !full => filter::mark(address),
@@ -256,9 +274,6 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
             return;
         }
     }
-    // The site first: a peak breakdown triggered by the global counter
-    // must already see this block at its site.
-    stacks::count_allocation(site, size as u64, weight);
     scopes::count_allocation(block.scope(), size as u64, weight);
     let _ = thread::with(|state| {
         if full {
@@ -284,17 +299,29 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
 #[inline(never)]
 fn on_free_slow(address: usize, size: usize, config: &Config) {
     if config.mode() == Mode::Full {
-        if let Some(block) = live::remove(address, !is_busy()) {
-            forget(address, &block, config, Release::Freed);
+        if let Some(removed) = live::remove(address, !is_busy()) {
+            forget(
+                address,
+                &removed.block,
+                removed.was_held,
+                config,
+                Release::Freed,
+            );
         }
         return;
     }
     if count_free_after_refill(address, size) {
         return;
     }
-    if let Some(block) = take_partial(address) {
-        if block.site() != INTERNAL_SITE {
-            forget(address, &block, config, Release::Freed);
+    if let Some(removed) = take_partial(address) {
+        if removed.block.site() != INTERNAL_SITE {
+            forget(
+                address,
+                &removed.block,
+                removed.was_held,
+                config,
+                Release::Freed,
+            );
         }
         return;
     }
@@ -311,14 +338,14 @@ fn is_busy() -> bool {
 
 /// Partial modes: the record of `address` if it has one.
 #[inline]
-fn take_partial(address: usize) -> Option<LiveBlock> {
+fn take_partial(address: usize) -> Option<live::Removed> {
     if !filter::may_contain(address) {
         return None;
     }
     // The partial modes hold no blocks back: the table alone has them.
-    let block = live::remove(address, false)?;
+    let removed = live::remove(address, false)?;
     filter::unmark(address);
-    Some(block)
+    Some(removed)
 }
 
 /// Partial modes: a block that was counted but not recorded, past the
@@ -361,7 +388,10 @@ enum Release {
 /// if this thread can enter the tracker: a caller already inside it (a
 /// stale record found while recording, the tracker's own code freeing a
 /// block) may be borrowing that state.
-fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) {
+///
+/// `was_held`: the block never left its thread's held slot, so its site
+/// has not counted its allocation yet.
+fn forget(address: usize, block: &LiveBlock, was_held: bool, config: &Config, release: Release) {
     let entered = Busy::enter();
     let temporary = thread::with(|state| {
         COUNTERS.on_free(block.size() as u64, config, Some(state));
@@ -370,13 +400,18 @@ fn forget(address: usize, block: &LiveBlock, config: &Config, release: Release) 
     if temporary.is_none() {
         COUNTERS.on_free(block.size() as u64, config, None);
     }
+    let (site, size) = (block.site(), block.size() as u64);
     let weight = sampler::weight_of(block, config.mode());
-    stacks::count_free(
-        block.site(),
-        block.size() as u64,
-        weight,
-        temporary == Some(true),
-    );
+    let temporary = temporary == Some(true);
+    match (was_held, temporary) {
+        // Held until now: its site has not counted its allocation yet.
+        (true, true) => stacks::count_fleeting(site, size, weight),
+        (true, false) => {
+            stacks::count_allocation(site, size, weight);
+            stacks::count_free(site, size, weight, false);
+        }
+        (false, _) => stacks::count_free(site, size, weight, temporary),
+    }
     if entered.is_none() {
         return;
     }
@@ -474,7 +509,7 @@ fn cancel_unrecorded_realloc(old_size: usize, new_size: usize) {
 /// Takes the record of a block about to be reallocated, leaving the
 /// figures untouched until the outcome is known.
 #[inline]
-pub(crate) fn take_for_realloc(address: *mut u8, config: &Config) -> Option<LiveBlock> {
+pub(crate) fn take_for_realloc(address: *mut u8, config: &Config) -> Option<live::Removed> {
     let address = address as usize;
     match config.mode() {
         Mode::Full => live::remove(address, !is_busy()),
@@ -489,7 +524,7 @@ pub(crate) fn take_for_realloc(address: *mut u8, config: &Config) -> Option<Live
 pub(crate) fn finish_realloc(
     old_address: *mut u8,
     old_size: usize,
-    old: Option<LiveBlock>,
+    old: Option<live::Removed>,
     new_address: *mut u8,
     new_size: usize,
     config: &Config,
@@ -500,14 +535,29 @@ pub(crate) fn finish_realloc(
         if let Some(old) = old {
             // The slot it came from is free again unless the table lost its
             // memory meanwhile; then the block is unrecorded from now on,
-            // and the figures drop it as a free.
-            match live::insert(old_address, old) {
-                Ok(_) if !full => filter::mark(old_address),
-                Ok(_) => {}
+            // and the figures drop it as a free. A block that was held goes
+            // into the table, and is counted at its site as it enters.
+            match live::insert(old_address, old.block) {
+                Ok(_) => {
+                    if !full {
+                        filter::mark(old_address);
+                    }
+                    if old.was_held {
+                        let weight = sampler::weight_of(&old.block, config.mode());
+                        let size = old.block.size() as u64;
+                        stacks::count_allocation(old.block.site(), size, weight);
+                    }
+                }
                 Err(_) => {
                     UNRECORDED.fetch_add(1, Ordering::Relaxed);
-                    if old.site() != INTERNAL_SITE {
-                        forget(old_address, &old, config, Release::Moved);
+                    if old.block.site() != INTERNAL_SITE {
+                        forget(
+                            old_address,
+                            &old.block,
+                            old.was_held,
+                            config,
+                            Release::Moved,
+                        );
                     }
                 }
             }
@@ -515,9 +565,13 @@ pub(crate) fn finish_realloc(
         return;
     }
     match old {
-        Some(old) if old.site() != INTERNAL_SITE => {
-            forget(old_address, &old, config, Release::Moved)
-        }
+        Some(old) if old.block.site() != INTERNAL_SITE => forget(
+            old_address,
+            &old.block,
+            old.was_held,
+            config,
+            Release::Moved,
+        ),
         Some(_) => {}
         None if full => {}
         None => {

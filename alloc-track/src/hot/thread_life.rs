@@ -39,9 +39,7 @@ fn fold_at_exit() {
         thread_totals::retire(state);
     });
     // The block the thread held back from the live table goes into it.
-    if let Some(stale) = live::release_held() {
-        count_stale_free(&stale);
-    }
+    count_held_move(live::release_held());
     // What `claim` prepared for capturing stacks goes with the thread.
     capture::release_thread();
 }
@@ -56,10 +54,27 @@ impl Drop for ExitFold {
     }
 }
 
+/// Counts what moving a held block into the table did, where no recorder
+/// is at hand to do it (at a thread's exit, or in a forked child): the
+/// block counted at its site as it enters the table, and a stale record
+/// found there counted freed.
+pub(crate) fn count_held_move(moved: live::Moved) {
+    if let Some(block) = moved.entered_table {
+        stacks::count_allocation(
+            block.site(),
+            block.size() as u64,
+            sampler::weight_of(&block, Mode::Full),
+        );
+    }
+    if let Some((_, stale)) = moved.stale {
+        count_stale_free(&stale);
+    }
+}
+
 /// Counts as freed a record found stale (its free was never seen) where
 /// no recorder is at hand to do it: at a thread's exit, or in a forked
 /// child. Only full mode holds blocks back, so the record weighs one block.
-pub(crate) fn count_stale_free(stale: &LiveBlock) {
+fn count_stale_free(stale: &LiveBlock) {
     let size = stale.size() as u64;
     thread_totals::count_free(None, size);
     COUNTERS.publish_live((size as i64).wrapping_neg());

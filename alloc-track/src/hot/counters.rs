@@ -52,27 +52,40 @@ pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
 // them from the live table or the thread slots instead.
 impl Counters {
     /// Counts an allocation in the thread's totals and the live bytes.
+    /// `mode` is `config`'s (callers that read it already pass it on);
     /// `state` is the thread's (`None` when it cannot be reached: the
     /// shared fallback counts it).
     #[inline]
-    pub(crate) fn on_alloc(&self, size: u64, config: &Config, state: Option<&ThreadState>) {
+    pub(crate) fn on_alloc(
+        &self,
+        size: u64,
+        mode: Mode,
+        config: &Config,
+        state: Option<&ThreadState>,
+    ) {
         thread_totals::count_alloc(state, size);
-        self.add_live(size as i64, config, state);
+        self.add_live(size as i64, mode, config, state);
     }
 
     /// Counts a free.
     #[inline]
-    pub(crate) fn on_free(&self, size: u64, config: &Config, state: Option<&ThreadState>) {
+    pub(crate) fn on_free(
+        &self,
+        size: u64,
+        mode: Mode,
+        config: &Config,
+        state: Option<&ThreadState>,
+    ) {
         thread_totals::count_free(state, size);
-        self.add_live((size as i64).wrapping_neg(), config, state);
+        self.add_live((size as i64).wrapping_neg(), mode, config, state);
     }
 
     #[inline]
-    fn add_live(&self, delta: i64, config: &Config, state: Option<&ThreadState>) {
+    fn add_live(&self, delta: i64, mode: Mode, config: &Config, state: Option<&ThreadState>) {
         // Full mode keeps the shared live bytes exact at every allocation,
         // so its peak is exact; the partial modes publish each thread's
         // drift in steps.
-        let publish = match (config.mode(), state) {
+        let publish = match (mode, state) {
             (Mode::Full, _) | (_, None) => Some(delta),
             (_, Some(state)) => thread_totals::drift(state, delta),
         };

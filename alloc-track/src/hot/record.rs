@@ -127,7 +127,7 @@ fn on_alloc_slow(address: usize, size: usize, config: &Config) {
             // A thread already inside the tracker (the unwinder's first-use
             // allocations, snapshot building) passes through untracked.
             let Ok(busy) = Busy::try_enter() else { return };
-            record_with_stack(address, size, config, false, &busy);
+            record_with_stack(address, size, config, Mode::Full, false, &busy);
         }
         _ if count_alloc_after_refill(size) => {}
         mode => on_alloc_partial(address, size, config, mode),
@@ -160,7 +160,7 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
             return Next::Claim;
         }
         state.note_allocation(0);
-        COUNTERS.on_alloc(size as u64, config, Some(state));
+        COUNTERS.on_alloc(size as u64, mode, config, Some(state));
         let sampled = match mode {
             Mode::Sampled { mean_bytes } => sampler::sample(state, size, mean_bytes),
             _ => {
@@ -181,10 +181,10 @@ fn on_alloc_partial(address: usize, size: usize, config: &Config, mode: Mode) {
         Next::Internal => record_internal(address, size, config),
         // Too late in the thread's life to record anything: count it, and
         // its free will count it back.
-        Next::Gone => COUNTERS.on_alloc(size as u64, config, None),
+        Next::Gone => COUNTERS.on_alloc(size as u64, mode, config, None),
         Next::Record { sampled } => {
             if let Ok(busy) = Busy::try_enter() {
-                record_with_stack(address, size, config, sampled, &busy);
+                record_with_stack(address, size, config, mode, sampled, &busy);
             }
         }
         Next::Claim => {
@@ -207,7 +207,7 @@ fn record_internal(address: usize, size: usize, config: &Config) {
         Ok(_) => filter::mark(address),
         // Unrecordable: count it after all, so that its free (which will
         // not find it) balances.
-        Err(_) => COUNTERS.on_alloc(size as u64, config, None),
+        Err(_) => COUNTERS.on_alloc(size as u64, config.mode(), config, None),
     }
 }
 
@@ -215,7 +215,14 @@ fn record_internal(address: usize, size: usize, config: &Config) {
 /// here; in the partial modes the caller has counted them already, and the
 /// block is a sample or (not `sampled`) recorded only for a `measure`.
 #[inline(never)]
-fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool, busy: &Busy) {
+fn record_with_stack(
+    address: usize,
+    size: usize,
+    config: &Config,
+    mode: Mode,
+    sampled: bool,
+    busy: &Busy,
+) {
     // Capture first, with no lock held: unwinding is the slow part, and
     // it may itself allocate.
     let mut stack = CapturedStack::new();
@@ -226,7 +233,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
     // until the outermost measure frame closes; no other reference to it
     // exists while this thread is in the allocator.
     let measure = unsafe { measuring.as_mut() };
-    let full = config.mode() == Mode::Full;
+    let full = mode == Mode::Full;
     let block = LiveBlock::new(
         size,
         thread::scope(),
@@ -235,7 +242,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
         measure.as_ref().map_or(0, |m| m.tag),
         sampled,
     );
-    let weight = sampler::weight_of(&block, config.mode());
+    let weight = sampler::weight_of(&block, mode);
     // Full mode holds the thread's newest block back from the table
     // (`held_block.rs`); the partial modes mark what they record in the
     // filter, which looks in the table alone.
@@ -259,7 +266,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
         // it freed now so that nothing stays live twice. (Its filter mark
         // stands for the new record.)
         Ok(Some((stale_address, stale))) if stale.site() != INTERNAL_SITE => {
-            forget(stale_address, &stale, false, config, Release::Moved)
+            forget(stale_address, &stale, false, config, mode, Release::Moved)
         }
         Ok(Some(_)) => {}
         Ok(None) if !full => filter::mark(address),
@@ -278,7 +285,7 @@ fn record_with_stack(address: usize, size: usize, config: &Config, sampled: bool
     let _ = thread::with(|state| {
         if full {
             thread_life::claim(state, busy);
-            COUNTERS.on_alloc(size as u64, config, Some(state));
+            COUNTERS.on_alloc(size as u64, mode, config, Some(state));
         }
         state.note_allocation(address);
     });
@@ -298,13 +305,15 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
 
 #[inline(never)]
 fn on_free_slow(address: usize, size: usize, config: &Config) {
-    if config.mode() == Mode::Full {
+    let mode = config.mode();
+    if mode == Mode::Full {
         if let Some(removed) = live::remove(address, !is_busy()) {
             forget(
                 address,
                 &removed.block,
                 removed.was_held,
                 config,
+                mode,
                 Release::Freed,
             );
         }
@@ -320,6 +329,7 @@ fn on_free_slow(address: usize, size: usize, config: &Config) {
                 &removed.block,
                 removed.was_held,
                 config,
+                mode,
                 Release::Freed,
             );
         }
@@ -352,12 +362,12 @@ fn take_partial(address: usize) -> Option<live::Removed> {
 /// fast path.
 fn forget_unrecorded(address: usize, size: usize, config: &Config) {
     let measured = thread::with(|state| {
-        COUNTERS.on_free(size as u64, config, Some(state));
+        COUNTERS.on_free(size as u64, config.mode(), config, Some(state));
         state.reopen();
         state.is_measuring() && !state.is_busy()
     });
     match measured {
-        None => COUNTERS.on_free(size as u64, config, None),
+        None => COUNTERS.on_free(size as u64, config.mode(), config, None),
         Some(false) => {}
         // A measured thread freeing a block born before its measure: the
         // flow is exact, its site unknown.
@@ -391,17 +401,24 @@ enum Release {
 ///
 /// `was_held`: the block never left its thread's held slot, so its site
 /// has not counted its allocation yet.
-fn forget(address: usize, block: &LiveBlock, was_held: bool, config: &Config, release: Release) {
+fn forget(
+    address: usize,
+    block: &LiveBlock,
+    was_held: bool,
+    config: &Config,
+    mode: Mode,
+    release: Release,
+) {
     let entered = Busy::enter();
     let temporary = thread::with(|state| {
-        COUNTERS.on_free(block.size() as u64, config, Some(state));
+        COUNTERS.on_free(block.size() as u64, mode, config, Some(state));
         release == Release::Freed && state.frees_last_allocation(address)
     });
     if temporary.is_none() {
-        COUNTERS.on_free(block.size() as u64, config, None);
+        COUNTERS.on_free(block.size() as u64, mode, config, None);
     }
     let (site, size) = (block.site(), block.size() as u64);
-    let weight = sampler::weight_of(block, config.mode());
+    let weight = sampler::weight_of(block, mode);
     let temporary = temporary == Some(true);
     match (was_held, temporary) {
         // Held until now: its site has not counted its allocation yet.
@@ -530,7 +547,8 @@ pub(crate) fn finish_realloc(
     config: &Config,
 ) {
     let old_address = old_address as usize;
-    let full = config.mode() == Mode::Full;
+    let mode = config.mode();
+    let full = mode == Mode::Full;
     if new_address.is_null() {
         if let Some(old) = old {
             // The slot it came from is free again unless the table lost its
@@ -543,7 +561,7 @@ pub(crate) fn finish_realloc(
                         filter::mark(old_address);
                     }
                     if old.was_held {
-                        let weight = sampler::weight_of(&old.block, config.mode());
+                        let weight = sampler::weight_of(&old.block, mode);
                         let size = old.block.size() as u64;
                         stacks::count_allocation(old.block.site(), size, weight);
                     }
@@ -556,6 +574,7 @@ pub(crate) fn finish_realloc(
                             &old.block,
                             old.was_held,
                             config,
+                            mode,
                             Release::Moved,
                         );
                     }
@@ -570,6 +589,7 @@ pub(crate) fn finish_realloc(
             &old.block,
             old.was_held,
             config,
+            mode,
             Release::Moved,
         ),
         Some(_) => {}

@@ -149,12 +149,17 @@ mod exit_key {
 }
 
 /// Claims a slot for this thread, once; the caller is inside the tracker.
+/// Full mode calls it at every recorded block: the check stays inline.
+#[inline(always)]
+pub(crate) fn claim(state: &ThreadState, busy: &Busy) {
+    if state.slot.get().is_null() {
+        claim_now(state, busy);
+    }
+}
+
 #[cold]
 #[inline(never)]
-pub(crate) fn claim(state: &ThreadState, _busy: &Busy) {
-    if !state.slot.get().is_null() {
-        return;
-    }
+fn claim_now(state: &ThreadState, _busy: &Busy) {
     // Registering the exit fold first: if it cannot run (the thread is
     // exiting), claim nothing.
     if !register_exit_fold() {

@@ -29,16 +29,23 @@ extern "C" {
 /// The top of the calling thread's stack, or a bound below it with
 /// everything between the current frame and it mapped. Looked up once per
 /// thread, without I/O and without allocating (see `find_stack_top`).
+/// Every capture asks: the looked-up case stays inline.
+#[inline]
 pub(super) fn top() -> Option<usize> {
     let top = BOUNDS
-        .try_with(|bounds| {
-            if bounds.top.get() == 0 {
-                bounds.top.set(find_stack_top().unwrap_or(1));
-            }
-            bounds.top.get()
+        .try_with(|bounds| match bounds.top.get() {
+            0 => look_up_top(bounds),
+            top => top,
         })
         .ok()?;
     (top > 1).then_some(top)
+}
+
+#[cold]
+#[inline(never)]
+fn look_up_top(bounds: &Bounds) -> usize {
+    bounds.top.set(find_stack_top().unwrap_or(1));
+    bounds.top.get()
 }
 
 /// True when at least `needed` bytes of this thread's stack lie below the

@@ -159,11 +159,11 @@ fn frames_of(record: &SiteRecord) -> &'static [usize] {
 #[inline]
 pub(crate) fn intern(stack: &CapturedStack, capacity: u32) -> SiteId {
     let (frames, first_hash) = (stack.frames(), stack.hash());
-    if let Some(id) = cached(first_hash, frames) {
+    if let Some(id) = cached(first_hash, frames.len()) {
         return id;
     }
     let id = intern_shared(first_hash, frames, stack.truncated, capacity);
-    remember(first_hash, id);
+    remember(first_hash, frames.len(), id);
     id
 }
 
@@ -172,31 +172,53 @@ pub(crate) fn intern(stack: &CapturedStack, capacity: u32) -> SiteId {
 /// index; 256 slots cost 4 KiB of thread-local memory.
 const THREAD_CACHE_SLOTS: usize = 256;
 
+/// A slot of the thread's cache: a stack's hash and depth, and its site.
+#[derive(Clone, Copy)]
+struct Cached {
+    hash: u64,
+    id: SiteId,
+    depth: u32,
+}
+
 thread_local! {
-    /// Direct-mapped by hash: (hash, id) of recently interned stacks. A
-    /// slot whose hash matches is confirmed by comparing frames, so a
-    /// collision can never return the wrong site.
-    static THREAD_CACHE: [Cell<(u64, SiteId)>; THREAD_CACHE_SLOTS] =
-        const { [const { Cell::new((0, OVERFLOW_SITE)) }; THREAD_CACHE_SLOTS] };
+    /// Direct-mapped by hash: recently interned stacks.
+    ///
+    /// A hit is trusted on the stack's 64-bit hash and its depth, without
+    /// reading the site's frames (which, for most sites, are not in cache):
+    /// two stacks of one depth that differ in a single frame never share a
+    /// hash (each step of `capture`'s hash, and its finish, is a bijection
+    /// of the running hash), and stacks that differ in more frames do with
+    /// a chance of about 2^-64 a pair. The shared index, which creates the
+    /// sites, compares whole stacks.
+    static THREAD_CACHE: [Cell<Cached>; THREAD_CACHE_SLOTS] = const {
+        [const {
+            Cell::new(Cached {
+                hash: 0,
+                id: OVERFLOW_SITE,
+                depth: 0,
+            })
+        }; THREAD_CACHE_SLOTS]
+    };
 }
 
 #[inline]
-fn cached(hash: u64, frames: &[usize]) -> Option<SiteId> {
-    let (cached_hash, id) = THREAD_CACHE
+fn cached(hash: u64, depth: usize) -> Option<SiteId> {
+    let slot = THREAD_CACHE
         .try_with(|cache| cache[hash as usize % THREAD_CACHE_SLOTS].get())
         .ok()?;
-    // Published frames never change, so comparing them needs no lock.
-    (cached_hash == hash
-        && id != OVERFLOW_SITE
-        && record(id, false).is_some_and(|r| frames_of(r) == frames))
-    .then_some(id)
+    (slot.hash == hash && slot.depth as usize == depth && slot.id != OVERFLOW_SITE)
+        .then_some(slot.id)
 }
 
 #[inline]
-fn remember(hash: u64, id: SiteId) {
+fn remember(hash: u64, depth: usize, id: SiteId) {
     if id != OVERFLOW_SITE {
-        let _ = THREAD_CACHE
-            .try_with(|cache| cache[hash as usize % THREAD_CACHE_SLOTS].set((hash, id)));
+        let slot = Cached {
+            hash,
+            id,
+            depth: depth as u32,
+        };
+        let _ = THREAD_CACHE.try_with(|cache| cache[hash as usize % THREAD_CACHE_SLOTS].set(slot));
     }
 }
 

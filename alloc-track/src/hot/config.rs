@@ -231,7 +231,9 @@ fn unknown_inner() -> &'static str {
 static INNER_TYPE_NAME: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
 
 /// The type name of the installed tracker's inner allocator, once it has
-/// allocated.
+/// allocated. Asked only by `allocator_stats`, where it reads an
+/// allocator's own figures: jemalloc's (the `jemalloc` feature) or glibc's.
+#[cfg(any(feature = "jemalloc", all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn inner_allocator_type_name() -> Option<&'static str> {
     let pointer = INNER_TYPE_NAME.load(Ordering::Relaxed);
     if pointer.is_null() {

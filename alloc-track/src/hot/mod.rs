@@ -84,9 +84,9 @@ pub(crate) mod view {
     }
     /// The tracker's settings, read by `tracker.rs` and `settings.rs`.
     pub(crate) mod config {
-        pub(crate) use crate::hot::config::{
-            inner_allocator_type_name, mode_setting, settled_mode, Config,
-        };
+        #[cfg(any(feature = "jemalloc", all(target_os = "linux", target_env = "gnu")))]
+        pub(crate) use crate::hot::config::inner_allocator_type_name;
+        pub(crate) use crate::hot::config::{mode_setting, settled_mode, Config};
         pub use crate::hot::config::{Mode, DEFAULT_SAMPLE_BYTES};
     }
     /// The process-wide totals, peak, epoch and the count of blocks lost.

@@ -231,6 +231,7 @@ pub(crate) fn fold_lost_threads_after_fork() {
 }
 
 /// Takes the fold lock for the fork handlers (see `fork.rs`).
+#[cfg(unix)]
 pub(crate) fn lock_for_fork() {
     std::mem::forget(FOLD.lock());
 }
@@ -239,6 +240,7 @@ pub(crate) fn lock_for_fork() {
 ///
 /// # Safety
 /// Only after [`lock_for_fork`], by the thread that called it.
+#[cfg(unix)]
 pub(crate) unsafe fn unlock_after_fork() {
     // SAFETY: the caller's contract: this thread holds the lock and no
     // guard for it exists.

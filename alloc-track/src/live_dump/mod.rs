@@ -251,7 +251,8 @@ impl Config {
     /// Where this process writes its exit dump: the configured path in
     /// the process that read the variables; in a forked child, its own
     /// path if the template has `{pid}`, else none (see the module's
-    /// "In a forked child").
+    /// "In a forked child"). Only where there is an exit hook.
+    #[cfg(unix)]
     fn exit_path(&self, owner: u32, me: u32) -> Option<PathBuf> {
         if me == owner {
             return Some(self.path.clone());
@@ -420,6 +421,7 @@ fn register_exit_hook() {
     warn("dumps at exit are not supported on this platform; call alloc_track::dump yourself");
 }
 
+#[cfg(unix)]
 fn write_exit_dump() {
     let Some(config) = CONFIG.get() else {
         return;
@@ -565,6 +567,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_forked_child_has_an_exit_dump_only_with_pid_in_the_path() {
         let (shared, _) = parse(&[("ALLOC_TRACK_DUMP", "heap.json")]);
         let shared = shared.expect("configured");

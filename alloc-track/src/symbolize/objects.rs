@@ -9,8 +9,6 @@
 //! it, or worse, resolved with the debug info of whatever object sat there
 //! before. This module is how the symbol cache notices.
 
-use std::ffi::CStr;
-
 /// Changes whenever an object is loaded or unloaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ObjectsStamp {
@@ -180,7 +178,7 @@ pub(crate) fn exported_symbol(address: usize) -> Option<String> {
     }
     // SAFETY: `dli_sname` points at a NUL-terminated name in the object's
     // string table, which stays mapped while the object is loaded.
-    let raw = unsafe { CStr::from_ptr(info.dli_sname) }.to_bytes();
+    let raw = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }.to_bytes();
     // `{:#}` drops a Rust name's `::h0123abcd` hash suffix.
     Some(format!("{:#}", backtrace::SymbolName::new(raw)))
 }

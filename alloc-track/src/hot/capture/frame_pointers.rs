@@ -157,7 +157,9 @@ pub(super) fn trusted() -> bool {
     TRUST.trusted()
 }
 
-/// True once the walk is off for good: the other walkers' turn.
+/// True once the walk is off for good: the other walkers' turn. Asked
+/// only where the CFI walker is the next one.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 pub(super) fn distrusted() -> bool {
     TRUST.distrusted()
 }

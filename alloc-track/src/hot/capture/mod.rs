@@ -117,7 +117,13 @@ impl CapturedStack {
         unsafe { std::slice::from_raw_parts(self.ips.as_ptr().cast::<usize>(), self.len) }
     }
 
-    #[cfg(test)]
+    /// For the frame-pointer walker's tests.
+    #[cfg(all(
+        test,
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -154,7 +160,13 @@ impl CapturedStack {
         result
     }
 
-    /// Makes this stack a copy of `other` from its frame `start` on.
+    /// Makes this stack a copy of `other` from its frame `start` on. For
+    /// [`keep_the_walk`], so compiled where it is.
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     fn copy_from(&mut self, other: &CapturedStack, start: usize) {
         self.clear();
         for &ip in other.frames().get(start..).unwrap_or(&[]) {
@@ -275,6 +287,12 @@ pub(crate) fn release_thread() {
 /// runtime's last frames). A walk that filled up is the exception: it
 /// started a frame or two deeper, so it holds that many frames fewer than
 /// a walk from `capture`, and the unwinder's stack is the closer one.
+/// Used by the fast walkers only, so compiled where they are.
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn keep_the_walk(stack: &mut CapturedStack, walked: &CapturedStack, start: Option<usize>) {
     if let Some(start) = start {
         if !walked.truncated {

@@ -3,7 +3,9 @@
 //! the stack's top, and the CFI walk, which needs tens of KiB of stack
 //! itself, runs only where that much is left below the capturing frame.
 //!
-//! Linux with glibc. Looked up once per thread, without I/O.
+//! Linux with glibc. Looked up once per thread, without I/O. The bottom
+//! (the room below a frame) is the CFI walker's alone, so it is compiled
+//! only where that walker is.
 
 use std::cell::Cell;
 
@@ -13,11 +15,18 @@ struct Bounds {
     top: Cell<usize>,
     /// The lowest usable address of this thread's stack; 0 until looked
     /// up, `usize::MAX` if it could not be.
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
     bottom: Cell<usize>,
 }
 
 thread_local! {
-    static BOUNDS: Bounds = const { Bounds { top: Cell::new(0), bottom: Cell::new(0) } };
+    static BOUNDS: Bounds = const {
+        Bounds {
+            top: Cell::new(0),
+            #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+            bottom: Cell::new(0),
+        }
+    };
 }
 
 extern "C" {
@@ -52,6 +61,7 @@ fn look_up_top(bounds: &Bounds) -> usize {
 /// caller's frame. The lowest usable address is looked up once per thread
 /// (see `find_stack_bottom`); a thread whose stack cannot be measured has
 /// no room.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 #[inline]
 pub(super) fn has_room(needed: usize) -> bool {
     let marker = 0u8;
@@ -160,6 +170,7 @@ fn thread_pointer() -> usize {
 /// stray block in the middle of the program's heap made glibc's allocator
 /// 4% slower for the rest of the `json` benchmark. It stays the fallback
 /// where the probe's system call is not allowed.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 fn find_stack_bottom() -> Option<usize> {
     // SAFETY: plain system calls and a read of a glibc variable.
     unsafe {
@@ -187,6 +198,7 @@ fn find_stack_bottom() -> Option<usize> {
 }
 
 /// What probing the stack below the caller found.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 enum Probe {
     /// Every page from this address up to the caller's frame is readable.
     Room(usize),
@@ -200,6 +212,7 @@ enum Probe {
 /// 256 KiB, and a thread's work goes deeper than the frame of its first
 /// allocation, where this runs. A capture deeper than this finds no room
 /// and uses the platform unwinder.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 const PROBE_LIMIT: usize = 1 << 20;
 
 /// Probes how far below the caller the thread's stack reaches, up to
@@ -209,6 +222,7 @@ const PROBE_LIMIT: usize = 1 << 20;
 /// mapped). The stack is one mapping above its guard, so pages read without
 /// a gap are all stack. Reading an untouched stack page maps the shared
 /// zero page: no memory is used. At most 4 system calls, once per thread.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 fn probe_room() -> Probe {
     const BATCH: usize = 64;
     let marker = 0u8;
@@ -262,6 +276,7 @@ fn probe_room() -> Probe {
 
 /// Page size for the probe; a larger real page size only makes the probe
 /// read more than one byte per page.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 const PAGE: usize = 4096;
 
 #[cfg(test)]
@@ -299,6 +314,7 @@ mod tests {
     // unbounded.
     #[test]
     #[cfg_attr(miri, ignore)]
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
     fn a_threads_room_is_measured_within_its_stack() {
         let (some, half, unbounded) = std::thread::Builder::new()
             .stack_size(512 * 1024)

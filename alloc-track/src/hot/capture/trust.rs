@@ -110,7 +110,10 @@ impl Trust {
         self.0.load(Ordering::Relaxed) == TRUSTED
     }
 
-    /// True once a check has failed (or the walker was turned off).
+    /// True once a check has failed (or the walker was turned off). Asked
+    /// only where the CFI walker exists (of itself, and of the frame-pointer
+    /// walk, which it follows).
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
     pub(super) fn distrusted(&self) -> bool {
         self.0.load(Ordering::Relaxed) == DISTRUSTED
     }

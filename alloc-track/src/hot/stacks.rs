@@ -156,12 +156,19 @@ fn frames_of(record: &SiteRecord) -> &'static [usize] {
 /// The id of the site with this stack, creating it if new. Takes one
 /// index shard lock for a few probes; never allocates through the tracked
 /// path.
-#[inline]
+#[inline(always)]
 pub(crate) fn intern(stack: &CapturedStack, capacity: u32) -> SiteId {
     let (frames, first_hash) = (stack.frames(), stack.hash());
-    if let Some(id) = cached(first_hash, frames.len()) {
-        return id;
+    match cached(first_hash, frames.len()) {
+        Some(id) => id,
+        None => intern_and_remember(stack, first_hash, capacity),
     }
+}
+
+/// A stack this thread has not interned lately: the shared index.
+#[inline(never)]
+fn intern_and_remember(stack: &CapturedStack, first_hash: u64, capacity: u32) -> SiteId {
+    let frames = stack.frames();
     let id = intern_shared(first_hash, frames, stack.truncated, capacity);
     remember(first_hash, frames.len(), id);
     id

@@ -299,7 +299,8 @@ fn give_back(room: &Cell<u64>, size: usize) {
 }
 
 /// Runs `f` on this thread's state; `None` if it cannot be reached.
-#[inline]
+/// Always inline: a call costs more than the thread-local's lookup.
+#[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
     THREAD.try_with(f).ok()
 }

@@ -20,7 +20,8 @@
 //!    process-wide live bytes and peak, and the counting of an allocation
 //!    or a free.
 //! 3. Tables and capture. `stacks`: call stacks to site ids, with each
-//!    site's totals. `scopes`: each scope's totals. `sampler`: sampled
+//!    site's totals. `site_cache`: each thread's cache of the stacks it
+//!    interned lately, in front of `stacks`' shared index. `scopes`: each scope's totals. `sampler`: sampled
 //!    mode's draws and weights. `live`: every live block by address.
 //!    `held_block`: each thread's newest block, held back from `live`'s
 //!    table until the thread allocates again.
@@ -50,6 +51,7 @@ mod held_block;
 mod live;
 mod sampler;
 mod scopes;
+mod site_cache;
 mod stacks;
 
 mod config;

@@ -9,7 +9,6 @@
 //! stack has been captured. When the table is full, new stacks are counted
 //! against [`OVERFLOW_SITE`], the "other" site, so memory stays bounded.
 
-use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -17,6 +16,7 @@ use super::capture::CapturedStack;
 use super::pages::{self, Arena};
 use super::raw_map::RawMap;
 use super::sampler;
+use super::site_cache;
 use super::site_id::{SiteId, MAX_SITES, OVERFLOW_SITE, SITE_BITS};
 use super::spin::{CachePadded, SpinLock};
 
@@ -159,7 +159,7 @@ fn frames_of(record: &SiteRecord) -> &'static [usize] {
 #[inline(always)]
 pub(crate) fn intern(stack: &CapturedStack, capacity: u32) -> SiteId {
     let (frames, first_hash) = (stack.frames(), stack.hash());
-    match cached(first_hash, frames.len()) {
+    match site_cache::lookup(first_hash, frames.len()) {
         Some(id) => id,
         None => intern_and_remember(stack, first_hash, capacity),
     }
@@ -170,63 +170,8 @@ pub(crate) fn intern(stack: &CapturedStack, capacity: u32) -> SiteId {
 fn intern_and_remember(stack: &CapturedStack, first_hash: u64, capacity: u32) -> SiteId {
     let frames = stack.frames();
     let id = intern_shared(first_hash, frames, stack.truncated, capacity);
-    remember(first_hash, frames.len(), id);
+    site_cache::remember(first_hash, frames.len(), id);
     id
-}
-
-/// Slots in each thread's cache of recent stacks. A loop allocating at a
-/// handful of sites finds them all here and never touches the shared
-/// index; 256 slots cost 4 KiB of thread-local memory.
-const THREAD_CACHE_SLOTS: usize = 256;
-
-/// A slot of the thread's cache: a stack's hash and depth, and its site.
-#[derive(Clone, Copy)]
-struct Cached {
-    hash: u64,
-    id: SiteId,
-    depth: u32,
-}
-
-thread_local! {
-    /// Direct-mapped by hash: recently interned stacks.
-    ///
-    /// A hit is trusted on the stack's 64-bit hash and its depth, without
-    /// reading the site's frames (which, for most sites, are not in cache):
-    /// two stacks of one depth that differ in a single frame never share a
-    /// hash (each step of `capture`'s hash, and its finish, is a bijection
-    /// of the running hash), and stacks that differ in more frames do with
-    /// a chance of about 2^-64 a pair. The shared index, which creates the
-    /// sites, compares whole stacks.
-    static THREAD_CACHE: [Cell<Cached>; THREAD_CACHE_SLOTS] = const {
-        [const {
-            Cell::new(Cached {
-                hash: 0,
-                id: OVERFLOW_SITE,
-                depth: 0,
-            })
-        }; THREAD_CACHE_SLOTS]
-    };
-}
-
-#[inline]
-fn cached(hash: u64, depth: usize) -> Option<SiteId> {
-    let slot = THREAD_CACHE
-        .try_with(|cache| cache[hash as usize % THREAD_CACHE_SLOTS].get())
-        .ok()?;
-    (slot.hash == hash && slot.depth as usize == depth && slot.id != OVERFLOW_SITE)
-        .then_some(slot.id)
-}
-
-#[inline]
-fn remember(hash: u64, depth: usize, id: SiteId) {
-    if id != OVERFLOW_SITE {
-        let slot = Cached {
-            hash,
-            id,
-            depth: depth as u32,
-        };
-        let _ = THREAD_CACHE.try_with(|cache| cache[hash as usize % THREAD_CACHE_SLOTS].set(slot));
-    }
 }
 
 /// Looks the stack up in (or adds it to) the shared index.
@@ -457,7 +402,8 @@ pub(crate) fn overflowed() -> u64 {
     OVERFLOWED.load(Ordering::Relaxed)
 }
 
-/// Bytes of memory the table has mapped, for the overhead figure.
+/// Bytes of memory the table (and the threads' caches in front of it) have
+/// mapped, for the overhead figure.
 pub(crate) fn heap_bytes() -> usize {
     let chunks = CHUNKS
         .iter()
@@ -470,7 +416,7 @@ pub(crate) fn heap_bytes() -> usize {
             shard.ids.heap_bytes() + shard.frames.mapped
         })
         .sum();
-    chunks * pages::round_up(std::mem::size_of::<Chunk>()) + shards
+    chunks * pages::round_up(std::mem::size_of::<Chunk>()) + shards + site_cache::heap_bytes()
 }
 
 /// Takes every index shard lock, in index order, and keeps them held: the

@@ -22,6 +22,7 @@ use super::counters::COUNTERS;
 use super::live;
 use super::live_block::LiveBlock;
 use super::sampler;
+use super::site_cache;
 use super::stacks;
 use super::thread::{self, Busy, ThreadState};
 use super::thread_totals;
@@ -40,8 +41,10 @@ fn fold_at_exit() {
     });
     // The block the thread held back from the live table goes into it.
     count_held_move(live::release_held());
-    // What `claim` prepared for capturing stacks goes with the thread.
+    // What `claim` prepared for capturing stacks goes with the thread, and
+    // so does its cache of interned stacks.
     capture::release_thread();
+    site_cache::release();
 }
 
 /// Where there are no thread keys (or none could be made): a thread-local

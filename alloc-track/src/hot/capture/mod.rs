@@ -439,7 +439,7 @@ mod tests {
         assert_eq!((stack.frames().len(), stack.hash()), (0, hash_frames(&[])));
     }
 
-    /// The thread cache of `stacks.rs` trusts a hit on the hash and depth
+    /// The thread cache of `site_cache.rs` trusts a hit on the hash and depth
     /// alone: stacks of one depth that differ in one frame must never share
     /// a hash. Every step is a bijection of the running hash, so this holds
     /// for all of them; checked here on addresses like real ones (close

@@ -136,7 +136,7 @@
 //! instructions per allocation), is in `docs/performance.md`: in short,
 //! sampled and count modes are within the noise of `System` on real
 //! crates' workloads (+10 to +34 instructions per allocation), full mode
-//! 1.6x to 2.3x on one thread with frame pointers and 2.3x to 3.2x
+//! 1.5x to 2.1x on one thread with frame pointers and 2.6x to 3.0x
 //! without.
 //!
 //! The environment overrides the mode chosen in code, so a deployed binary

@@ -271,7 +271,11 @@ fn record_with_stack(
         // it freed now so that nothing stays live twice. (Its filter mark
         // stands for the new record.)
         Ok(Some((stale_address, stale))) if stale.site() != INTERNAL_SITE => {
-            forget(stale_address, &stale, false, config, mode, Release::Moved)
+            let stale = live::Removed {
+                block: stale,
+                was_held: false,
+            };
+            forget(stale_address, &stale, config, mode, Release::Moved)
         }
         Ok(Some(_)) => {}
         Ok(None) if !full => filter::mark(address),
@@ -313,14 +317,7 @@ fn on_free_slow(address: usize, size: usize, config: &Config) {
     let mode = config.mode();
     if mode == Mode::Full {
         if let Some(removed) = live::remove(address, !is_busy()) {
-            forget(
-                address,
-                &removed.block,
-                removed.was_held,
-                config,
-                mode,
-                Release::Freed,
-            );
+            forget(address, &removed, config, mode, Release::Freed);
         }
         return;
     }
@@ -329,14 +326,7 @@ fn on_free_slow(address: usize, size: usize, config: &Config) {
     }
     if let Some(removed) = take_partial(address) {
         if removed.block.site() != INTERNAL_SITE {
-            forget(
-                address,
-                &removed.block,
-                removed.was_held,
-                config,
-                mode,
-                Release::Freed,
-            );
+            forget(address, &removed, config, mode, Release::Freed);
         }
         return;
     }
@@ -402,19 +392,11 @@ enum Release {
 /// Counts a removed record as freed. The measure state is updated only
 /// if this thread can enter the tracker: a caller already inside it (a
 /// stale record found while recording, the tracker's own code freeing a
-/// block) may be borrowing that state.
-///
-/// `was_held`: the block never left its thread's held slot, so its site
-/// has not counted its allocation yet.
+/// block) may be borrowing that state. A block that never left its
+/// thread's held slot (`was_held`) has not been counted at its site yet.
 #[inline(always)]
-fn forget(
-    address: usize,
-    block: &LiveBlock,
-    was_held: bool,
-    config: &Config,
-    mode: Mode,
-    release: Release,
-) {
+fn forget(address: usize, removed: &live::Removed, config: &Config, mode: Mode, release: Release) {
+    let (block, was_held) = (&removed.block, removed.was_held);
     let entered = Busy::enter();
     let temporary = thread::with(|state| {
         COUNTERS.on_free(block.size() as u64, mode, config, Some(state));
@@ -575,14 +557,7 @@ pub(crate) fn finish_realloc(
                 Err(_) => {
                     UNRECORDED.fetch_add(1, Ordering::Relaxed);
                     if old.block.site() != INTERNAL_SITE {
-                        forget(
-                            old_address,
-                            &old.block,
-                            old.was_held,
-                            config,
-                            mode,
-                            Release::Moved,
-                        );
+                        forget(old_address, &old, config, mode, Release::Moved);
                     }
                 }
             }
@@ -590,14 +565,9 @@ pub(crate) fn finish_realloc(
         return;
     }
     match old {
-        Some(old) if old.block.site() != INTERNAL_SITE => forget(
-            old_address,
-            &old.block,
-            old.was_held,
-            config,
-            mode,
-            Release::Moved,
-        ),
+        Some(old) if old.block.site() != INTERNAL_SITE => {
+            forget(old_address, &old, config, mode, Release::Moved)
+        }
         Some(_) => {}
         None if full => {}
         None => {

@@ -11,9 +11,10 @@
 //! 16,384 slots (256 KiB), while more than an eighth of its lookups miss.
 //! Its memory comes straight from the kernel (`pages.rs`), is mapped only
 //! when the thread first interns a stack, is committed page by page as
-//! slots are written, and goes back at the thread's exit. All threads'
-//! caches together stop growing at 64 MiB; the figures stay exact either
-//! way, as a miss only costs time.
+//! slots are written, and goes back at the thread's exit. Every thread
+//! gets its first 16 KiB; all threads' caches together stop growing past
+//! that at 64 MiB. The figures stay exact either way: a miss only costs
+//! time.
 //!
 //! A hit is trusted on the stack's 64-bit hash and its depth, without
 //! reading the site's frames: two stacks of one depth that differ in a
@@ -47,7 +48,9 @@ const MAX_SLOTS: usize = 1 << 14;
 /// Every this many lookups, a cache that missed more than an eighth of
 /// them doubles.
 const REVIEW_EVERY: u32 = 1 << 12;
-/// All threads' caches together grow no further than this.
+/// All threads' caches together grow past their first mapping no
+/// further than this (a thread's first mapping is always allowed, as the
+/// 4 KiB thread-local cache it replaced was).
 const ALL_CACHES_LIMIT: usize = 64 << 20;
 
 /// Bytes mapped for all threads' caches, for the tracker's own figure.
@@ -165,11 +168,11 @@ fn review(cache: &Cache) {
 }
 
 /// Maps a cache of `slots` slots for this thread, within the limit of all
-/// caches; true if it did (the old mapping, if any, is the caller's to
-/// move and unmap).
+/// caches for a cache that grows; true if it did (the old mapping, if any,
+/// is the caller's to move and unmap).
 fn map(cache: &Cache, slots: usize) -> bool {
     let bytes = slots * std::mem::size_of::<Slot>();
-    if MAPPED.load(Ordering::Relaxed) + bytes > ALL_CACHES_LIMIT {
+    if slots > FIRST_SLOTS && MAPPED.load(Ordering::Relaxed) + bytes > ALL_CACHES_LIMIT {
         return false;
     }
     let memory = pages::alloc_zeroed(bytes).cast::<Slot>();
@@ -190,7 +193,8 @@ fn unmap(slots: *mut Slot, count: usize) {
     MAPPED.fetch_sub(bytes, Ordering::Relaxed);
 }
 
-/// At the thread's exit: gives the cache's memory back, for good.
+/// At the thread's exit (or when it learns that no exit fold will run for
+/// it): gives the cache's memory back, for good.
 pub(crate) fn release() {
     let _ = CACHE.try_with(|cache| {
         let slots = cache.slots.replace(std::ptr::null_mut());
@@ -230,7 +234,11 @@ mod tests {
     fn a_remembered_stack_is_found_by_its_hash_and_depth_alone() {
         std::thread::spawn(|| {
             assert_eq!(lookup(hash(1), 12), None);
-            assert_eq!(slots_of_this_thread(), 0, "nothing mapped before the first remember");
+            assert_eq!(
+                slots_of_this_thread(),
+                0,
+                "nothing mapped before the first remember"
+            );
             remember(hash(1), 12, 77);
             assert_eq!(slots_of_this_thread(), FIRST_SLOTS);
             assert_eq!(lookup(hash(1), 12), Some(77));
@@ -246,8 +254,15 @@ mod tests {
         .unwrap();
     }
 
+    /// Held by the tests whose outcome depends on the limit of all caches,
+    /// which one of them moves.
+    static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_cache_that_misses_often_doubles_and_keeps_what_it_knew() {
+        let _limit = LIMIT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         std::thread::spawn(|| {
             remember(hash(0), 1, 1);
             let mut size = slots_of_this_thread();
@@ -255,7 +270,11 @@ mod tests {
             // Twice as many stacks as slots, each looked up and remembered
             // in turn: at least half the lookups miss. (Under Miri, enough
             // for one doubling.)
-            let stacks = if cfg!(miri) { FIRST_SLOTS * 2 } else { MAX_SLOTS * 2 };
+            let stacks = if cfg!(miri) {
+                FIRST_SLOTS * 2
+            } else {
+                MAX_SLOTS * 2
+            };
             let rounds = if cfg!(miri) { 3 } else { 8 };
             for _ in 0..rounds {
                 for i in 1..stacks {
@@ -299,6 +318,29 @@ mod tests {
     }
 
     #[test]
+    fn past_the_limit_of_all_caches_a_thread_gets_its_first_cache_but_no_growth() {
+        let _limit = LIMIT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        MAPPED.fetch_add(ALL_CACHES_LIMIT, Ordering::Relaxed);
+        let outcome = std::thread::spawn(|| {
+            remember(hash(0), 1, 1);
+            let first = slots_of_this_thread();
+            for _ in 0..4 {
+                for i in 1..FIRST_SLOTS * 4 {
+                    if lookup(hash(i), 1).is_none() {
+                        remember(hash(i), 1, i as SiteId);
+                    }
+                }
+            }
+            (first, slots_of_this_thread())
+        })
+        .join();
+        MAPPED.fetch_sub(ALL_CACHES_LIMIT, Ordering::Relaxed);
+        assert_eq!(outcome.unwrap(), (FIRST_SLOTS, FIRST_SLOTS));
+    }
+
+    #[test]
     fn a_released_cache_is_unmapped_and_never_comes_back() {
         std::thread::spawn(|| {
             remember(hash(1), 4, 9);
@@ -307,7 +349,11 @@ mod tests {
             assert_eq!(slots_of_this_thread(), 0);
             assert_eq!(lookup(hash(1), 4), None);
             remember(hash(1), 4, 9);
-            assert_eq!(slots_of_this_thread(), 0, "nothing mapped after the release");
+            assert_eq!(
+                slots_of_this_thread(),
+                0,
+                "nothing mapped after the release"
+            );
             assert_eq!(lookup(hash(1), 4), None);
         })
         .join()

@@ -164,9 +164,11 @@ pub(crate) fn claim(state: &ThreadState, busy: &Busy) {
 #[inline(never)]
 fn claim_now(state: &ThreadState, _busy: &Busy) {
     // Registering the exit fold first: if it cannot run (the thread is
-    // exiting), claim nothing.
+    // exiting), claim nothing, and map no stack cache that nothing would
+    // unmap.
     if !register_exit_fold() {
         thread_totals::go_without_slot(state);
+        site_cache::release();
         return;
     }
     let claimed = thread_totals::claim_slot(state);

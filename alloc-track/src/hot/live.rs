@@ -413,7 +413,8 @@ pub(crate) fn adopt_held_after_fork(mut on_move: impl FnMut(Moved)) {
             let block = slot.block();
             // Without memory the block is lost to the figures' books: its
             // free will find no record and count nothing.
-            if let Ok(replaced) = shard(held).lock().insert(held, block) {
+            let inserted = shard(held).lock().insert(held, block);
+            if let Ok(replaced) = inserted {
                 on_move(Moved {
                     stale: replaced.map(|stale| (held, stale)),
                     entered_table: Some(block),

@@ -248,16 +248,17 @@ fn record_with_stack(
         sampled,
     );
     let weight = sampler::weight_of(&block, mode);
-    // Full mode holds the thread's newest block back from the table
-    // (`held_block.rs`); the partial modes mark what they record in the
-    // filter, which looks in the table alone.
-    // The site first: a peak breakdown triggered by the global counter
-    // must already see the block at its site, or (held) in its slot. The
-    // block that enters the table weighs what this one does: it is this
-    // one, or in full mode (every block weighs one) the one held before.
+    // A block is counted at its site as it enters the table, before the
+    // global counter below: a peak breakdown that counter triggers must
+    // already see the block at its site, or (held) in its slot. The block
+    // that enters weighs what this one does: it is this one, or in full
+    // mode (every block weighs one) the one held before.
     let count_at_site = |entered: &LiveBlock| {
         stacks::count_allocation(entered.site(), entered.size() as u64, weight)
     };
+    // Full mode holds the thread's newest block back from the table
+    // (`held_block.rs`); the partial modes mark what they record in the
+    // filter, which looks in the table alone.
     let recorded = if full {
         live::hold(address, block, count_at_site)
     } else {

@@ -153,9 +153,10 @@ fn frames_of(record: &SiteRecord) -> &'static [usize] {
     unsafe { std::slice::from_raw_parts(frames, depth) }
 }
 
-/// The id of the site with this stack, creating it if new. Takes one
-/// index shard lock for a few probes; never allocates through the tracked
-/// path.
+/// The id of the site with this stack, creating it if new: from the
+/// thread's cache (`site_cache.rs`) when it has the stack, else from the
+/// shared index under one shard lock for a few probes. Never allocates
+/// through the tracked path.
 #[inline(always)]
 pub(crate) fn intern(stack: &CapturedStack, capacity: u32) -> SiteId {
     let (frames, first_hash) = (stack.frames(), stack.hash());
@@ -235,17 +236,28 @@ fn create(frames: &[usize], truncated: bool, capacity: u32, arena: &mut Arena) -
 /// rounded per block, identically at the free.
 #[inline]
 pub(crate) fn count_allocation(id: SiteId, size: u64, weight: u64) {
-    if weight == 0 {
+    if !allocation_counts(id, weight) {
         return;
-    }
-    if id == OVERFLOW_SITE {
-        OVERFLOWED.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(record) = record(id, id == OVERFLOW_SITE) {
         let bytes = sampler::weighted_bytes(size, weight);
         record.total_bytes.fetch_add(bytes, Ordering::Relaxed);
         record.total_blocks.fetch_add(weight, Ordering::Relaxed);
     }
+}
+
+/// Where counting an allocation at `id` starts: false if it weighs
+/// nothing (a partial mode's unsampled block); one more allocation against
+/// the overflow site if that is where it goes.
+#[inline(always)]
+fn allocation_counts(id: SiteId, weight: u64) -> bool {
+    if weight == 0 {
+        return false;
+    }
+    if id == OVERFLOW_SITE {
+        OVERFLOWED.fetch_add(1, Ordering::Relaxed);
+    }
+    true
 }
 
 /// Counts a freed block (as counted by [`count_allocation`]), which takes
@@ -276,11 +288,8 @@ pub(crate) fn count_free(id: SiteId, size: u64, weight: u64, temporary: bool) {
 /// atomic additions instead of five, on one line instead of two.
 #[inline]
 pub(crate) fn count_fleeting(id: SiteId, size: u64, weight: u64) {
-    if weight == 0 {
+    if !allocation_counts(id, weight) {
         return;
-    }
-    if id == OVERFLOW_SITE {
-        OVERFLOWED.fetch_add(1, Ordering::Relaxed);
     }
     let Some(chunk) = chunk(id, id == OVERFLOW_SITE) else {
         return;

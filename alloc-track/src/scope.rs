@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::marker::PhantomData;
 
-use crate::fork_safe::ForkSafeOnce;
 use crate::hot::view::measuring::MAX_NESTING;
 use crate::hot::view::scopes::MAX_SCOPES;
 use crate::hot::view::spin::SpinLock;
@@ -21,18 +20,21 @@ struct Registry {
 
 /// A spin lock, not a parking one: across `fork` (below) a parking lock
 /// may hand itself to a waiter that the child does not have. Scopes are
-/// named rarely and the lock is held for one map probe.
-static REGISTRY: ForkSafeOnce<SpinLock<Registry>> = ForkSafeOnce::new();
+/// named rarely and the lock is held for one map probe. A plain static,
+/// so that the fork handlers can always take it: a registry created
+/// lazily behind a once cell was not there to be taken by a fork that
+/// raced with its creation, and the child found it held.
+static REGISTRY: SpinLock<Option<Registry>> = SpinLock::new(None);
 
-fn registry() -> &'static SpinLock<Registry> {
-    REGISTRY.get_or_init(|| {
-        #[cfg(unix)]
-        fork::register();
-        SpinLock::new(Registry {
-            names: vec![String::new()],
-            ids: HashMap::new(),
-        })
-    })
+/// Runs `f` on the registry, under its lock.
+fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    #[cfg(unix)]
+    fork::register();
+    let mut registry = REGISTRY.lock();
+    f(registry.get_or_insert_with(|| Registry {
+        names: vec![String::new()],
+        ids: HashMap::new(),
+    }))
 }
 
 /// The registry across `fork`: a child forked while another thread held
@@ -41,19 +43,27 @@ fn registry() -> &'static SpinLock<Registry> {
 /// scope ids in the live records would then name other scopes; so the
 /// forking thread takes the lock before the fork and both processes
 /// release it after, the way `hot/fork.rs` treats the hot path's locks.
-/// Handlers registered later run their prepare step earlier, so this lock
-/// is taken before the hot path's: a holder that allocates can finish.
+///
+/// The handlers are registered before `main`, where the platform has a
+/// constructor section (else at the first use of a scope): registering
+/// them at the first use raced with a fork on another thread, whose
+/// handler list could miss them while the new registry's lock was held.
+/// They are registered after the hot path's, so their prepare step runs
+/// earlier (handlers registered later run it first) and this lock is
+/// taken before the hot path's: a holder that allocates can finish.
 #[cfg(unix)]
 mod fork {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::REGISTRY;
 
-    /// Set while the forking thread holds the lock, between `prepare` and
-    /// `release`: the registry may come into being between the two.
-    static HELD_FOR_FORK: AtomicBool = AtomicBool::new(false);
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
 
     pub(super) fn register() {
+        if REGISTERED.load(Ordering::Acquire) || REGISTERED.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        crate::hot::view::fork::register();
         // SAFETY: the handlers are `extern "C"` functions without arguments
         // that never unwind, as `pthread_atfork` requires. A failure (no
         // memory for the handler list) leaves fork as it was.
@@ -61,21 +71,39 @@ mod fork {
     }
 
     extern "C" fn prepare() {
-        if let Some(registry) = REGISTRY.get() {
-            std::mem::forget(registry.lock());
-            HELD_FOR_FORK.store(true, Ordering::Relaxed);
-        }
+        std::mem::forget(REGISTRY.lock());
     }
 
     extern "C" fn release() {
-        if HELD_FOR_FORK.swap(false, Ordering::Relaxed) {
-            if let Some(registry) = REGISTRY.get() {
-                // SAFETY: `prepare` took the lock on this thread (in a
-                // child, on the thread it was copied from) and forgot its
-                // guard, so it is held with no guard alive.
-                unsafe { registry.force_unlock() };
-            }
-        }
+        // SAFETY: `prepare` took the lock on this thread (in a child, on
+        // the thread it was copied from) and forgot its guard, so it is
+        // held with no guard alive.
+        unsafe { REGISTRY.force_unlock() };
+    }
+
+    /// Registers the handlers before `main`, before any other thread
+    /// exists (see the module's documentation).
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "illumos"
+    ))]
+    #[used]
+    #[link_section = ".init_array"]
+    static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
+
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    #[used]
+    #[link_section = "__DATA,__mod_init_func"]
+    static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
+
+    #[allow(dead_code)] // unused on targets without a constructor section
+    extern "C" fn register_before_main() {
+        register();
     }
 }
 
@@ -83,32 +111,35 @@ mod fork {
 const OVERFLOW_NAME: &str = "(other scopes)";
 
 fn intern(name: &str) -> u16 {
-    untracked(|| {
-        let mut registry = registry().lock();
-        if let Some(&id) = registry.ids.get(name) {
-            return id;
+    untracked(|| with_registry(|registry| intern_locked(registry, name)))
+}
+
+/// The id of `name`, registering it if new; the caller holds the lock.
+fn intern_locked(registry: &mut Registry, name: &str) -> u16 {
+    if let Some(&id) = registry.ids.get(name) {
+        return id;
+    }
+    if registry.names.len() >= MAX_SCOPES - 1 {
+        if registry.names.len() == MAX_SCOPES - 1 {
+            registry.names.push(OVERFLOW_NAME.to_string());
         }
-        if registry.names.len() >= MAX_SCOPES - 1 {
-            if registry.names.len() == MAX_SCOPES - 1 {
-                registry.names.push(OVERFLOW_NAME.to_string());
-            }
-            return (MAX_SCOPES - 1) as u16;
-        }
-        let id = registry.names.len() as u16;
-        registry.names.push(name.to_string());
-        registry.ids.insert(name.to_string(), id);
-        id
-    })
+        return (MAX_SCOPES - 1) as u16;
+    }
+    let id = registry.names.len() as u16;
+    registry.names.push(name.to_string());
+    registry.ids.insert(name.to_string(), id);
+    id
 }
 
 /// The name of scope `id` (empty for 0).
 pub(crate) fn name(id: u16) -> String {
-    registry()
-        .lock()
-        .names
-        .get(usize::from(id))
-        .cloned()
-        .unwrap_or_default()
+    with_registry(|registry| {
+        registry
+            .names
+            .get(usize::from(id))
+            .cloned()
+            .unwrap_or_default()
+    })
 }
 
 /// Tags every allocation the calling thread makes while the guard lives

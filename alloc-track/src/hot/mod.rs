@@ -98,7 +98,7 @@ pub(crate) mod view {
     /// Whether a `fork` happened since a lock was taken.
     #[cfg(unix)]
     pub(crate) mod fork {
-        pub(crate) use crate::hot::fork::generation;
+        pub(crate) use crate::hot::fork::{generation, register};
     }
     /// The live table, walked by snapshots and looked up by `measure`.
     pub(crate) mod live {

@@ -81,25 +81,8 @@ mod fork {
         unsafe { REGISTRY.force_unlock() };
     }
 
-    /// Registers the handlers before `main`, before any other thread
-    /// exists (see the module's documentation).
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly",
-        target_os = "illumos"
-    ))]
-    #[used]
-    #[link_section = ".init_array"]
-    static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
-
-    #[cfg(any(target_os = "macos", target_os = "ios"))]
-    #[used]
-    #[link_section = "__DATA,__mod_init_func"]
-    static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
+    // Before `main`, before any other thread exists (see above).
+    crate::hot::view::fork::run_before_main!(register_before_main);
 
     #[allow(dead_code)] // unused on targets without a constructor section
     extern "C" fn register_before_main() {

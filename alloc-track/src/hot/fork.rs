@@ -112,26 +112,37 @@ extern "C" fn child() {
     live::adopt_held_after_fork(thread_life::count_held_move);
 }
 
-/// Runs `register` before `main` (and before any other thread exists), so
-/// that every fork of a process that links the tracker is covered even if
-/// it never takes a snapshot.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-    target_os = "illumos"
-))]
-#[used]
-#[link_section = ".init_array"]
-static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
+/// Has the platform's loader call `$function` (an `extern "C" fn()`)
+/// before `main`, while the process has one thread, through its
+/// constructor section; nothing where the platform has none. For fork
+/// handlers, which must be registered before any thread can hold the
+/// locks they take.
+macro_rules! run_before_main {
+    ($function:path) => {
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly",
+            target_os = "illumos"
+        ))]
+        #[used]
+        #[link_section = ".init_array"]
+        static RUN_BEFORE_MAIN: extern "C" fn() = $function;
 
-#[cfg(any(target_os = "macos", target_os = "ios"))]
-#[used]
-#[link_section = "__DATA,__mod_init_func"]
-static REGISTER_BEFORE_MAIN: extern "C" fn() = register_before_main;
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        #[used]
+        #[link_section = "__DATA,__mod_init_func"]
+        static RUN_BEFORE_MAIN: extern "C" fn() = $function;
+    };
+}
+pub(crate) use run_before_main;
+
+// Every fork of a process that links the tracker is covered, even if it
+// never takes a snapshot.
+run_before_main!(register_before_main);
 
 #[allow(dead_code)] // unused on targets without a constructor section
 extern "C" fn register_before_main() {

@@ -98,7 +98,7 @@ pub(crate) mod view {
     /// Whether a `fork` happened since a lock was taken.
     #[cfg(unix)]
     pub(crate) mod fork {
-        pub(crate) use crate::hot::fork::{generation, register};
+        pub(crate) use crate::hot::fork::{generation, register, run_before_main};
     }
     /// The live table, walked by snapshots and looked up by `measure`.
     pub(crate) mod live {

@@ -331,7 +331,7 @@ fn on_free_slow(address: usize, size: usize, config: &Config) {
         }
         return;
     }
-    forget_unrecorded(address, size, config);
+    forget_unrecorded(address, size, config, mode);
 }
 
 /// Whether this thread is inside the tracker: its frees are of its own
@@ -356,14 +356,14 @@ fn take_partial(address: usize) -> Option<live::Removed> {
 
 /// Partial modes: a block that was counted but not recorded, past the
 /// fast path.
-fn forget_unrecorded(address: usize, size: usize, config: &Config) {
+fn forget_unrecorded(address: usize, size: usize, config: &Config, mode: Mode) {
     let measured = thread::with(|state| {
-        COUNTERS.on_free(size as u64, config.mode(), config, Some(state));
+        COUNTERS.on_free(size as u64, mode, config, Some(state));
         state.reopen();
         state.is_measuring() && !state.is_busy()
     });
     match measured {
-        None => COUNTERS.on_free(size as u64, config.mode(), config, None),
+        None => COUNTERS.on_free(size as u64, mode, config, None),
         Some(false) => {}
         // A measured thread freeing a block born before its measure: the
         // flow is exact, its site unknown.
@@ -573,7 +573,7 @@ pub(crate) fn finish_realloc(
         None if full => {}
         None => {
             if !count_free_fast(None, old_size) {
-                forget_unrecorded(old_address, old_size, config);
+                forget_unrecorded(old_address, old_size, config, mode);
             }
         }
     }

@@ -7,9 +7,12 @@
 //! thread takes every hot-path lock (so no other thread is inside a
 //! critical section when the address space is copied); afterwards the
 //! parent releases them and the child, whose copies are all held by the
-//! forking thread, releases its own. The locks are never nested anywhere
-//! else, so taking them all in one fixed order cannot deadlock with any
-//! other holder: each holder releases its one lock after a few probes.
+//! forking thread, releases its own. The locks are nested in one place
+//! only: a table growing under its owner's lock takes the table memory
+//! arena's lock (`table_memory.rs`), which is therefore taken last. So
+//! taking them all in one fixed order cannot deadlock with any other
+//! holder: each holder releases its lock after a few probes, or a table
+//! resize.
 //!
 //! The handlers are registered once, before `main`, from an `.init_array`
 //! constructor: registration itself may allocate (glibc keeps handlers in a
@@ -18,8 +21,8 @@
 //! that is growing a table (a system call) can always finish.
 //!
 //! Covered: the live table's shards, the stack index's shards, the flag
-//! held while a peak breakdown is copied, and the lock that folds an
-//! exiting thread's totals. Any lock added to the hot
+//! held while a peak breakdown is copied, the lock that folds an
+//! exiting thread's totals, and the table memory arena. Any lock added to the hot
 //! path must be added to `lock_all` and `unlock_all` below.
 //!
 //! The cold path's locks are not taken here: a dump may hold its lock for
@@ -33,7 +36,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{counters, live, stacks, thread_life, thread_totals};
+use super::{counters, live, stacks, table_memory, thread_life, thread_totals};
 
 /// Set once the handlers are registered, so that calling `register` again
 /// (it is idempotent) never installs them twice.
@@ -74,6 +77,9 @@ fn lock_all() {
     thread_totals::lock_for_fork();
     live::lock_all_for_fork();
     stacks::lock_all_for_fork();
+    // Last: it is taken inside the table locks above (a table resizes
+    // under its owner's lock).
+    table_memory::lock_for_fork();
 }
 
 /// # Safety
@@ -82,6 +88,7 @@ fn lock_all() {
 unsafe fn unlock_all() {
     // SAFETY: the caller's contract.
     unsafe {
+        table_memory::unlock_after_fork();
         stacks::unlock_all_after_fork();
         live::unlock_all_after_fork();
         thread_totals::unlock_after_fork();

@@ -18,6 +18,7 @@ use super::live_block::LiveBlock;
 use super::packed_slot::{self, PackedSlot};
 use super::raw_map::{OutOfMemory, RawMap, SlotMap};
 use super::spin::{CachePadded, SpinGuard, SpinLock};
+use super::table_memory;
 
 // Every scope id packs (the last one collects the overflow).
 const _: () = assert!(super::scopes::MAX_SCOPES <= packed_slot::SCOPE_LIMIT);
@@ -498,13 +499,16 @@ pub(crate) fn allocate_all() {
     }
 }
 
-/// Bytes of memory the table has mapped, for the overhead figure.
+/// Bytes of memory the table has mapped, for the overhead figure. The
+/// table memory arena's idle blocks are counted here (once, though the
+/// stack index's tables share the arena): the live table is most of it.
 pub(crate) fn heap_bytes() -> usize {
     TABLE
         .iter()
         .map(|shard| shard.lock().heap_bytes())
         .sum::<usize>()
         + held_block::heap_bytes()
+        + table_memory::idle_bytes()
 }
 
 /// Takes every shard lock, in index order, and keeps them held: the

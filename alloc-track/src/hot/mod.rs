@@ -32,7 +32,8 @@
 //!    the fast path's budgets, and defines the slot type). `measuring`: the books of a
 //!    thread's open `measure` calls. `config`: the mode and limits.
 //! 5. Building blocks. `raw_map`: an open-addressing map in mapped pages.
-//!    `pages`: memory straight from the kernel. `spin`: a spin lock.
+//!    `table_memory`: the tables' memory, in 2 MiB chunks that the kernel
+//!    may back with huge pages. `pages`: memory straight from the kernel. `spin`: a spin lock.
 //!    `filter`: which addresses may be recorded. `packed_slot`: a live
 //!    block and its address in the live table's 16-byte slot.
 //!    `live_block`: the packed record of one live block. `site_id`: site ids and the few with a
@@ -66,6 +67,7 @@ mod pages;
 mod raw_map;
 mod site_id;
 mod spin;
+mod table_memory;
 
 /// The cold path's view of the hot path: every name code outside `hot/`
 /// may use, grouped by the module that defines it. The modules above are

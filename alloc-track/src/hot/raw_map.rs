@@ -1,6 +1,7 @@
 //! An open-addressing hash map from non-zero `usize` keys to plain values,
-//! whose memory comes straight from the kernel (`pages.rs`) so that the hot
-//! path can use it without re-entering the global allocator.
+//! whose memory comes straight from the kernel (`table_memory.rs`, in
+//! chunks that may be huge pages) so that the hot path can use it without
+//! re-entering the global allocator.
 //!
 //! Robin Hood linear probing with backward-shift deletion: an insert takes
 //! the slot of any resident closer to its own ideal slot than the newcomer
@@ -27,6 +28,7 @@
 use std::alloc::Layout;
 
 use super::pages;
+use super::table_memory;
 use std::ptr;
 
 /// The key that marks an empty slot; callers never insert it.
@@ -350,7 +352,7 @@ impl<S: MapSlot> SlotMap<S> {
         debug_assert!(new_capacity.is_power_of_two() && new_capacity > self.len);
         let layout = Layout::array::<S>(new_capacity).map_err(|_| OutOfMemory)?;
         // Zeroed pages: every key is EMPTY.
-        let slots = pages::alloc_zeroed(layout.size()).cast::<S>();
+        let slots = table_memory::alloc_zeroed(layout.size()).cast::<S>();
         if slots.is_null() {
             return Err(OutOfMemory);
         }
@@ -415,9 +417,9 @@ impl<S: MapSlot> Drop for SlotMap<S> {
             return;
         }
         if let Ok(layout) = Layout::array::<S>(self.capacity()) {
-            // SAFETY: `slots` came from `pages::alloc_zeroed` with exactly
-            // this size in `resize`, and is freed once, here.
-            unsafe { pages::free(self.slots.cast(), layout.size()) };
+            // SAFETY: `slots` came from `table_memory::alloc_zeroed` with
+            // exactly this size in `resize`, and is freed once, here.
+            unsafe { table_memory::free(self.slots.cast(), layout.size()) };
         }
     }
 }

@@ -53,11 +53,15 @@ mod arena {
     /// In [`Chunk::free`]: no free block starts at this page.
     const NOT_FREE: u8 = u8::MAX;
     /// In [`Chunk::free`], beside a free block's order: its pages were
-    /// given back.
+    /// given back (and read as zero).
     const RELEASED: u8 = 0x80;
+    /// In [`Chunk::free`], beside a free block's order: it holds zeros
+    /// (never used, or given back), so taking it needs no clearing.
+    const CLEAN: u8 = 0x40;
+    const FLAGS: u8 = RELEASED | CLEAN;
 
     /// One 2 MiB chunk: where it is, and which of its pages start a free
-    /// block: its order, and whether its pages were given back.
+    /// block: its order and flags.
     struct Chunk {
         base: usize,
         free: [u8; BLOCKS],
@@ -65,7 +69,7 @@ mod arena {
 
     /// The order of a free block's entry, or `None` for `NOT_FREE`.
     fn order_of_entry(entry: u8) -> Option<u8> {
-        (entry != NOT_FREE).then_some(entry & !RELEASED)
+        (entry != NOT_FREE).then_some(entry & !FLAGS)
     }
 
     /// The chunks, in an array mapped from the kernel and doubled as it
@@ -114,9 +118,9 @@ mod arena {
 
         /// Marks a free block at `page` of chunk `c`, and counts it.
         fn mark_free(&mut self, c: usize, page: usize, entry: u8) {
-            let bytes = MIN_BLOCK << (entry & !RELEASED);
+            let bytes = MIN_BLOCK << (entry & !FLAGS);
             self.chunks()[c].free[page] = entry;
-            self.free_blocks[usize::from(entry & !RELEASED)] += 1;
+            self.free_blocks[usize::from(entry & !FLAGS)] += 1;
             self.free_bytes += bytes;
             if entry & RELEASED == 0 {
                 self.idle_bytes += bytes;
@@ -126,8 +130,8 @@ mod arena {
         /// Unmarks the free block at `page` of chunk `c`; its entry.
         fn unmark_free(&mut self, c: usize, page: usize) -> u8 {
             let entry = std::mem::replace(&mut self.chunks()[c].free[page], NOT_FREE);
-            let bytes = MIN_BLOCK << (entry & !RELEASED);
-            self.free_blocks[usize::from(entry & !RELEASED)] -= 1;
+            let bytes = MIN_BLOCK << (entry & !FLAGS);
+            self.free_blocks[usize::from(entry & !FLAGS)] -= 1;
             self.free_bytes -= bytes;
             if entry & RELEASED == 0 {
                 self.idle_bytes -= bytes;
@@ -137,21 +141,21 @@ mod arena {
 
         /// A free block of `order` taken out of the chunks, split from the
         /// smallest larger one if need be, from a new chunk if none has
-        /// room.
-        fn take(&mut self, order: u8) -> Option<usize> {
+        /// room; and whether it holds zeros already.
+        fn take(&mut self, order: u8) -> Option<(usize, bool)> {
             let smallest = (order..=CHUNK_ORDER).find(|&k| self.free_blocks[usize::from(k)] > 0);
             let (c, page) = match smallest {
                 Some(k) => self.find_free(k)?,
                 None => (self.add_chunk()?, 0),
             };
             let entry = self.unmark_free(c, page);
-            // Split: the upper halves stay free, released if the whole was.
-            let mut free = entry & !RELEASED;
+            // Split: the upper halves stay free, with the whole's flags.
+            let mut free = entry & !FLAGS;
             while free > order {
                 free -= 1;
-                self.mark_free(c, page + (1 << free), free | (entry & RELEASED));
+                self.mark_free(c, page + (1 << free), free | (entry & FLAGS));
             }
-            Some(self.chunks()[c].base + page * MIN_BLOCK)
+            Some((self.chunks()[c].base + page * MIN_BLOCK, entry & CLEAN != 0))
         }
 
         /// The chunk and page of a free block of `order` (which the counts
@@ -164,9 +168,9 @@ mod arena {
             })
         }
 
-        /// Maps a new chunk, wholly free; its index. Its free pages count
-        /// as idle though none is touched yet: with huge pages, the first
-        /// touch brings in the whole chunk.
+        /// Maps a new chunk, wholly free and clean; its index. Its free
+        /// pages count as idle though none is touched yet: with huge pages,
+        /// the first touch brings in the whole chunk.
         fn add_chunk(&mut self) -> Option<usize> {
             if self.len == self.capacity && !self.grow() {
                 return None;
@@ -181,7 +185,7 @@ mod arena {
                 })
             };
             self.len += 1;
-            self.mark_free(self.len - 1, 0, CHUNK_ORDER);
+            self.mark_free(self.len - 1, 0, CHUNK_ORDER | CLEAN);
             Some(self.len - 1)
         }
 
@@ -206,9 +210,10 @@ mod arena {
         }
 
         /// Gives back the block of `order` at `address`, merged with its
-        /// free buddies; a chunk left wholly free goes back to the kernel.
-        /// The merged block keeps its pages (some of them were in use
-        /// until now) until the arena purges.
+        /// free buddies. The merged block keeps its pages (some of them
+        /// were in use until now), even a whole chunk, until the arena
+        /// purges: a table that halves soon doubles again, and a huge page
+        /// faulted in anew is cleared anew.
         fn give_back(&mut self, address: usize, mut order: u8) {
             let Some(c) = (self.chunks().iter())
                 .position(|chunk| (chunk.base..chunk.base + CHUNK).contains(&address))
@@ -226,44 +231,55 @@ mod arena {
                 page = page.min(buddy);
                 order += 1;
             }
-            if order == CHUNK_ORDER {
-                unmap(base, CHUNK);
-                let last = self.len - 1;
-                self.chunks().swap(c, last);
-                self.len = last;
-                return;
-            }
             self.mark_free(c, page, order);
             self.purge_if_idle();
         }
 
-        /// Gives back the pages of the free blocks of 64 KiB and more when
-        /// the free blocks that keep their pages outgrow [`PURGE_FLOOR`]
-        /// and a quarter of the tables in use. Not at every free: a block
-        /// given back splits its huge page, and the tables, which double
-        /// and halve, soon take most freed blocks again.
+        /// When the free blocks that keep their pages outgrow
+        /// [`PURGE_FLOOR`] and a quarter of the tables in use: unmaps the
+        /// wholly free chunks, and gives back the pages of the other free
+        /// blocks of 64 KiB and more. Not at every free: a block given back
+        /// splits its huge page, and the tables, which double and halve,
+        /// soon take most freed blocks again.
         fn purge_if_idle(&mut self) {
             let in_use = self.len * CHUNK - self.free_bytes;
-            if self.idle_bytes <= PURGE_FLOOR.max(in_use / 4) {
-                return;
+            if self.idle_bytes > PURGE_FLOOR.max(in_use / 4) {
+                self.purge();
             }
-            let mut released = 0;
-            for chunk in self.chunks().iter_mut() {
-                for (page, entry) in chunk.free.iter_mut().enumerate() {
-                    if *entry != NOT_FREE && *entry & RELEASED == 0 && *entry >= RELEASE_ORDER {
-                        let start = chunk.base + page * MIN_BLOCK;
-                        // SAFETY: the range is a free block of our own
-                        // mapping: nothing reads it until it is taken and
-                        // zeroed again.
-                        unsafe {
-                            libc::madvise(start as *mut _, MIN_BLOCK << *entry, libc::MADV_DONTNEED)
-                        };
-                        released += MIN_BLOCK << *entry;
-                        *entry |= RELEASED;
-                    }
+        }
+
+        fn purge(&mut self) {
+            let mut c = 0;
+            while c < self.len {
+                if order_of_entry(self.chunks()[c].free[0]) == Some(CHUNK_ORDER) {
+                    self.unmark_free(c, 0);
+                    unmap(self.chunks()[c].base, CHUNK);
+                    let last = self.len - 1;
+                    self.chunks().swap(c, last);
+                    self.len = last;
+                    continue;
                 }
+                for page in 0..BLOCKS {
+                    let entry = self.chunks()[c].free[page];
+                    if entry == NOT_FREE || entry & RELEASED != 0 || entry & !FLAGS < RELEASE_ORDER
+                    {
+                        continue;
+                    }
+                    let start = self.chunks()[c].base + page * MIN_BLOCK;
+                    // SAFETY: the range is a free block of our own mapping:
+                    // nothing reads it until it is taken again.
+                    unsafe {
+                        libc::madvise(
+                            start as *mut _,
+                            MIN_BLOCK << (entry & !FLAGS),
+                            libc::MADV_DONTNEED,
+                        )
+                    };
+                    self.unmark_free(c, page);
+                    self.mark_free(c, page, entry | RELEASED | CLEAN);
+                }
+                c += 1;
             }
-            self.idle_bytes -= released;
         }
     }
 
@@ -298,15 +314,17 @@ mod arena {
     }
 
     pub(super) fn alloc_zeroed(bytes: usize) -> *mut u8 {
-        let Some(address) = ARENA.lock().take(order_of(bytes)) else {
+        let Some((address, clean)) = ARENA.lock().take(order_of(bytes)) else {
             return ptr::null_mut();
         };
         let block = address as *mut u8;
-        // A reused block holds an old table. Zeroed with the lock released:
-        // the block is the caller's now.
-        // SAFETY: the block is `bytes` of our own mapping, given to no one
-        // else.
-        unsafe { ptr::write_bytes(block, 0, bytes) };
+        if !clean {
+            // A reused block holds an old table. Cleared with the lock
+            // released: the block is the caller's now.
+            // SAFETY: the block is `bytes` of our own mapping, given to no
+            // one else.
+            unsafe { ptr::write_bytes(block, 0, bytes) };
+        }
         block
     }
 
@@ -348,12 +366,15 @@ mod arena {
             Arena::new()
         }
 
-        /// Takes a block and fills it with `fill`, checking it was zeroed
-        /// (fresh pages, or pages given back with `MADV_DONTNEED`) unless
-        /// `reused`.
+        /// Takes a block and fills it with `fill`, checking that a block
+        /// said to be clean reads as zeros.
         fn take(arena: &mut Arena, bytes: usize, fill: u8) -> usize {
-            let address = arena.take(order_of(bytes)).expect("memory");
+            let (address, clean) = arena.take(order_of(bytes)).expect("memory");
             check(arena);
+            assert!(
+                !clean || holds(address, bytes, 0),
+                "a clean block holds zeros"
+            );
             assert_eq!(address % bytes, 0, "a block is aligned to its size");
             // SAFETY: the block is `bytes` of the arena's memory, this
             // test's alone.
@@ -402,7 +423,11 @@ mod arena {
                 arena.give_back(address, order_of(bytes));
                 check(&mut arena);
             }
-            assert_eq!(arena.len, 0, "free buddies merge into whole chunks");
+            // Free buddies merged into whole chunks, kept until a purge.
+            assert_eq!(arena.free_blocks[usize::from(CHUNK_ORDER)], 2);
+            assert_eq!((arena.free_bytes, arena.idle_bytes), (2 * CHUNK, 2 * CHUNK));
+            arena.purge();
+            assert_eq!(arena.len, 0, "a purge unmaps the free chunks");
             assert_eq!((arena.free_bytes, arena.idle_bytes), (0, 0));
         }
 
@@ -423,7 +448,12 @@ mod arena {
             assert_eq!(c, a, "the free page is used first");
             arena.give_back(b, 0);
             arena.give_back(c, 0);
-            assert_eq!(arena.len, 0);
+            // A wholly free chunk stays mapped, below the purge floor.
+            assert_eq!((arena.len, arena.idle_bytes), (1, CHUNK));
+            let d = take(&mut arena, PAGE, 4);
+            assert_eq!(d, a);
+            arena.give_back(d, 0);
+            check(&mut arena);
         }
 
         #[test]
@@ -459,7 +489,9 @@ mod arena {
             arena.give_back(again, order_of(1 << 19));
             for &address in blocks.iter().skip(1).step_by(2) {
                 arena.give_back(address, order_of(1 << 20));
+                check(&mut arena);
             }
+            arena.purge();
             assert_eq!(arena.len, 0);
         }
 
@@ -476,6 +508,7 @@ mod arena {
                 assert!(holds(address, 1 << 20, i as u8));
                 arena.give_back(address, order_of(1 << 20));
             }
+            arena.purge();
             assert_eq!(arena.len, 0);
         }
     }
@@ -547,4 +580,31 @@ pub(crate) unsafe fn unlock_after_fork() {
     unsafe {
         arena::unlock_after_fork()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_comes_zeroed_even_when_reused() {
+        // The shared arena: other tests' tables may take blocks meanwhile,
+        // so this checks contents, not addresses. A size freed and asked
+        // for again is most often the same, dirty, block.
+        for bytes in [pages::PAGE, 8 * pages::PAGE, 3 * pages::PAGE, 4 << 20] {
+            for round in 0..3u8 {
+                let block = alloc_zeroed(bytes);
+                assert!(!block.is_null());
+                // SAFETY: `bytes` of memory this test owns until the free.
+                let memory = unsafe { std::slice::from_raw_parts_mut(block, bytes) };
+                assert!(
+                    memory.iter().all(|&b| b == 0),
+                    "{bytes} bytes, round {round}"
+                );
+                memory.fill(round + 1);
+                // SAFETY: from `alloc_zeroed(bytes)`, freed once.
+                unsafe { free(block, bytes) };
+            }
+        }
+    }
 }

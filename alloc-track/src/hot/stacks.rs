@@ -13,12 +13,13 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use super::capture::CapturedStack;
-use super::pages::{self, Arena};
+use super::pages::Arena;
 use super::raw_map::RawMap;
 use super::sampler;
 use super::site_cache;
 use super::site_id::{SiteId, MAX_SITES, OVERFLOW_SITE, SITE_BITS};
 use super::spin::{CachePadded, SpinLock};
+use super::table_memory;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK_SIZE: usize = 1 << CHUNK_BITS;
@@ -70,6 +71,11 @@ struct Temporaries {
     fleeting_blocks: AtomicU64,
 }
 
+/// The memory a chunk takes: rounded up to a power of two, so that the
+/// chunks share the tables' huge pages (`table_memory.rs`): every
+/// allocation and free reads a site record, at random.
+const CHUNK_BYTES: usize = std::mem::size_of::<Chunk>().next_power_of_two();
+
 static CHUNKS: [AtomicPtr<Chunk>; MAX_CHUNKS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS];
 /// The next id to hand out; ids below it are taken (some may have failed
@@ -115,7 +121,7 @@ fn chunk(id: SiteId, create: bool) -> Option<&'static Chunk> {
         }
         // Zeroed pages: an all-zero Chunk is valid (null frames, zero
         // counters, false).
-        let fresh = pages::alloc_zeroed(std::mem::size_of::<Chunk>()).cast::<Chunk>();
+        let fresh = table_memory::alloc_zeroed(CHUNK_BYTES).cast::<Chunk>();
         if fresh.is_null() {
             return None;
         }
@@ -129,9 +135,9 @@ fn chunk(id: SiteId, create: bool) -> Option<&'static Chunk> {
         ) {
             Ok(_) => chunk = fresh,
             Err(existing) => {
-                // SAFETY: `fresh` came from `pages::alloc_zeroed` with this
+                // SAFETY: `fresh` came from `table_memory::alloc_zeroed` with this
                 // size and was never shared.
-                unsafe { pages::free(fresh.cast(), std::mem::size_of::<Chunk>()) };
+                unsafe { table_memory::free(fresh.cast(), CHUNK_BYTES) };
                 chunk = existing;
             }
         }
@@ -425,7 +431,7 @@ pub(crate) fn heap_bytes() -> usize {
             shard.ids.heap_bytes() + shard.frames.mapped
         })
         .sum();
-    chunks * pages::round_up(std::mem::size_of::<Chunk>()) + shards + site_cache::heap_bytes()
+    chunks * CHUNK_BYTES + shards + site_cache::heap_bytes()
 }
 
 /// Takes every index shard lock, in index order, and keeps them held: the

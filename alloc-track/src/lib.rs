@@ -135,9 +135,10 @@
 //! What each costs, measured against `System` (times as ratios, and
 //! instructions per allocation), is in `docs/performance.md`: in short,
 //! sampled and count modes are within the noise of `System` on real
-//! crates' workloads (+10 to +34 instructions per allocation), full mode
-//! 1.5x to 2.1x on one thread with frame pointers and 2.6x to 3.0x
-//! without.
+//! crates' workloads (-9 to +33 instructions per allocation), full mode
+//! 1.5x to 2.0x on one thread with frame pointers and 2.2x to 3.0x
+//! without, on Linux with transparent huge pages (`madvise`, the usual
+//! default: the tracker's tables ask for them).
 //!
 //! The environment overrides the mode chosen in code, so a deployed binary
 //! switches without a rebuild: `ALLOC_TRACK_MODE=full`, `count`, `sampled`

@@ -2,12 +2,14 @@
 //! may back with huge pages.
 //!
 //! Why: the live table is read at random, one line per allocation and per
-//! free, and on a heap of a few hundred thousand blocks it spans megabytes.
-//! In 4 KiB pages nearly every probe also missed the TLB. Backed by 2 MiB
-//! pages (`MADV_HUGEPAGE`, which Linux honours when transparent huge pages
-//! are `always` or `madvise`, the common defaults), full mode on the
-//! benchmark's real-crates workload went from 2.50x to 2.2x of System's
-//! time on two threads, and gained about 4% on one (`docs/performance.md`).
+//! free, and on a heap of a few hundred thousand blocks it spans megabytes;
+//! so do the per-thread stack caches and the site records (`stacks.rs`),
+//! which take their memory here too. In 4 KiB pages most of those reads
+//! also missed the TLB. Backed by 2 MiB pages (`MADV_HUGEPAGE`, which
+//! Linux honours when transparent huge pages are `always` or `madvise`,
+//! the common defaults), full mode on the benchmark's real-crates workload
+//! went from 2.13x to 1.97x of System's time on one thread, and from 2.50x
+//! to 2.02x on two (`docs/performance.md`).
 //!
 //! A huge page needs a 2 MiB-aligned range of one mapping, and a table is
 //! often smaller than that: the live table has 128 shards, each its own

@@ -21,8 +21,8 @@
 //! that is growing a table (a system call) can always finish.
 //!
 //! Covered: the live table's shards, the stack index's shards, the flag
-//! held while a peak breakdown is copied, the lock that folds an
-//! exiting thread's totals, and the table memory arena. Any lock added to the hot
+//! held while a peak breakdown is copied, the lock that folds an exiting
+//! thread's totals, and the table memory arena. Any lock added to the hot
 //! path must be added to `lock_all` and `unlock_all` below.
 //!
 //! The cold path's locks are not taken here: a dump may hold its lock for

@@ -33,7 +33,8 @@
 //!    thread's open `measure` calls. `config`: the mode and limits.
 //! 5. Building blocks. `raw_map`: an open-addressing map in mapped pages.
 //!    `table_memory`: the tables' memory, in 2 MiB chunks that the kernel
-//!    may back with huge pages. `pages`: memory straight from the kernel. `spin`: a spin lock.
+//!    may back with huge pages. `pages`: memory straight from the kernel.
+//!    `spin`: a spin lock.
 //!    `filter`: which addresses may be recorded. `packed_slot`: a live
 //!    block and its address in the live table's 16-byte slot.
 //!    `live_block`: the packed record of one live block. `site_id`: site ids and the few with a

@@ -31,14 +31,14 @@ const DISPLAY_ROWS: usize = 20;
 /// [`total_blocks`](Diff::total_blocks)), freed or not: the figure to bound
 /// in a test of how often a code path allocates.
 ///
-/// From [`Snapshot::diff`] (the whole process) or [`measure`](crate::measure)
+/// From [`Snapshot::diff`] (the whole process) or [`measure`](fn@crate::measure)
 /// (one thread, one closure).
 #[derive(Clone, Debug)]
 pub struct Diff {
     pub(crate) sites: Vec<SiteDiff>,
     pub(crate) peak_bytes: Option<u64>,
     pub(crate) complete: bool,
-    /// Set by [`measure`](crate::measure) when some figures are not exact.
+    /// Set by [`measure`](fn@crate::measure) when some figures are not exact.
     pub(crate) approximation: Option<Approximation>,
 }
 
@@ -193,14 +193,14 @@ impl Diff {
     pub fn retained_blocks(&self) -> u64 {
         self.sum(|s| s.retained_blocks)
     }
-    /// For a [`measure`](crate::measure) diff: the most bytes the closure's
+    /// For a [`measure`](fn@crate::measure) diff: the most bytes the closure's
     /// thread held at once above what it held when the closure started
     /// (its own peak, exact). `None` for a diff of two snapshots.
     pub fn peak_bytes(&self) -> Option<u64> {
         self.peak_bytes
     }
     /// False if the tracker ran out of memory for its own books during a
-    /// [`measure`](crate::measure), so the figures may be low. Always true
+    /// [`measure`](fn@crate::measure), so the figures may be low. Always true
     /// in practice; reported rather than hidden.
     pub fn is_complete(&self) -> bool {
         self.complete

@@ -42,8 +42,8 @@
 //! program. Install it in the binary, or in each integration-test file
 //! that measures (one test file is one binary).
 //!
-//! If the tracker is not installed as the global allocator, [`snapshot`]
-//! and [`measure`] panic with a message saying so rather than return
+//! If the tracker is not installed as the global allocator, [`snapshot`](fn@snapshot)
+//! and [`measure`](fn@measure) panic with a message saying so rather than return
 //! silently empty figures; [`is_installed`] asks first.
 //!
 //! # What is alive, and what changed
@@ -144,7 +144,7 @@
 //! switches without a rebuild: `ALLOC_TRACK_MODE=full`, `count`, `sampled`
 //! or `sampled:BYTES` (`sampled:1m`, `sampled:65536`). The mode settles at
 //! the program's first allocation and never changes; [`mode()`] says which
-//! is in force, and every dump records it. [`measure`], [`limits`] and scope
+//! is in force, and every dump records it. [`measure`](fn@measure), [`limits`](fn@limits) and scope
 //! logging are exact in every mode (inside a `measure` every allocation of
 //! the thread is recorded with its stack). [`seed_sampler`] makes a test's
 //! samples repeatable.
@@ -187,7 +187,7 @@
 //!
 //! # Tests: exact allocation counts and limits
 //!
-//! [`measure`] returns the closure's value and a [`Diff`] restricted to what
+//! [`measure`](fn@measure) returns the closure's value and a [`Diff`] restricted to what
 //! the calling thread allocated and freed inside it. It is exact even while
 //! other threads allocate — other tests under `cargo test` included —
 //! because each thread's flows are kept apart; blocks another thread freed
@@ -272,7 +272,7 @@
 //!
 //! # Scopes: memory per task, request or test
 //!
-//! While the guard of [`scope`] lives, every allocation of the calling
+//! While the guard of [`scope`](fn@scope) lives, every allocation of the calling
 //! thread is tagged with the scope's name (scopes nest; the previous one
 //! returns when the guard drops). [`Snapshot::scopes`] gives each scope's
 //! live heap and what it allocated in all, [`Snapshot::in_scope`] restricts a

@@ -3,7 +3,7 @@
 //! The analogue of pytest-memray's `limit_memory` and `limit_leaks` and of
 //! Django's `assertNumQueries`: bound the allocations, bytes, peak and
 //! retained memory of a closure, and on failure see which call sites broke
-//! the bound. Built on [`measure`](crate::measure), so only the calling
+//! the bound. Built on [`measure`](fn@crate::measure), so only the calling
 //! thread's allocations count and the figures are exact under parallel
 //! `cargo test`.
 
@@ -87,16 +87,16 @@ impl Limits {
         self
     }
 
-    /// Runs `f` under [`measure`](crate::measure) and returns its value.
+    /// Runs `f` under [`measure`](fn@crate::measure) and returns its value.
     ///
     /// # Panics
     ///
     /// If any limit is exceeded, with a message naming each exceeded limit
     /// and the per-site table of what the closure allocated; also in the
-    /// cases where [`measure`](crate::measure) panics.
+    /// cases where [`measure`](fn@crate::measure) panics.
     ///
     /// Past 1,023 threads measuring at once, retained figures are an upper
-    /// bound (see [`measure`](crate::measure)): a retained limit may then
+    /// bound (see [`measure`](fn@crate::measure)): a retained limit may then
     /// fail when the exact figure would pass, never the other way round,
     /// and the message says the figures are approximate. Every other limit
     /// stays exact.
@@ -109,7 +109,7 @@ impl Limits {
         value
     }
 
-    /// Checks an existing [`Diff`] (from [`measure`](crate::measure) or
+    /// Checks an existing [`Diff`] (from [`measure`](fn@crate::measure) or
     /// two snapshots) against the limits, without panicking. A limit on
     /// the peak fails for a diff of two snapshots, which has no peak of
     /// its own.

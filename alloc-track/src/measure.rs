@@ -49,7 +49,7 @@ use crate::Diff;
 ///
 /// # Many threads at once
 ///
-/// Up to 1,023 threads can be inside `measure`, [`limits`](crate::limits)
+/// Up to 1,023 threads can be inside `measure`, [`limits`](fn@crate::limits)
 /// or [`scope(..).log()`](crate::ScopeGuard::log) at once with every figure
 /// exact. Past that, a thread's allocated, freed, net and peak figures stay
 /// exact (they are the thread's own flow), but its **retained** figures
@@ -83,7 +83,7 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, Diff) {
 #[non_exhaustive]
 pub enum Approximation {
     /// More than 1,023 threads were inside [`measure`],
-    /// [`limits`](crate::limits) or [`scope(..).log()`](crate::ScopeGuard::log)
+    /// [`limits`](fn@crate::limits) or [`scope(..).log()`](crate::ScopeGuard::log)
     /// at once when this thread's outermost one opened, so no tag was left
     /// to mark the blocks born inside it.
     ///

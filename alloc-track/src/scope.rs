@@ -170,7 +170,7 @@ pub struct ScopeGuard {
 impl ScopeGuard {
     /// Also logs, when the scope ends, one line to standard error with what
     /// this thread allocated and kept inside it (exact, as
-    /// [`measure`](crate::measure) counts): per-task memory logging in a
+    /// [`measure`](fn@crate::measure) counts): per-task memory logging in a
     /// worker's loop is `let _task = alloc_track::scope("task").log();`.
     ///
     /// ```text
@@ -188,7 +188,7 @@ impl ScopeGuard {
     /// Every figure on the line is the thread's own flow, so it stays
     /// exact however many threads log at once (past 1,023 only retained
     /// figures, which the line does not show, become approximate: see
-    /// [`measure`](crate::measure)). Nested more than 32 deep with
+    /// [`measure`](fn@crate::measure)). Nested more than 32 deep with
     /// `measure` and other logged scopes, the scope is still named but not
     /// measured, and its line says so instead of panicking.
     pub fn log(self) -> LoggedScope {

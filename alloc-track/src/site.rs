@@ -47,7 +47,7 @@ impl Stack {
 
     /// `function (file:line)` of the first frame that is not Rust's
     /// standard library, which is where a fix usually goes;
-    /// [`RUNTIME_LABEL`](crate::dump::RUNTIME_LABEL) for a whole stack that
+    /// [`RUNTIME_LABEL`] for a whole stack that
     /// never leaves it, as the CLI's reports say.
     pub fn label(&self) -> String {
         untracked(|| label(&symbolize::resolve_stack(self.addresses), self.truncated))

@@ -27,7 +27,7 @@ const DISPLAY_ROWS: usize = 20;
 /// The live heap at one moment: totals, the operating system's view, and
 /// every call site that ever allocated.
 ///
-/// Taken with [`snapshot()`](crate::snapshot). Every figure is exact while
+/// Taken with [`snapshot()`](fn@crate::snapshot). Every figure is exact while
 /// no other thread allocates during the snapshot; with concurrent
 /// allocations each block is counted once, as live or not, and the totals
 /// always equal the sum of the sites.
@@ -273,7 +273,7 @@ impl Snapshot {
         &self.sites
     }
 
-    /// Every [`scope`](crate::scope) that allocated, with its live heap
+    /// Every [`scope`](fn@crate::scope) that allocated, with its live heap
     /// (by the same count as the sites) and what it allocated in all.
     pub fn scopes(&self) -> &[ScopeStats] {
         &self.scopes
@@ -470,7 +470,7 @@ impl dump::Totals {
     }
 }
 
-/// One [`scope`](crate::scope)'s figures in a [`Snapshot`].
+/// One [`scope`](fn@crate::scope)'s figures in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopeStats {
     pub(crate) id: u16,

@@ -86,7 +86,7 @@ impl<A> Tracker<A> {
     }
 
     /// Counts allocations without recording stacks: exact totals and
-    /// [`measure`](crate::measure) (the peak to within 64 KiB per thread),
+    /// [`measure`](fn@crate::measure) (the peak to within 64 KiB per thread),
     /// the lowest overhead. See [`Mode::Count`].
     /// `ALLOC_TRACK_MODE` in the environment overrides it.
     pub const fn counting(mut self) -> Self {

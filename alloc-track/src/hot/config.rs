@@ -38,7 +38,7 @@ pub enum Mode {
         /// The mean number of bytes between samples.
         mean_bytes: u64,
     },
-    /// Exact totals and [`measure`](crate::measure), the peak to within
+    /// Exact totals and [`measure`](fn@crate::measure), the peak to within
     /// 64 KiB per thread, no stacks: the cheapest mode, for watching a
     /// figure rather than explaining it.
     Count,

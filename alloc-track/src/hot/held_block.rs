@@ -8,7 +8,7 @@
 //! of hundreds of thousands of entries, cost cache misses: its free finds
 //! it here, in a slot only its thread writes in the common case. A block
 //! that outlives the next allocation moves into the table then, its table
-//! line fetched ahead at the hold ([`prefetch`] by `live.rs`).
+//! line fetched ahead at the hold ([`prefetch`](super::live::prefetch) by `live.rs`).
 //!
 //! The slots are a static array that every thread can read, so that a free
 //! on another thread, and snapshots, still find a held block. Who writes a

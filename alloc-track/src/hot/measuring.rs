@@ -1,4 +1,4 @@
-//! The hot-path side of [`measure`](crate::measure): per-thread flows by
+//! The hot-path side of [`measure`](fn@crate::measure): per-thread flows by
 //! site for each open measure frame, and the blocks born inside them.
 //!
 //! A thread's state is created by the outermost `measure` call and freed

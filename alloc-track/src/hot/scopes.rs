@@ -1,5 +1,5 @@
 //! Per-scope figures: what the blocks allocated inside each
-//! [`scope`](crate::scope) add up to. A fixed array, so the hot path
+//! [`scope`](fn@crate::scope) add up to. A fixed array, so the hot path
 //! updates a scope's counters with atomics and no lookup; only blocks with
 //! a scope touch it.
 

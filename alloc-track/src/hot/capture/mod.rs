@@ -128,7 +128,7 @@ impl CapturedStack {
         self.len
     }
 
-    /// The hash of the frames, as [`hash_frames`] would give it.
+    /// The hash of the frames, as the tests' `hash_frames` gives it.
     #[inline(always)]
     pub(crate) fn hash(&self) -> u64 {
         finish_hash(self.running_hash, self.len)

@@ -8,7 +8,7 @@
 //! stack or frame pointer plus a constant. A [`Rule`] stores exactly that.
 //!
 //! Rules are not translated from framehop's types (whose DWARF path returns
-//! some results without a rule at all) but *observed*: [`derive`] has
+//! some results without a rule at all) but *observed*: [`derive`](fn@derive) has
 //! framehop unwind the frame once from made-up registers, with a stack
 //! whose every word holds its own address, marked. Where the results land
 //! says which register each came from and at what offset; anything that is

@@ -3,7 +3,8 @@
 //! passes its exit code on; a `cargo run/test/bench` build gets frame
 //! pointers and debug info in a target directory of its own. The programs
 //! here are shell scripts that write a fixture dump where the variable
-//! says, as a program built with alloc-track does at exit.
+//! says, as a program built with alloc-track does at exit: Unix only.
+#![cfg(unix)]
 
 mod common;
 

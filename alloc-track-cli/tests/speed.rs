@@ -147,8 +147,10 @@ fn a_generated_dump_reports() {
     assert!(dir.path().join("big.svg").is_file());
 }
 
-/// CPU seconds (user + system) used by finished children of this process.
-fn children_cpu_seconds() -> f64 {
+/// CPU seconds (user + system) used by finished children of this process;
+/// `None` where there is no `getrusage`.
+#[cfg(unix)]
+fn children_cpu_seconds() -> Option<f64> {
     // SAFETY: `getrusage` only writes into the zeroed struct we pass.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -156,7 +158,12 @@ fn children_cpu_seconds() -> f64 {
         usage
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
+#[cfg(not(unix))]
+fn children_cpu_seconds() -> Option<f64> {
+    None
 }
 
 /// Times the release binary's `report` on `dump`, three runs.
@@ -180,13 +187,16 @@ fn time_report(dump: &Dump, what: &str) {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        let cpu = match (before, children_cpu_seconds()) {
+            (Some(before), Some(after)) => format!("{:.3} s CPU", after - before),
+            _ => "CPU time unknown".to_string(),
+        };
         println!(
             "{what}, run {run}: {} sites, {frames} frames in stacks, {} locations, \
-             {:.1} MB of JSON: {:.3} s CPU, {:.3} s wall",
+             {:.1} MB of JSON: {cpu}, {:.3} s wall",
             dump.sites.len(),
             dump.locations.len(),
             size as f64 / 1e6,
-            children_cpu_seconds() - before,
             wall.elapsed().as_secs_f64()
         );
     }

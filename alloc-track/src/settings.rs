@@ -79,22 +79,14 @@ fn bytes(value: &OsString) -> Vec<u8> {
     }
 }
 
-#[cfg(all(
-    target_os = "linux",
-    target_env = "gnu",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(stack_walk)]
 fn unwind_setting_is_valid(value: &[u8]) -> bool {
     crate::hot::view::capture::is_valid_unwind_setting(value)
 }
 
 /// Only the platform unwinder exists here, so the variable is never read:
 /// any value is harmless.
-#[cfg(not(all(
-    target_os = "linux",
-    target_env = "gnu",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
+#[cfg(not(stack_walk))]
 fn unwind_setting_is_valid(_: &[u8]) -> bool {
     true
 }
@@ -143,11 +135,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(stack_walk)]
     fn a_bad_walker_gets_one_line() {
         assert_eq!(
             lines(&[("ALLOC_TRACK_UNWIND", "fast")]),

@@ -78,11 +78,7 @@ pub(crate) mod view {
     /// How stacks are captured (`walker` reports the settled choice).
     pub(crate) mod capture {
         /// Only where a fast walker exists is `ALLOC_TRACK_UNWIND` read.
-        #[cfg(all(
-            target_os = "linux",
-            target_env = "gnu",
-            any(target_arch = "x86_64", target_arch = "aarch64")
-        ))]
+        #[cfg(stack_walk)]
         pub(crate) use crate::hot::capture::trust::is_valid_unwind_setting;
         pub use crate::hot::capture::Walker;
         pub(crate) use crate::hot::capture::{walker, walker_if_settled};

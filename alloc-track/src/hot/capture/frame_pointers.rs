@@ -159,7 +159,7 @@ pub(super) fn trusted() -> bool {
 
 /// True once the walk is off for good: the other walkers' turn. Asked
 /// only where the CFI walker is the next one.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 pub(super) fn distrusted() -> bool {
     TRUST.distrusted()
 }

@@ -26,25 +26,13 @@
 //! unwinder. `ALLOC_TRACK_UNWIND=unwinder` turns both off,
 //! `ALLOC_TRACK_UNWIND=cfi` the frame-pointer walk only.
 
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 mod cfi;
-#[cfg(all(
-    target_os = "linux",
-    target_env = "gnu",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(stack_walk)]
 mod frame_pointers;
-#[cfg(all(
-    target_os = "linux",
-    target_env = "gnu",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(stack_walk)]
 mod stack_bounds;
-#[cfg(all(
-    target_os = "linux",
-    target_env = "gnu",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(stack_walk)]
 pub(crate) mod trust;
 
 use std::mem::MaybeUninit;
@@ -162,11 +150,7 @@ impl CapturedStack {
 
     /// Makes this stack a copy of `other` from its frame `start` on. For
     /// [`keep_the_walk`], so compiled where it is.
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(stack_walk)]
     fn copy_from(&mut self, other: &CapturedStack, start: usize) {
         self.clear();
         for &ip in other.frames().get(start..).unwrap_or(&[]) {
@@ -222,17 +206,13 @@ pub(crate) fn capture(stack: &mut CapturedStack) {
 
 #[inline(always)]
 fn capture_with_first_walker(stack: &mut CapturedStack) {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(stack_walk)]
     if frame_pointers::capture(stack) {
         return;
     }
     // Only once the frame-pointer walk is ruled out, so that a build with
     // frame pointers never pays for the CFI walker's tables.
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(cfi_walk)]
     if frame_pointers::distrusted() {
         stack.clear();
         if cfi::capture(stack) {
@@ -254,11 +234,7 @@ fn capture_with_first_walker(stack: &mut CapturedStack) {
 /// middle of the program's work can change how the inner allocator lays out
 /// the program's heap for the rest of the run. The caller is busy.
 pub(crate) fn prepare_thread() {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(stack_walk)]
     {
         // The checks run inside a real capture, so that the unwinder's
         // stack and the walk start from the same frame.
@@ -266,7 +242,7 @@ pub(crate) fn prepare_thread() {
         if frame_pointers::prepare_thread() {
             capture(&mut scratch);
         }
-        #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+        #[cfg(cfi_walk)]
         if !frame_pointers::trusted() && cfi::prepare_thread() && frame_pointers::distrusted() {
             scratch.clear();
             capture(&mut scratch);
@@ -276,7 +252,7 @@ pub(crate) fn prepare_thread() {
 
 /// Frees what [`prepare_thread`] set up for this thread, at its exit.
 pub(crate) fn release_thread() {
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(cfi_walk)]
     cfi::release_thread();
 }
 
@@ -288,11 +264,7 @@ pub(crate) fn release_thread() {
 /// started a frame or two deeper, so it holds that many frames fewer than
 /// a walk from `capture`, and the unwinder's stack is the closer one.
 /// Used by the fast walkers only, so compiled where they are.
-#[cfg(all(
-    target_os = "linux",
-    target_env = "gnu",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(stack_walk)]
 fn keep_the_walk(stack: &mut CapturedStack, walked: &CapturedStack, start: Option<usize>) {
     if let Some(start) = start {
         if !walked.truncated {
@@ -387,15 +359,11 @@ pub enum Walker {
 
 /// The walker in use: the first whose start-up check passed.
 pub(crate) fn walker() -> Walker {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(stack_walk)]
     if frame_pointers::trusted() {
         return Walker::FramePointers;
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(cfi_walk)]
     if cfi::trusted() {
         return Walker::Cfi;
     }
@@ -404,15 +372,11 @@ pub(crate) fn walker() -> Walker {
 
 /// The walker in use, once the first capture has settled it.
 pub(crate) fn walker_if_settled() -> Option<Walker> {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(stack_walk)]
     if !frame_pointers::settled() {
         return None;
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(cfi_walk)]
     if frame_pointers::distrusted() && !cfi::settled() {
         return None;
     }

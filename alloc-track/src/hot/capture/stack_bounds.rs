@@ -15,7 +15,7 @@ struct Bounds {
     top: Cell<usize>,
     /// The lowest usable address of this thread's stack; 0 until looked
     /// up, `usize::MAX` if it could not be.
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(cfi_walk)]
     bottom: Cell<usize>,
 }
 
@@ -23,7 +23,7 @@ thread_local! {
     static BOUNDS: Bounds = const {
         Bounds {
             top: Cell::new(0),
-            #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+            #[cfg(cfi_walk)]
             bottom: Cell::new(0),
         }
     };
@@ -61,7 +61,7 @@ fn look_up_top(bounds: &Bounds) -> usize {
 /// caller's frame. The lowest usable address is looked up once per thread
 /// (see `find_stack_bottom`); a thread whose stack cannot be measured has
 /// no room.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 #[inline]
 pub(super) fn has_room(needed: usize) -> bool {
     let marker = 0u8;
@@ -170,7 +170,7 @@ fn thread_pointer() -> usize {
 /// stray block in the middle of the program's heap made glibc's allocator
 /// 4% slower for the rest of the `json` benchmark. It stays the fallback
 /// where the probe's system call is not allowed.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 fn find_stack_bottom() -> Option<usize> {
     // SAFETY: plain system calls and a read of a glibc variable.
     unsafe {
@@ -198,7 +198,7 @@ fn find_stack_bottom() -> Option<usize> {
 }
 
 /// What probing the stack below the caller found.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 enum Probe {
     /// Every page from this address up to the caller's frame is readable.
     Room(usize),
@@ -212,7 +212,7 @@ enum Probe {
 /// 256 KiB, and a thread's work goes deeper than the frame of its first
 /// allocation, where this runs. A capture deeper than this finds no room
 /// and uses the platform unwinder.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 const PROBE_LIMIT: usize = 1 << 20;
 
 /// Probes how far below the caller the thread's stack reaches, up to
@@ -222,7 +222,7 @@ const PROBE_LIMIT: usize = 1 << 20;
 /// mapped). The stack is one mapping above its guard, so pages read without
 /// a gap are all stack. Reading an untouched stack page maps the shared
 /// zero page: no memory is used. At most 4 system calls, once per thread.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 fn probe_room() -> Probe {
     const BATCH: usize = 64;
     let marker = 0u8;
@@ -276,7 +276,7 @@ fn probe_room() -> Probe {
 
 /// Page size for the probe; a larger real page size only makes the probe
 /// read more than one byte per page.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(cfi_walk)]
 const PAGE: usize = 4096;
 
 #[cfg(test)]
@@ -314,7 +314,7 @@ mod tests {
     // unbounded.
     #[test]
     #[cfg_attr(miri, ignore)]
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(cfi_walk)]
     fn a_threads_room_is_measured_within_its_stack() {
         let (some, half, unbounded) = std::thread::Builder::new()
             .stack_size(512 * 1024)

@@ -113,7 +113,7 @@ impl Trust {
     /// True once a check has failed (or the walker was turned off). Asked
     /// only where the CFI walker exists (of itself, and of the frame-pointer
     /// walk, which it follows).
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(cfi_walk)]
     pub(super) fn distrusted(&self) -> bool {
         self.0.load(Ordering::Relaxed) == DISTRUSTED
     }

@@ -37,7 +37,15 @@ const FLAGS: u8 = RELEASED | CLEAN;
 struct Chunk {
     base: usize,
     free: [u8; BLOCKS],
+    /// Its free blocks of each order, so that finding one skips the
+    /// chunks without any instead of reading their entries: the arena's
+    /// lock is held meanwhile, and every thread takes it at its start and
+    /// exit (its stack cache).
+    free_blocks: [u16; ORDERS],
 }
+
+/// Block orders, from one page to the whole chunk.
+const ORDERS: usize = CHUNK_ORDER as usize + 1;
 
 /// The order of a free block's entry, or `None` for `NOT_FREE`.
 fn order_of_entry(entry: u8) -> Option<u8> {
@@ -53,7 +61,7 @@ struct Arena {
     len: usize,
     capacity: usize,
     /// Free blocks of each order.
-    free_blocks: [usize; CHUNK_ORDER as usize + 1],
+    free_blocks: [usize; ORDERS],
     /// Bytes in free blocks.
     free_bytes: usize,
     /// Bytes in free blocks that keep their pages (not given back, or
@@ -73,7 +81,7 @@ impl Arena {
             chunks: ptr::null_mut(),
             len: 0,
             capacity: 0,
-            free_blocks: [0; CHUNK_ORDER as usize + 1],
+            free_blocks: [0; ORDERS],
             free_bytes: 0,
             idle_bytes: 0,
         }
@@ -91,7 +99,9 @@ impl Arena {
     /// Marks a free block at `page` of chunk `c`, and counts it.
     fn mark_free(&mut self, c: usize, page: usize, entry: u8) {
         let bytes = MIN_BLOCK << (entry & !FLAGS);
-        self.chunks()[c].free[page] = entry;
+        let chunk = &mut self.chunks()[c];
+        chunk.free[page] = entry;
+        chunk.free_blocks[usize::from(entry & !FLAGS)] += 1;
         self.free_blocks[usize::from(entry & !FLAGS)] += 1;
         self.free_bytes += bytes;
         if entry & RELEASED == 0 {
@@ -101,7 +111,9 @@ impl Arena {
 
     /// Unmarks the free block at `page` of chunk `c`; its entry.
     fn unmark_free(&mut self, c: usize, page: usize) -> u8 {
-        let entry = std::mem::replace(&mut self.chunks()[c].free[page], NOT_FREE);
+        let chunk = &mut self.chunks()[c];
+        let entry = std::mem::replace(&mut chunk.free[page], NOT_FREE);
+        chunk.free_blocks[usize::from(entry & !FLAGS)] -= 1;
         let bytes = MIN_BLOCK << (entry & !FLAGS);
         self.free_blocks[usize::from(entry & !FLAGS)] -= 1;
         self.free_bytes -= bytes;
@@ -133,11 +145,11 @@ impl Arena {
     /// The chunk and page of a free block of `order` (which the counts
     /// say exists).
     fn find_free(&mut self, order: u8) -> Option<(usize, usize)> {
-        self.chunks().iter().enumerate().find_map(|(c, chunk)| {
-            let page =
-                (chunk.free.iter()).position(|&entry| order_of_entry(entry) == Some(order))?;
-            Some((c, page))
-        })
+        let chunks = self.chunks();
+        let c = (chunks.iter()).position(|chunk| chunk.free_blocks[usize::from(order)] > 0)?;
+        let page =
+            (chunks[c].free.iter()).position(|&entry| order_of_entry(entry) == Some(order))?;
+        Some((c, page))
     }
 
     /// Maps a new chunk, wholly free and clean; its index. Its free
@@ -154,6 +166,7 @@ impl Arena {
             (self.chunks.add(self.len)).write(Chunk {
                 base,
                 free: [NOT_FREE; BLOCKS],
+                free_blocks: [0; ORDERS],
             })
         };
         self.len += 1;

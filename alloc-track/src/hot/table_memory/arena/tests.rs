@@ -22,9 +22,16 @@ fn take(arena: &mut Arena, bytes: usize, fill: u8) -> usize {
 
 /// The arena's counts agree with its chunks' entries.
 fn check(arena: &mut Arena) {
-    let mut blocks = [0; CHUNK_ORDER as usize + 1];
+    let mut blocks = [0; ORDERS];
     let (mut free, mut idle) = (0, 0);
     for chunk in arena.chunks().iter() {
+        let mut in_chunk = [0; ORDERS];
+        for &entry in &chunk.free {
+            if let Some(order) = order_of_entry(entry) {
+                in_chunk[usize::from(order)] += 1;
+            }
+        }
+        assert_eq!(in_chunk, chunk.free_blocks);
         for &entry in &chunk.free {
             if let Some(order) = order_of_entry(entry) {
                 blocks[usize::from(order)] += 1;

@@ -23,8 +23,9 @@
 //! more give their pages back (`MADV_DONTNEED`). So a table sized for an
 //! earlier peak does not keep its memory, and the tables' doubling and
 //! halving does not split huge pages and fault them in again at every
-//! resize (that cost half the gain). Tables of 2 MiB and more get aligned
-//! mappings of their own.
+//! resize (that cost half the gain). The first chunk stays in small
+//! pages, so that a small program's tables cost only the pages they touch.
+//! Tables of 2 MiB and more get aligned mappings of their own.
 //!
 //! Sizes that are not a power of two of at least a page, and every size
 //! off Linux (no `MADV_HUGEPAGE`), go to `pages.rs` directly.
@@ -46,7 +47,7 @@ pub(crate) fn alloc_zeroed(bytes: usize) -> *mut u8 {
             return arena::alloc_zeroed(bytes);
         }
         if bytes.is_power_of_two() && bytes >= arena::CHUNK {
-            return arena::map_aligned(bytes).map_or(std::ptr::null_mut(), |a| a as *mut u8);
+            return arena::map_aligned(bytes, true).map_or(std::ptr::null_mut(), |a| a as *mut u8);
         }
     }
     pages::alloc_zeroed(bytes)

@@ -42,13 +42,12 @@ use super::pages;
 /// `bytes` of zeroed memory for a table, or null.
 pub(crate) fn alloc_zeroed(bytes: usize) -> *mut u8 {
     #[cfg(all(target_os = "linux", not(miri)))]
-    {
-        if arena::carves(bytes) {
-            return arena::alloc_zeroed(bytes);
+    match arena::route(bytes) {
+        arena::Route::Carved => return arena::alloc_zeroed(bytes),
+        arena::Route::OwnMapping => {
+            return arena::map_aligned(bytes, true).map_or(std::ptr::null_mut(), |a| a as *mut u8)
         }
-        if bytes.is_power_of_two() && bytes >= arena::CHUNK {
-            return arena::map_aligned(bytes, true).map_or(std::ptr::null_mut(), |a| a as *mut u8);
-        }
+        arena::Route::Pages => {}
     }
     pages::alloc_zeroed(bytes)
 }
@@ -60,14 +59,11 @@ pub(crate) fn alloc_zeroed(bytes: usize) -> *mut u8 {
 /// not used afterwards.
 pub(crate) unsafe fn free(memory: *mut u8, bytes: usize) {
     #[cfg(all(target_os = "linux", not(miri)))]
-    {
-        if arena::carves(bytes) {
-            // SAFETY: the caller's contract.
-            return unsafe { arena::free(memory, bytes) };
-        }
-        if bytes.is_power_of_two() && bytes >= arena::CHUNK {
-            return arena::unmap(memory as usize, bytes);
-        }
+    match arena::route(bytes) {
+        // SAFETY: the caller's contract.
+        arena::Route::Carved => return unsafe { arena::free(memory, bytes) },
+        arena::Route::OwnMapping => return arena::unmap(memory as usize, bytes),
+        arena::Route::Pages => {}
     }
     // SAFETY: the caller's contract; `alloc_zeroed` sent this size to
     // `pages` too.

@@ -9,7 +9,7 @@ use super::super::spin::SpinLock;
 
 /// The size and alignment of a chunk: one huge page on x86-64 and
 /// (with 4 KiB base pages) on aarch64.
-pub(super) const CHUNK: usize = 2 << 20;
+const CHUNK: usize = 2 << 20;
 /// The smallest block: one page.
 const MIN_BLOCK: usize = PAGE;
 const BLOCKS: usize = CHUNK / MIN_BLOCK;
@@ -349,9 +349,24 @@ pub(super) unsafe fn unlock_after_fork() {
     unsafe { ARENA.force_unlock() };
 }
 
-/// Whether the arena carves `bytes` from chunks.
-pub(super) fn carves(bytes: usize) -> bool {
-    bytes.is_power_of_two() && (MIN_BLOCK..CHUNK).contains(&bytes)
+/// Where a table of `bytes` takes its memory; the same answer at its
+/// allocation and at its free.
+pub(super) enum Route {
+    /// A block carved from a chunk: a power of two below a chunk.
+    Carved,
+    /// An aligned mapping of its own, advised for huge pages: a power of
+    /// two of a chunk or more.
+    OwnMapping,
+    /// Pages as they come (`pages.rs`): any other size.
+    Pages,
+}
+
+pub(super) fn route(bytes: usize) -> Route {
+    match bytes {
+        _ if !bytes.is_power_of_two() || bytes < MIN_BLOCK => Route::Pages,
+        _ if bytes < CHUNK => Route::Carved,
+        _ => Route::OwnMapping,
+    }
 }
 
 fn order_of(bytes: usize) -> u8 {

@@ -168,9 +168,9 @@ fn review(cache: &Cache) {
     unmap(old, old_slots);
 }
 
-/// Maps a cache of `slots` slots for this thread, within the limit of all
-/// caches for a cache that grows; true if it did (the old mapping, if any,
-/// is the caller's to move and unmap).
+/// Maps a cache of `slots` slots for this thread (memory from the tables'
+/// arena), within the limit of all caches for a cache that grows; true if
+/// it did (the old mapping, if any, is the caller's to move and unmap).
 fn map(cache: &Cache, slots: usize) -> bool {
     let bytes = slots * std::mem::size_of::<Slot>();
     if slots > FIRST_SLOTS && MAPPED.load(Ordering::Relaxed) + bytes > ALL_CACHES_LIMIT {
@@ -188,8 +188,8 @@ fn map(cache: &Cache, slots: usize) -> bool {
 
 fn unmap(slots: *mut Slot, count: usize) {
     let bytes = count * std::mem::size_of::<Slot>();
-    // SAFETY: `slots` is one whole mapping of `count` slots, from `map`,
-    // which nothing refers to any more.
+    // SAFETY: `slots` came from `table_memory::alloc_zeroed` in `map`
+    // for exactly `count` slots, and nothing refers to it any more.
     unsafe { table_memory::free(slots.cast(), bytes) };
     MAPPED.fetch_sub(bytes, Ordering::Relaxed);
 }

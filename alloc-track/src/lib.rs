@@ -42,9 +42,10 @@
 //! program. Install it in the binary, or in each integration-test file
 //! that measures (one test file is one binary).
 //!
-//! If the tracker is not installed as the global allocator, [`snapshot`](fn@snapshot)
-//! and [`measure`](fn@measure) panic with a message saying so rather than return
-//! silently empty figures; [`is_installed`] asks first.
+//! If the tracker is not installed as the global allocator,
+//! [`snapshot`](fn@snapshot) and [`measure`](fn@measure) panic with a
+//! message saying so rather than return silently empty figures;
+//! [`is_installed`] asks first.
 //!
 //! # What is alive, and what changed
 //!
@@ -144,10 +145,10 @@
 //! switches without a rebuild: `ALLOC_TRACK_MODE=full`, `count`, `sampled`
 //! or `sampled:BYTES` (`sampled:1m`, `sampled:65536`). The mode settles at
 //! the program's first allocation and never changes; [`mode()`] says which
-//! is in force, and every dump records it. [`measure`](fn@measure), [`limits`](fn@limits) and scope
-//! logging are exact in every mode (inside a `measure` every allocation of
-//! the thread is recorded with its stack). [`seed_sampler`] makes a test's
-//! samples repeatable.
+//! is in force, and every dump records it. [`measure`](fn@measure),
+//! [`limits`](fn@limits) and scope logging are exact in every mode (inside
+//! a `measure` every allocation of the thread is recorded with its stack).
+//! [`seed_sampler`] makes a test's samples repeatable.
 //!
 //! ```
 //! use std::alloc::System;

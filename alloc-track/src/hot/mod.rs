@@ -21,11 +21,11 @@
 //!    or a free.
 //! 3. Tables and capture. `stacks`: call stacks to site ids, with each
 //!    site's totals. `site_cache`: each thread's cache of the stacks it
-//!    interned lately, in front of `stacks`' shared index. `scopes`: each scope's totals. `sampler`: sampled
-//!    mode's draws and weights. `live`: every live block by address.
-//!    `held_block`: each thread's newest block, held back from `live`'s
-//!    table until the thread allocates again.
-//!    `capture/`: walking the stack.
+//!    interned lately, in front of `stacks`' shared index. `scopes`: each
+//!    scope's totals. `sampler`: sampled mode's draws and weights. `live`:
+//!    every live block by address. `held_block`: each thread's newest
+//!    block, held back from `live`'s table until the thread allocates
+//!    again. `capture/`: walking the stack.
 //! 4. Per-thread state and configuration. `thread_totals`: the threads'
 //!    totals and the slots that register them. `thread`: the one
 //!    thread-local the hot path reads (it holds the thread's totals and

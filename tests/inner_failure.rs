@@ -19,10 +19,12 @@ fn failed_allocations_return_null_and_count_nothing() {
     let layout = Layout::from_size_align(1024, 16).unwrap();
     let (_, diff) = measure(|| {
         fail_on_demand::fail(true);
+        // `black_box`: the compiler may assume an allocation whose pointer
+        // is only compared with null succeeds, and leave it out.
         // SAFETY: the layout is non-zero in size.
-        let ptr = unsafe { std::alloc::alloc(layout) };
+        let ptr = black_box(unsafe { std::alloc::alloc(layout) });
         // SAFETY: as above.
-        let zeroed = unsafe { std::alloc::alloc_zeroed(layout) };
+        let zeroed = black_box(unsafe { std::alloc::alloc_zeroed(layout) });
         fail_on_demand::fail(false);
         assert!(ptr.is_null() && zeroed.is_null());
     });

@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use super::config::{Config, Mode};
+use super::config::{settled_mode, Config, Mode};
+use super::headroom;
 use super::live;
 use super::sampler;
 use super::spin::CachePadded;
@@ -12,11 +13,13 @@ use super::thread::ThreadState;
 use super::thread_totals;
 
 pub(crate) struct Counters {
-    /// Live bytes. Full mode adds every allocation here at once, so the
-    /// peak is exact; the partial modes add each thread's drift in steps
-    /// (`thread_totals::drift`), so their peak is exact to within
-    /// one step per thread. Exact live figures come from `thread_totals`.
+    /// The partial modes' live bytes: each thread adds its drift in steps
+    /// (`thread_totals::drift`), so their peak is exact to within one step
+    /// per thread. Full mode does without (its peak comes from
+    /// `headroom.rs`, exact). Exact live figures come from `thread_totals`.
     pub(crate) live_bytes: AtomicU64,
+    /// The highest live bytes so far. Full mode writes it only under the
+    /// headroom's lock, when an allocation finds no room left below it.
     pub(crate) peak_bytes: AtomicU64,
     /// Live bytes when the last peak breakdown was taken.
     pub(crate) breakdown_bytes: AtomicU64,
@@ -64,7 +67,13 @@ impl Counters {
         state: Option<&ThreadState>,
     ) {
         thread_totals::count_alloc(state, size);
-        self.add_live(size as i64, mode, config, state);
+        if mode == Mode::Full {
+            if let Some(peak) = headroom::take(state, size, &self.peak_bytes) {
+                self.after_new_high(peak, config);
+            }
+        } else {
+            self.add_drift(size as i64, config, state);
+        }
     }
 
     /// Counts a free.
@@ -77,17 +86,20 @@ impl Counters {
         state: Option<&ThreadState>,
     ) {
         thread_totals::count_free(state, size);
-        self.add_live((size as i64).wrapping_neg(), mode, config, state);
+        if mode == Mode::Full {
+            headroom::give(state, size);
+        } else {
+            self.add_drift((size as i64).wrapping_neg(), config, state);
+        }
     }
 
+    /// The partial modes: adds `delta` to the thread's drift, and publishes
+    /// the drift to the shared live bytes once it is a step away from zero.
     #[inline]
-    fn add_live(&self, delta: i64, mode: Mode, config: &Config, state: Option<&ThreadState>) {
-        // Full mode keeps the shared live bytes exact at every allocation,
-        // so its peak is exact; the partial modes publish each thread's
-        // drift in steps.
-        let publish = match (mode, state) {
-            (Mode::Full, _) | (_, None) => Some(delta),
-            (_, Some(state)) => thread_totals::drift(state, delta),
+    fn add_drift(&self, delta: i64, config: &Config, state: Option<&ThreadState>) {
+        let publish = match state {
+            None => Some(delta),
+            Some(state) => thread_totals::drift(state, delta),
         };
         if let Some(delta) = publish {
             let live = self.publish_live(delta);
@@ -95,14 +107,16 @@ impl Counters {
             // allocations happen below the peak, and a load keeps the line
             // shared.
             if delta > 0 && live > self.peak_bytes.load(Ordering::Relaxed) {
-                self.new_high(live, config);
+                self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+                self.after_new_high(live, config);
             }
         }
     }
 
+    /// The live bytes reached a new high, `live`: takes a peak breakdown if
+    /// they climbed far enough above the last one.
     #[cold]
-    fn new_high(&self, live: u64, config: &Config) {
-        self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+    fn after_new_high(&self, live: u64, config: &Config) {
         let last = self.breakdown_bytes.load(Ordering::Relaxed);
         if live >= config.next_breakdown_at(last) {
             self.take_peak_breakdown(live);
@@ -145,8 +159,13 @@ impl Counters {
     /// Starts a new peak from the current live heap, as tracemalloc's
     /// `reset_peak` does.
     pub(crate) fn reset_peak(&self) {
-        let live = thread_totals::sum().0;
-        self.peak_bytes.store(live, Ordering::Relaxed);
+        let live = if settled_mode() == Some(Mode::Full) {
+            headroom::reset(&self.peak_bytes)
+        } else {
+            let live = thread_totals::sum().0;
+            self.peak_bytes.store(live, Ordering::Relaxed);
+            live
+        };
         // Force the breakdown even if another thread is taking one: wait.
         while BREAKDOWN_BUSY.swap(true, Ordering::Acquire) {
             std::thread::yield_now();

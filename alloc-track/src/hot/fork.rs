@@ -7,12 +7,14 @@
 //! thread takes every hot-path lock (so no other thread is inside a
 //! critical section when the address space is copied); afterwards the
 //! parent releases them and the child, whose copies are all held by the
-//! forking thread, releases its own. The locks are nested in one place
-//! only: a table growing under its owner's lock takes the table memory
-//! arena's lock (`table_memory.rs`), which is therefore taken last. So
-//! taking them all in one fixed order cannot deadlock with any other
-//! holder: each holder releases its lock after a few probes, or a table
-//! resize.
+//! forking thread, releases its own. The locks are nested in two places: a
+//! table growing under its owner's lock takes the table memory arena's
+//! lock (`table_memory.rs`), which is therefore taken last; and gathering
+//! full mode's headroom (`headroom.rs`) takes the fold lock under the
+//! headroom's, which is therefore taken just before it. So taking them all
+//! in one fixed order cannot deadlock with any other holder: each holder
+//! releases its lock after a few probes, a table resize, or a pass over
+//! the threads' slots.
 //!
 //! The handlers are registered once, before `main`, from an `.init_array`
 //! constructor: registration itself may allocate (glibc keeps handlers in a
@@ -21,8 +23,8 @@
 //! that is growing a table (a system call) can always finish.
 //!
 //! Covered: the live table's shards, the stack index's shards, the flag
-//! held while a peak breakdown is copied, the lock that folds an exiting
-//! thread's totals, and the table memory arena. Any lock added to the hot
+//! held while a peak breakdown is copied, full mode's headroom lock, the
+//! lock that folds an exiting thread's totals, and the table memory arena. Any lock added to the hot
 //! path must be added to `lock_all` and `unlock_all` below.
 //!
 //! The cold path's locks are not taken here: a dump may hold its lock for
@@ -36,7 +38,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{counters, live, stacks, table_memory, thread_life, thread_totals};
+use super::{counters, headroom, live, stacks, table_memory, thread_life, thread_totals};
 
 /// Set once the handlers are registered, so that calling `register` again
 /// (it is idempotent) never installs them twice.
@@ -74,6 +76,8 @@ pub(crate) fn register() {
 
 fn lock_all() {
     counters::lock_breakdown_for_fork();
+    // Before the fold lock: a refill gathers headroom under both.
+    headroom::lock_for_fork();
     thread_totals::lock_for_fork();
     live::lock_all_for_fork();
     stacks::lock_all_for_fork();
@@ -92,6 +96,7 @@ unsafe fn unlock_all() {
         stacks::unlock_all_after_fork();
         live::unlock_all_after_fork();
         thread_totals::unlock_after_fork();
+        headroom::unlock_after_fork();
     }
     counters::unlock_breakdown_after_fork();
 }

@@ -26,7 +26,8 @@
 //!    every live block by address. `held_block`: each thread's newest
 //!    block, held back from `live`'s table until the thread allocates
 //!    again. `capture/`: walking the stack.
-//! 4. Per-thread state and configuration. `thread_totals`: the threads'
+//! 4. Per-thread state and configuration. `headroom`: full mode's exact
+//!    peak, from each thread's share of the room below it. `thread_totals`: the threads'
 //!    totals and the slots that register them. `thread`: the one
 //!    thread-local the hot path reads (it holds the thread's totals and
 //!    the fast path's budgets, and defines the slot type). `measuring`: the books of a
@@ -56,6 +57,7 @@ mod scopes;
 mod site_cache;
 mod stacks;
 
+mod headroom;
 mod config;
 mod measuring;
 mod thread;

@@ -417,6 +417,11 @@ pub(crate) struct Totals {
     pub(crate) total_blocks: AtomicU64,
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) freed_blocks: AtomicU64,
+    /// Full mode: the thread's share of the room below the peak
+    /// (`headroom.rs`). Not a total: other threads take it (under the
+    /// headroom's lock), so even its owner changes it with atomic
+    /// read-modify-writes.
+    pub(crate) headroom: AtomicU64,
 }
 
 impl Totals {
@@ -426,15 +431,19 @@ impl Totals {
             total_blocks: AtomicU64::new(0),
             freed_bytes: AtomicU64::new(0),
             freed_blocks: AtomicU64::new(0),
+            headroom: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn fields(&self) -> [&AtomicU64; 4] {
+    /// Every field, for moving one thread's figures into another `Totals`
+    /// (the headroom too: an exiting thread's share goes to the pool).
+    pub(crate) fn fields(&self) -> [&AtomicU64; 5] {
         [
             &self.total_bytes,
             &self.total_blocks,
             &self.freed_bytes,
             &self.freed_blocks,
+            &self.headroom,
         ]
     }
 }

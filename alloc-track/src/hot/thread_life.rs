@@ -19,6 +19,7 @@
 use super::capture;
 use super::config::{settled_mode, Mode};
 use super::counters::COUNTERS;
+use super::headroom;
 use super::live;
 use super::live_block::LiveBlock;
 use super::sampler;
@@ -80,7 +81,7 @@ pub(crate) fn count_held_move(moved: live::Moved) {
 fn count_stale_free(stale: &LiveBlock) {
     let size = stale.size() as u64;
     thread_totals::count_free(None, size);
-    COUNTERS.publish_live((size as i64).wrapping_neg());
+    headroom::give(None, size);
     stacks::count_free(
         stale.site(),
         size,

@@ -23,7 +23,7 @@
 //! by the child's next threads.
 
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::spin::{CachePadded, SpinLock};
 use super::thread::{Slot, ThreadState, Totals, PUBLISH_STEP};
@@ -48,12 +48,19 @@ fn bump(field: &AtomicU64, delta: u64) {
 static THREAD_SLOTS: [Slot; SLOTS] = [const { Slot::new(ptr::null_mut()) }; SLOTS];
 
 /// Figures of exited threads, and of threads without a slot (atomics).
+/// Its headroom is the shared pool of full mode's room below the peak
+/// (`headroom.rs`), where exited and slotless threads' shares go.
 static RETIRED: CachePadded<Totals> = CachePadded(Totals::new());
 
 /// Held while a thread folds its totals into `RETIRED` and while a snapshot
 /// sums: otherwise a sum could see a figure in both places, or in neither,
 /// or read the totals of a thread that has exited.
 static FOLD: SpinLock<()> = SpinLock::new(());
+
+/// One past the highest slot ever claimed: slots are claimed lowest
+/// first, so a scan of the threads' headroom stops here instead of reading
+/// all [`SLOTS`].
+static CLAIMED_BELOW: AtomicUsize = AtomicUsize::new(0);
 
 /// A thread's slot pointer after it found none free, or after it exited.
 const NO_SLOT: *const Slot = 1 as *const Slot;
@@ -63,15 +70,18 @@ const NO_SLOT: *const Slot = 1 as *const Slot;
 /// the thread's exit fold (`thread_life.rs`), which calls [`retire`].
 pub(crate) fn claim_slot(state: &ThreadState) -> bool {
     let totals = &state.totals as *const Totals as *mut Totals;
-    let free = THREAD_SLOTS.iter().find(|slot| {
+    let free = THREAD_SLOTS.iter().position(|slot| {
         slot.load(Ordering::Relaxed).is_null()
             && slot
                 .compare_exchange(ptr::null_mut(), totals, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
     });
-    state
-        .slot
-        .set(free.map_or(NO_SLOT, |slot| slot as *const Slot));
+    if let Some(index) = free {
+        CLAIMED_BELOW.fetch_max(index + 1, Ordering::AcqRel);
+    }
+    state.slot.set(free.map_or(NO_SLOT, |index| {
+        &THREAD_SLOTS[index] as *const Slot
+    }));
     free.is_some()
 }
 
@@ -176,6 +186,35 @@ pub(crate) fn drift(state: &ThreadState, delta: i64) -> Option<i64> {
         state.unpublished.set(sum);
         None
     }
+}
+
+/// Where this thread's share of full mode's headroom is: its own totals
+/// while it holds a slot, else the shared pool.
+#[inline]
+pub(crate) fn headroom_of(state: Option<&ThreadState>) -> &AtomicU64 {
+    match state.filter(|state| has_slot(state)) {
+        Some(state) => &state.totals.headroom,
+        None => &RETIRED.headroom,
+    }
+}
+
+/// Empties every thread's share of the headroom and the shared pool;
+/// returns their sum. The caller holds the headroom's lock, so that no
+/// other thread is moving headroom between shares meanwhile.
+pub(crate) fn collect_headroom() -> u64 {
+    // Under `FOLD`: a registered thread cannot exit (and its memory go)
+    // while its share is read.
+    let _fold = FOLD.lock();
+    let claimed = CLAIMED_BELOW.load(Ordering::Acquire).min(SLOTS);
+    let mut sum = RETIRED.headroom.swap(0, Ordering::Relaxed);
+    for slot in &THREAD_SLOTS[..claimed] {
+        // SAFETY: as in `sum`: a registered address is a live thread's
+        // totals, and `FOLD` is held.
+        if let Some(totals) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
+            sum = sum.wrapping_add(totals.headroom.swap(0, Ordering::Relaxed));
+        }
+    }
+    sum
 }
 
 /// The exact totals: (live bytes, live blocks, total bytes, total blocks).

@@ -56,11 +56,71 @@ fn churn(threads: usize, rounds: usize) {
     black_box(sink.join().unwrap());
 }
 
+/// Threads each holding at most `limit` bytes of blocks at any moment,
+/// allocating and freeing at random near that limit: together they hold
+/// at most `threads * limit`, so a peak above that (plus what the threads
+/// hold besides) counted room that was not there.
+fn near_the_limit(threads: usize, limit: usize, rounds: usize) -> (u64, u64) {
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ready, go) = (ready.clone(), go.clone());
+            thread::spawn(move || {
+                let mut held: Vec<Vec<u8>> = Vec::with_capacity(limit / 16 + 1);
+                let (mut held_bytes, mut seed) = (0, 0x9E37_79B9_7F4A_7C15u64 ^ t as u64);
+                ready.wait();
+                go.wait();
+                for _ in 0..rounds {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let size = 16 + (seed as usize >> 8) % 4096;
+                    if held_bytes + size <= limit {
+                        held_bytes += size;
+                        held.push(block(size));
+                    } else if !held.is_empty() {
+                        let gone = held.swap_remove((seed as usize >> 40) % held.len());
+                        held_bytes -= gone.capacity();
+                    }
+                }
+                ready.wait();
+                drop(held);
+            })
+        })
+        .collect();
+    ready.wait();
+    reset_peak();
+    let baseline = snapshot().live_bytes();
+    go.wait();
+    ready.wait();
+    let peak = snapshot().peak_bytes();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    (baseline, peak)
+}
+
 #[test]
 fn the_peak_is_exact_across_threads() {
     if alloc_track::mode() != alloc_track::Mode::Full {
         return;
     }
+    // Four threads near their limits cross between the regimes (room in
+    // shares far from the peak, in the pool near it) over and over.
+    const LIMIT: usize = 256 << 10;
+    for _ in 0..4 {
+        let (baseline, peak) = near_the_limit(4, LIMIT, 200_000);
+        assert!(
+            peak <= baseline + 4 * LIMIT as u64,
+            "peak {peak} above {baseline} + 4 x {LIMIT}"
+        );
+        assert!(
+            peak >= baseline + LIMIT as u64 - 4096,
+            "peak {peak}, baseline {baseline}"
+        );
+    }
+
     churn(6, 20_000);
 
     // After all that, a reset lands on the live bytes: the headroom the
@@ -74,7 +134,10 @@ fn the_peak_is_exact_across_threads() {
     drop(big);
     let small = block(MIB / 4);
     let after_small = snapshot();
-    assert_eq!(after_small.live_bytes(), at_reset.live_bytes() - MIB as u64 * 3 / 4);
+    assert_eq!(
+        after_small.live_bytes(),
+        at_reset.live_bytes() - MIB as u64 * 3 / 4
+    );
     assert_eq!(after_small.peak_bytes(), at_reset.peak_bytes());
     drop(small);
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::config::{settled_mode, Config, Mode};
-use super::headroom;
+use super::headroom::Headroom;
 use super::live;
 use super::sampler;
 use super::spin::CachePadded;
@@ -18,9 +18,13 @@ pub(crate) struct Counters {
     /// per thread. Full mode does without (its peak comes from
     /// `headroom.rs`, exact). Exact live figures come from `thread_totals`.
     pub(crate) live_bytes: AtomicU64,
-    /// The highest live bytes so far. Full mode writes it only under the
-    /// headroom's lock, when an allocation finds no room left below it.
+    /// The highest live bytes so far. Full mode raises it when an
+    /// allocation finds no room left below it (`headroom.rs`).
     pub(crate) peak_bytes: AtomicU64,
+    /// Full mode: the room below the peak that no thread holds, and who
+    /// may hold the rest. Beside the peak: near it, every allocation and
+    /// free touches both.
+    pub(crate) headroom: Headroom,
     /// Live bytes when the last peak breakdown was taken.
     pub(crate) breakdown_bytes: AtomicU64,
 }
@@ -31,6 +35,7 @@ static BREAKDOWN_BUSY: AtomicBool = AtomicBool::new(false);
 pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded(Counters {
     live_bytes: AtomicU64::new(0),
     peak_bytes: AtomicU64::new(0),
+    headroom: Headroom::new(),
     breakdown_bytes: AtomicU64::new(0),
 });
 
@@ -68,7 +73,7 @@ impl Counters {
     ) {
         thread_totals::count_alloc(state, size);
         if mode == Mode::Full {
-            if let Some(peak) = headroom::take(state, size, &self.peak_bytes) {
+            if let Some(peak) = self.headroom.take(state, size, &self.peak_bytes) {
                 self.after_new_high(peak, config);
             }
         } else {
@@ -87,7 +92,7 @@ impl Counters {
     ) {
         thread_totals::count_free(state, size);
         if mode == Mode::Full {
-            headroom::give(state, size);
+            self.headroom.give(state, size);
         } else {
             self.add_drift((size as i64).wrapping_neg(), config, state);
         }
@@ -160,7 +165,7 @@ impl Counters {
     /// `reset_peak` does.
     pub(crate) fn reset_peak(&self) {
         let live = if settled_mode() == Some(Mode::Full) {
-            headroom::reset(&self.peak_bytes)
+            self.headroom.reset(&self.peak_bytes)
         } else {
             let live = thread_totals::sum().0;
             self.peak_bytes.store(live, Ordering::Relaxed);

@@ -76,7 +76,7 @@ pub(crate) fn register() {
 
 fn lock_all() {
     counters::lock_breakdown_for_fork();
-    // Before the fold lock: a refill gathers headroom under both.
+    // Before the fold lock: gathering full mode's headroom takes both.
     headroom::lock_for_fork();
     thread_totals::lock_for_fork();
     live::lock_all_for_fork();
@@ -115,7 +115,8 @@ extern "C" fn child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
     // Before the locks open: the lost threads' totals move to the retired
     // figures while nothing else can sum them.
-    thread_totals::fold_lost_threads_after_fork();
+    let lost_shares = thread_totals::fold_lost_threads_after_fork();
+    counters::COUNTERS.headroom.pool_after_fork(lost_shares);
     // SAFETY: the child has only the forking thread, which took every lock
     // in `prepare`; the copies are held by it and by no one else.
     unsafe { unlock_all() }

@@ -1,37 +1,50 @@
-//! Full mode's exact peak without a shared write on every allocation.
+//! Full mode's exact peak without a shared write on every allocation while
+//! the heap is well below its peak.
 //!
 //! The peak is exact only if every allocation that takes the live bytes
 //! past it is seen as doing so. A shared live counter sees that, but its
 //! cache line then moves between cores at every allocation and free, which
-//! on two threads cost full mode a third of its time. Instead, the room
-//! between the live bytes and the peak is shared out: at every moment
+//! on two threads cost full mode a fifth of its time. Instead, the room
+//! between the live bytes and the peak is accounted for: at every moment
 //!
 //! ```text
-//! peak - live bytes = the pool + the sum of every thread's share
+//! peak - live bytes = the pool + every thread's share
 //! ```
 //!
-//! An allocation takes its size from its thread's share, a free gives its
-//! size back to it: an atomic operation on a line no other core writes
-//! (`Totals::headroom`, in the thread's own state). While a share lasts,
-//! the live bytes stay below the peak and nothing else needs to know. When
-//! a share is short, the thread takes the headroom lock and gathers the
-//! pool, then every thread's share. If all of it is still short of the
-//! allocation, no room is left anywhere: the live bytes equal the peak, and
-//! the allocation raises the peak by what is missing, exactly. Otherwise
-//! the thread keeps a part of what it gathered and puts the rest in the
-//! pool.
+//! An allocation takes its size from this room, a free gives its size
+//! back. Two regimes, which [`Headroom::holders`] tells apart:
 //!
-//! Gathering repeats until a pass finds nothing more: a thread may free
+//! - **Far from the peak** (`ANYONE`): each thread holds a share of the
+//!   room (`Totals::headroom`, on a line of its own state), and takes from
+//!   and gives to it with one atomic operation no other core sees. When its
+//!   share runs short, it takes the lock and gathers: the pool first, and
+//!   if that is not enough, every thread's share. Enough room left, and it
+//!   keeps [`GRANT`] and pools the rest; little left, and it pools it all
+//!   and switches to the near regime.
+//! - **Near the peak** (`NEAR`): no thread holds a share; every allocation
+//!   takes from the pool and every free gives to it, one atomic operation on
+//!   one shared line, as a shared live counter would. An allocation the
+//!   pool cannot cover takes what there is and raises the peak by the rest,
+//!   without the lock: with no room anywhere else, the live bytes were
+//!   exactly that much below the peak. Once the pool holds several grants
+//!   again, the next allocation gathers and goes back to the far regime.
+//!
+//! Correctness rests on room never being out of sight when the peak is
+//! raised. Room moves between shares, the pool and a gatherer's hands only
+//! under the lock, with `holders` saying `GATHERING` (so a lock-free raise
+//! defers to the lock). A lock-free raise reads `holders` before and after
+//! it empties the pool, and raises only if nothing changed in between
+//! (`holders` carries a generation, bumped at every change); otherwise it
+//! takes the lock and gathers, carrying what it took. A free into a share
+//! makes `holders` say `ANYONE` afterwards if it did not already. And
+//! gathering repeats until a pass finds nothing more: a thread may free
 //! between passes, and a pass must not count a free (and what follows it on
 //! another thread) without the frees that came before it on threads the
 //! pass had already read.
 //!
-//! Headroom moves between shares only under the lock, and each move is a
-//! single atomic operation or happens under the lock, so a fork (whose
-//! handlers take the lock) never leaves part of it in a thread the child
-//! does not have. An exiting thread's share goes to the pool with its
-//! totals (`thread_totals::retire`); a thread without a slot takes from and
-//! gives to the pool directly.
+//! An exiting thread's share goes to the pool under the lock
+//! (`thread_life.rs`), as do those of the threads a forked child lost. The
+//! fork handlers hold the lock, so no gatherer has room in hand at a fork.
 //!
 //! The partial modes do not use this: their peak is exact only to within a
 //! publish step per thread (`counters.rs`).
@@ -42,38 +55,268 @@ use super::spin::SpinLock;
 use super::thread::ThreadState;
 use super::thread_totals;
 
-/// Held while headroom is gathered and shared out, and while the peak is
-/// raised or reset: the peak is written only under it.
+/// Held while headroom is gathered, while the peak is reset, and while a
+/// thread's share goes to the pool at its exit.
 static LOCK: SpinLock<()> = SpinLock::new(());
 
-/// The most a thread keeps of what it gathered, beyond its allocation: a
-/// refill per megabyte of net allocation at worst, far from the peak.
-const KEEP_MAX: u64 = 1 << 20;
+/// The regimes, in the low bits of [`Headroom::holders`]; the bits above
+/// count the changes.
+const NEAR: u64 = 0;
+const ANYONE: u64 = 1;
+const GATHERING: u64 = 2;
+const REGIME_BITS: u64 = 3;
+const GENERATION: u64 = 4;
+
+/// What a gatherer far from the peak keeps in its share: a gathering per
+/// 64 KiB of net allocation on a thread, at most. The regime turns near
+/// when less than two grants of room are left, and far again when the pool
+/// holds four. Smaller would keep small heaps (a few hundred KiB live) far
+/// from their peak more often, at the price of more gatherings.
+const GRANT: u64 = 64 << 10;
 
 /// How many times the shares are gathered before the sum is taken as it
 /// is: each pass after the first finds only what threads freed meanwhile.
 const GATHER_PASSES: usize = 4;
 
-// Relaxed throughout: the headroom cells are exact on their own (each
-// change is one read-modify-write), the lock orders the gathering, and no
-// reader infers anything about other memory from them.
+// The orderings: each cell is exact on its own (each change is one
+// read-modify-write). Where one side writes a cell and then reads
+// `holders`, and the other writes `holders` and then empties the cell (a
+// free or a lock-free raise against a gatherer), both use `SeqCst`, so
+// that at least one of them sees the other's write. The peak is only ever
+// added to, apart from `reset`.
 
-/// Takes `size` bytes of headroom for an allocation on this thread (`None`:
-/// unreachable thread state, the pool serves it). Returns the new peak if
-/// the allocation raised it; `peak` is written only here and in [`reset`].
-#[inline]
-pub(crate) fn take(state: Option<&ThreadState>, size: u64, peak: &AtomicU64) -> Option<u64> {
-    let share = thread_totals::headroom_of(state);
-    if take_from(share, size) {
-        return None;
-    }
-    refill(share, size, peak)
+/// The shared part of the headroom. It sits beside the peak in one cache
+/// line (`counters.rs`): near the peak, every allocation and free touches
+/// the pool, and a raise the peak.
+pub(crate) struct Headroom {
+    /// The regime and the generation (see the module's documentation).
+    holders: AtomicU64,
+    /// Room no thread holds.
+    pool: AtomicU64,
 }
 
-/// Gives back `size` bytes of headroom for a free on this thread.
-#[inline]
-pub(crate) fn give(state: Option<&ThreadState>, size: u64) {
-    thread_totals::headroom_of(state).fetch_add(size, Ordering::Relaxed);
+impl Headroom {
+    pub(crate) const fn new() -> Self {
+        Headroom {
+            holders: AtomicU64::new(NEAR),
+            pool: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `size` bytes of room for an allocation on this thread
+    /// (`None`: unreachable thread state). Returns the new peak if the
+    /// allocation raised it; full mode's `peak` is written only here and in
+    /// [`reset`](Self::reset).
+    #[inline]
+    pub(crate) fn take(
+        &self,
+        state: Option<&ThreadState>,
+        size: u64,
+        peak: &AtomicU64,
+    ) -> Option<u64> {
+        let share = thread_totals::headroom_of(state);
+        // A thread without a share takes from the pool: exactly its size,
+        // so that it never holds room out of sight.
+        if take_from(share.unwrap_or(&self.pool), size) {
+            return None;
+        }
+        self.take_short(share, size, peak)
+    }
+
+    /// Gives back `size` bytes of room for a free on this thread.
+    #[inline]
+    pub(crate) fn give(&self, state: Option<&ThreadState>, size: u64) {
+        let share = thread_totals::headroom_of(state);
+        match share {
+            Some(share) if self.holders.load(Ordering::SeqCst) & REGIME_BITS != NEAR => {
+                share.fetch_add(size, Ordering::SeqCst);
+                if self.holders.load(Ordering::SeqCst) & REGIME_BITS != ANYONE {
+                    self.make_anyone();
+                }
+            }
+            _ => {
+                self.pool.fetch_add(size, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// A share holds room: `holders` must say so.
+    #[cold]
+    fn make_anyone(&self) {
+        let _ = self
+            .holders
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |holders| {
+                (holders & REGIME_BITS != ANYONE).then_some(next(holders, ANYONE))
+            });
+    }
+
+    /// The thread's share (if any) is short of `size`.
+    #[cold]
+    #[inline(never)]
+    fn take_short(&self, share: Option<&AtomicU64>, size: u64, peak: &AtomicU64) -> Option<u64> {
+        let mut carried = 0;
+        let holders = self.holders.load(Ordering::SeqCst);
+        if holders & REGIME_BITS == NEAR {
+            match self.take_near(holders, size, peak) {
+                Near::Done(raised) => return raised,
+                Near::Gather(taken) => carried = taken,
+            }
+        }
+        self.gather(share, carried, size, peak)
+    }
+
+    /// Near the peak: takes from the pool, and raises the peak by what it
+    /// lacks, unless `holders` changed from `seen` meanwhile.
+    fn take_near(&self, seen: u64, size: u64, peak: &AtomicU64) -> Near {
+        let mut room = self.pool.load(Ordering::Relaxed);
+        let taken = loop {
+            if room >= size.saturating_add(4 * GRANT) {
+                // Far from the peak again: back to shares.
+                return Near::Gather(0);
+            }
+            let taken = room.min(size);
+            match self.pool.compare_exchange_weak(
+                room,
+                room - taken,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break taken,
+                Err(now) => room = now,
+            }
+        };
+        if taken == size {
+            return Near::Done(None);
+        }
+        // The pool was short. If no gatherer began since `seen`, no share
+        // held room when the pool was emptied, and a gatherer that begins
+        // now finds it empty: the live bytes were `taken` below the peak.
+        if self.holders.load(Ordering::SeqCst) != seen {
+            return Near::Gather(taken);
+        }
+        let missing = size - taken;
+        Near::Done(Some(
+            peak.fetch_add(missing, Ordering::Relaxed)
+                .wrapping_add(missing),
+        ))
+    }
+
+    /// Under the lock: gathers room for `size` bytes (`carried` already in
+    /// hand), and either keeps some in the thread's share, pools it, or
+    /// raises the peak by what no room covers.
+    fn gather(
+        &self,
+        share: Option<&AtomicU64>,
+        carried: u64,
+        size: u64,
+        peak: &AtomicU64,
+    ) -> Option<u64> {
+        let _lock = LOCK.lock();
+        let gathering = self.begin_gathering();
+        let own = share.map_or(0, |share| share.swap(0, Ordering::SeqCst));
+        let mut room = carried
+            .wrapping_add(own)
+            .wrapping_add(self.pool.swap(0, Ordering::SeqCst));
+        // Others' shares only if the pool falls short: emptying them sends
+        // their next allocation here.
+        let all = room < size.saturating_add(2 * GRANT);
+        if all {
+            room = room.wrapping_add(gather_shares());
+        }
+        if room < size {
+            let missing = size - room;
+            let raised = peak
+                .fetch_add(missing, Ordering::Relaxed)
+                .wrapping_add(missing);
+            self.settle(gathering, NEAR);
+            return Some(raised);
+        }
+        let spare = room - size;
+        match share {
+            Some(share) if spare >= 2 * GRANT => {
+                share.fetch_add(GRANT, Ordering::SeqCst);
+                self.pool.fetch_add(spare - GRANT, Ordering::SeqCst);
+                self.settle(gathering, ANYONE);
+            }
+            _ => {
+                self.pool.fetch_add(spare, Ordering::SeqCst);
+                // Near only if no share can hold room.
+                self.settle(gathering, if all { NEAR } else { ANYONE });
+            }
+        }
+        None
+    }
+
+    /// Says `GATHERING` in `holders`; returns what it wrote. The caller
+    /// holds the lock.
+    fn begin_gathering(&self) -> u64 {
+        let before = self
+            .holders
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |holders| {
+                Some(next(holders, GATHERING))
+            })
+            .unwrap_or_else(|holders| holders);
+        next(before, GATHERING)
+    }
+
+    /// Ends a gathering in `regime`, unless a free into a share has made
+    /// it `ANYONE` since.
+    fn settle(&self, gathering: u64, regime: u64) {
+        let _ = self.holders.compare_exchange(
+            gathering,
+            next(gathering, regime),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Starts a new peak at the live bytes: gathers all the room, which is
+    /// what separates them from the peak, and leaves none. Returns the live
+    /// bytes.
+    pub(crate) fn reset(&self, peak: &AtomicU64) -> u64 {
+        let _lock = LOCK.lock();
+        let gathering = self.begin_gathering();
+        let room = self
+            .pool
+            .swap(0, Ordering::SeqCst)
+            .wrapping_add(gather_shares());
+        let before = peak
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |peak| {
+                Some(peak.saturating_sub(room))
+            })
+            .unwrap_or_else(|peak| peak);
+        self.settle(gathering, NEAR);
+        before.saturating_sub(room)
+    }
+
+    /// Runs `retire`, which takes an exiting thread's share out of it (and
+    /// frees its slot for another thread), and puts the share in the pool,
+    /// all under the lock.
+    pub(crate) fn retiring(&self, retire: impl FnOnce() -> u64) {
+        let _lock = LOCK.lock();
+        let share = retire();
+        self.pool.fetch_add(share, Ordering::SeqCst);
+    }
+
+    /// In a forked child: the shares of the threads it lost go to the pool.
+    /// The caller holds the lock since [`lock_for_fork`].
+    #[cfg(unix)]
+    pub(crate) fn pool_after_fork(&self, shares: u64) {
+        self.pool.fetch_add(shares, Ordering::SeqCst);
+    }
+}
+
+/// What [`Headroom::take_near`] did.
+enum Near {
+    /// The allocation is covered; the new peak if it raised it.
+    Done(Option<u64>),
+    /// The lock is needed, with this much room already taken.
+    Gather(u64),
+}
+
+/// `holders` moved on to `regime`, one generation later.
+fn next(holders: u64, regime: u64) -> u64 {
+    ((holders & !REGIME_BITS).wrapping_add(GENERATION)) | regime
 }
 
 /// Takes `size` from `cell` if it holds that much.
@@ -81,7 +324,7 @@ pub(crate) fn give(state: Option<&ThreadState>, size: u64) {
 fn take_from(cell: &AtomicU64, size: u64) -> bool {
     let mut room = cell.load(Ordering::Relaxed);
     while room >= size {
-        match cell.compare_exchange_weak(room, room - size, Ordering::Relaxed, Ordering::Relaxed) {
+        match cell.compare_exchange_weak(room, room - size, Ordering::SeqCst, Ordering::Relaxed) {
             Ok(_) => return true,
             Err(now) => room = now,
         }
@@ -89,43 +332,18 @@ fn take_from(cell: &AtomicU64, size: u64) -> bool {
     false
 }
 
-/// The thread's share is short of `size`: gathers headroom from the pool
-/// and every share, and either keeps part of it or raises the peak.
-#[cold]
-#[inline(never)]
-fn refill(share: &AtomicU64, size: u64, peak: &AtomicU64) -> Option<u64> {
-    let _lock = LOCK.lock();
+/// Empties every thread's share, in passes until one finds nothing more.
+/// The caller holds the lock, `holders` saying `GATHERING`.
+fn gather_shares() -> u64 {
     let mut room = 0u64;
     for _ in 0..GATHER_PASSES {
         let found = thread_totals::collect_headroom();
         room = room.wrapping_add(found);
-        if found == 0 || room >= size {
+        if found == 0 {
             break;
         }
     }
-    if room < size {
-        // No room left anywhere: the live bytes are at the peak, and this
-        // allocation takes them past it.
-        let raised = peak.load(Ordering::Relaxed).wrapping_add(size - room);
-        peak.store(raised, Ordering::Relaxed);
-        return Some(raised);
-    }
-    let spare = room - size;
-    let keep = (spare / 2).min(KEEP_MAX);
-    share.fetch_add(keep, Ordering::Relaxed);
-    thread_totals::headroom_of(None).fetch_add(spare - keep, Ordering::Relaxed);
-    None
-}
-
-/// Starts a new peak at the live bytes: gathers all the headroom, which is
-/// what separates them from the peak, and leaves none. Returns the live
-/// bytes.
-pub(crate) fn reset(peak: &AtomicU64) -> u64 {
-    let _lock = LOCK.lock();
-    let room = thread_totals::collect_headroom();
-    let live = peak.load(Ordering::Relaxed).saturating_sub(room);
-    peak.store(live, Ordering::Relaxed);
-    live
+    room
 }
 
 /// Takes the headroom lock for the fork handlers (see `fork.rs`).

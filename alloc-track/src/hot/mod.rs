@@ -57,8 +57,8 @@ mod scopes;
 mod site_cache;
 mod stacks;
 
-mod headroom;
 mod config;
+mod headroom;
 mod measuring;
 mod thread;
 mod thread_totals;

@@ -418,9 +418,10 @@ pub(crate) struct Totals {
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) freed_blocks: AtomicU64,
     /// Full mode: the thread's share of the room below the peak
-    /// (`headroom.rs`). Not a total: other threads take it (under the
-    /// headroom's lock), so even its owner changes it with atomic
-    /// read-modify-writes.
+    /// (`headroom.rs`). Not a total, and not in [`fields`](Self::fields):
+    /// other threads take it (under the headroom's lock), so even its owner
+    /// changes it with atomic read-modify-writes, and it goes to the
+    /// headroom's pool, not to another `Totals`.
     pub(crate) headroom: AtomicU64,
 }
 
@@ -435,15 +436,13 @@ impl Totals {
         }
     }
 
-    /// Every field, for moving one thread's figures into another `Totals`
-    /// (the headroom too: an exiting thread's share goes to the pool).
-    pub(crate) fn fields(&self) -> [&AtomicU64; 5] {
+    /// The totals, for moving one thread's figures into another `Totals`.
+    pub(crate) fn fields(&self) -> [&AtomicU64; 4] {
         [
             &self.total_bytes,
             &self.total_blocks,
             &self.freed_bytes,
             &self.freed_blocks,
-            &self.headroom,
         ]
     }
 }

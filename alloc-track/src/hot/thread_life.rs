@@ -19,7 +19,6 @@
 use super::capture;
 use super::config::{settled_mode, Mode};
 use super::counters::COUNTERS;
-use super::headroom;
 use super::live;
 use super::live_block::LiveBlock;
 use super::sampler;
@@ -38,7 +37,8 @@ fn fold_at_exit() {
         if unpublished != 0 {
             COUNTERS.publish_live(unpublished);
         }
-        thread_totals::retire(state);
+        // Its share of full mode's headroom goes to the pool with its totals.
+        COUNTERS.headroom.retiring(|| thread_totals::retire(state));
     });
     // The block the thread held back from the live table goes into it.
     count_held_move(live::release_held());
@@ -81,7 +81,7 @@ pub(crate) fn count_held_move(moved: live::Moved) {
 fn count_stale_free(stale: &LiveBlock) {
     let size = stale.size() as u64;
     thread_totals::count_free(None, size);
-    headroom::give(None, size);
+    COUNTERS.headroom.give(None, size);
     stacks::count_free(
         stale.site(),
         size,

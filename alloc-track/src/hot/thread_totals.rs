@@ -48,8 +48,6 @@ fn bump(field: &AtomicU64, delta: u64) {
 static THREAD_SLOTS: [Slot; SLOTS] = [const { Slot::new(ptr::null_mut()) }; SLOTS];
 
 /// Figures of exited threads, and of threads without a slot (atomics).
-/// Its headroom is the shared pool of full mode's room below the peak
-/// (`headroom.rs`), where exited and slotless threads' shares go.
 static RETIRED: CachePadded<Totals> = CachePadded(Totals::new());
 
 /// Held while a thread folds its totals into `RETIRED` and while a snapshot
@@ -79,9 +77,9 @@ pub(crate) fn claim_slot(state: &ThreadState) -> bool {
     if let Some(index) = free {
         CLAIMED_BELOW.fetch_max(index + 1, Ordering::AcqRel);
     }
-    state.slot.set(free.map_or(NO_SLOT, |index| {
-        &THREAD_SLOTS[index] as *const Slot
-    }));
+    state
+        .slot
+        .set(free.map_or(NO_SLOT, |index| &THREAD_SLOTS[index] as *const Slot));
     free.is_some()
 }
 
@@ -92,19 +90,23 @@ pub(crate) fn go_without_slot(state: &ThreadState) {
 }
 
 /// At the thread's exit: closes its fast path, folds its totals into
-/// `RETIRED` and frees the slot for another thread.
-pub(crate) fn retire(state: &ThreadState) {
+/// `RETIRED` and frees the slot for another thread. Returns the thread's
+/// share of full mode's headroom, which the caller puts in the pool
+/// (`headroom::retiring`).
+pub(crate) fn retire(state: &ThreadState) -> u64 {
     // Closed first: the fast path counts only into a thread's own totals.
     state.set_ready(false);
     let slot = state.slot.replace(NO_SLOT);
+    let share = state.totals.headroom.swap(0, Ordering::SeqCst);
     if slot.is_null() || slot == NO_SLOT {
-        return;
+        return share;
     }
     // SAFETY: a claimed slot points into the static array.
     let slot = unsafe { &*slot };
     let _fold = FOLD.lock();
     fold_into_retired(&state.totals);
     slot.store(ptr::null_mut(), Ordering::Release);
+    share
 }
 
 /// Moves `totals` into `RETIRED`. The caller holds [`FOLD`].
@@ -188,30 +190,29 @@ pub(crate) fn drift(state: &ThreadState, delta: i64) -> Option<i64> {
     }
 }
 
-/// Where this thread's share of full mode's headroom is: its own totals
-/// while it holds a slot, else the shared pool.
+/// This thread's share of full mode's headroom (`headroom.rs`), if it
+/// holds a slot; a thread without one takes from the pool directly.
 #[inline]
-pub(crate) fn headroom_of(state: Option<&ThreadState>) -> &AtomicU64 {
-    match state.filter(|state| has_slot(state)) {
-        Some(state) => &state.totals.headroom,
-        None => &RETIRED.headroom,
-    }
+pub(crate) fn headroom_of(state: Option<&ThreadState>) -> Option<&AtomicU64> {
+    state
+        .filter(|state| has_slot(state))
+        .map(|state| &state.totals.headroom)
 }
 
-/// Empties every thread's share of the headroom and the shared pool;
-/// returns their sum. The caller holds the headroom's lock, so that no
-/// other thread is moving headroom between shares meanwhile.
+/// Empties every thread's share of the headroom; returns their sum. The
+/// caller holds the headroom's lock, so that no other thread is moving
+/// headroom between shares meanwhile.
 pub(crate) fn collect_headroom() -> u64 {
     // Under `FOLD`: a registered thread cannot exit (and its memory go)
     // while its share is read.
     let _fold = FOLD.lock();
     let claimed = CLAIMED_BELOW.load(Ordering::Acquire).min(SLOTS);
-    let mut sum = RETIRED.headroom.swap(0, Ordering::Relaxed);
+    let mut sum = 0u64;
     for slot in &THREAD_SLOTS[..claimed] {
         // SAFETY: as in `sum`: a registered address is a live thread's
         // totals, and `FOLD` is held.
         if let Some(totals) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
-            sum = sum.wrapping_add(totals.headroom.swap(0, Ordering::Relaxed));
+            sum = sum.wrapping_add(totals.headroom.swap(0, Ordering::SeqCst));
         }
     }
     sum
@@ -252,10 +253,12 @@ pub(crate) fn sum() -> (u64, u64, u64, u64) {
 /// threads never run their exit fold here, and the child's next threads
 /// may be given their memory (glibc reuses the stacks, thread-locals and
 /// all) or find it unmapped. The caller is the child's fork handler,
-/// holding [`FOLD`] since [`lock_for_fork`].
+/// holding [`FOLD`] since [`lock_for_fork`]. Returns the sum of their
+/// shares of full mode's headroom, for the pool.
 #[cfg(unix)]
-pub(crate) fn fold_lost_threads_after_fork() {
+pub(crate) fn fold_lost_threads_after_fork() -> u64 {
     let own = super::thread::with(|state| &state.totals as *const Totals as *mut Totals);
+    let mut shares = 0u64;
     for slot in &THREAD_SLOTS {
         let totals = slot.load(Ordering::Acquire);
         if totals.is_null() || Some(totals) == own {
@@ -264,9 +267,12 @@ pub(crate) fn fold_lost_threads_after_fork() {
         // SAFETY: the lost thread's memory is still mapped in the child,
         // which is a copy of the parent at the fork, and nothing has run
         // in the child yet that could reuse or unmap it.
-        fold_into_retired(unsafe { &*totals });
+        let totals = unsafe { &*totals };
+        fold_into_retired(totals);
+        shares = shares.wrapping_add(totals.headroom.swap(0, Ordering::SeqCst));
         slot.store(ptr::null_mut(), Ordering::Release);
     }
+    shares
 }
 
 /// Takes the fold lock for the fork handlers (see `fork.rs`).

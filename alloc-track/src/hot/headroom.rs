@@ -175,6 +175,11 @@ impl Headroom {
                 return Near::Gather(0);
             }
             let taken = room.min(size);
+            // At the peak the pool is empty: nothing to take, and no write
+            // to its line.
+            if taken == 0 {
+                break 0;
+            }
             match self.pool.compare_exchange_weak(
                 room,
                 room - taken,
@@ -189,8 +194,9 @@ impl Headroom {
             return Near::Done(None);
         }
         // The pool was short. If no gatherer began since `seen`, no share
-        // held room when the pool was emptied, and a gatherer that begins
-        // now finds it empty: the live bytes were `taken` below the peak.
+        // held room when the pool was emptied (or read empty), and a
+        // gatherer that begins now finds it empty: the live bytes were
+        // `taken` below the peak.
         if self.holders.load(Ordering::SeqCst) != seen {
             return Near::Gather(taken);
         }

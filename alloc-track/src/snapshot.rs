@@ -184,11 +184,7 @@ impl Snapshot {
             // The breakdown's sum is a real moment's heap (give or take
             // allocations racing with its copy), so the peak is at least it.
             let breakdown: u64 = sites.iter().map(|s| s.peak_bytes).sum();
-            let peak_bytes = COUNTERS
-                .peak_bytes
-                .load(Ordering::Relaxed)
-                .max(totals.live_bytes)
-                .max(breakdown);
+            let peak_bytes = COUNTERS.peak().max(totals.live_bytes).max(breakdown);
             let scopes = scope_stats(&sites);
             Snapshot {
                 mode,

@@ -18,12 +18,13 @@ pub(crate) struct Counters {
     /// per thread. Full mode does without (its peak comes from
     /// `headroom.rs`, exact). Exact live figures come from `thread_totals`.
     pub(crate) live_bytes: AtomicU64,
-    /// The highest live bytes so far. Full mode raises it when an
-    /// allocation finds no room left below it (`headroom.rs`).
-    pub(crate) peak_bytes: AtomicU64,
+    /// The partial modes: the highest live bytes so far. Full mode: the
+    /// peak's base, which with every thread's raises (`Totals::raised`,
+    /// wrapping) makes the peak; see [`peak`](Self::peak).
+    peak_bytes: AtomicU64,
     /// Full mode: the room below the peak that no thread holds, and who
-    /// may hold the rest. Beside the peak: near it, every allocation and
-    /// free touches both.
+    /// may hold the rest (`headroom.rs`). Near the peak, every allocation
+    /// and free touches it.
     pub(crate) headroom: Headroom,
     /// Live bytes when the last peak breakdown was taken.
     pub(crate) breakdown_bytes: AtomicU64,
@@ -73,8 +74,8 @@ impl Counters {
     ) {
         thread_totals::count_alloc(state, size);
         if mode == Mode::Full {
-            if let Some(peak) = self.headroom.take(state, size, &self.peak_bytes) {
-                self.after_new_high(peak, config);
+            if self.headroom.take(state, size) {
+                self.after_new_high(self.peak(), config);
             }
         } else {
             self.add_drift(size as i64, config, state);
@@ -118,8 +119,9 @@ impl Counters {
         }
     }
 
-    /// The live bytes reached a new high, `live`: takes a peak breakdown if
-    /// they climbed far enough above the last one.
+    /// The live bytes reached a new high, `live` (full mode: at least a
+    /// raise check step below it): takes a peak breakdown if they climbed
+    /// far enough above the last one.
     #[cold]
     fn after_new_high(&self, live: u64, config: &Config) {
         let last = self.breakdown_bytes.load(Ordering::Relaxed);
@@ -157,7 +159,17 @@ impl Counters {
             live_blocks,
             total_bytes,
             total_blocks,
-            peak_bytes: self.peak_bytes.load(Ordering::Relaxed).max(live_bytes),
+            peak_bytes: self.peak().max(live_bytes),
+        }
+    }
+
+    /// The highest live bytes so far. Cold path (full mode sums the
+    /// threads' raises).
+    pub(crate) fn peak(&self) -> u64 {
+        let base = self.peak_bytes.load(Ordering::Relaxed);
+        match settled_mode() {
+            Some(Mode::Full) => base.wrapping_add(thread_totals::raised()),
+            _ => base,
         }
     }
 
@@ -165,7 +177,8 @@ impl Counters {
     /// `reset_peak` does.
     pub(crate) fn reset_peak(&self) {
         let live = if settled_mode() == Some(Mode::Full) {
-            self.headroom.reset(&self.peak_bytes)
+            self.headroom.reset(&self.peak_bytes);
+            self.peak()
         } else {
             let live = thread_totals::sum().0;
             self.peak_bytes.store(live, Ordering::Relaxed);

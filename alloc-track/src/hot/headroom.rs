@@ -104,23 +104,18 @@ impl Headroom {
     }
 
     /// Takes `size` bytes of room for an allocation on this thread
-    /// (`None`: unreachable thread state). Returns the new peak if the
-    /// allocation raised it; full mode's `peak` is written only here and in
-    /// [`reset`](Self::reset).
+    /// (`None`: unreachable thread state). Returns true if the allocation
+    /// raised the peak and a peak breakdown is due a check
+    /// (`thread_totals::count_raise`).
     #[inline]
-    pub(crate) fn take(
-        &self,
-        state: Option<&ThreadState>,
-        size: u64,
-        peak: &AtomicU64,
-    ) -> Option<u64> {
+    pub(crate) fn take(&self, state: Option<&ThreadState>, size: u64) -> bool {
         let share = thread_totals::headroom_of(state);
         // A thread without a share takes from the pool: exactly its size,
         // so that it never holds room out of sight.
         if take_from(share.unwrap_or(&self.pool), size) {
-            return None;
+            return false;
         }
-        self.take_short(share, size, peak)
+        self.take_short(state, share, size)
     }
 
     /// Gives back `size` bytes of room for a free on this thread.
@@ -153,21 +148,27 @@ impl Headroom {
     /// The thread's share (if any) is short of `size`.
     #[cold]
     #[inline(never)]
-    fn take_short(&self, share: Option<&AtomicU64>, size: u64, peak: &AtomicU64) -> Option<u64> {
+    fn take_short(
+        &self,
+        state: Option<&ThreadState>,
+        share: Option<&AtomicU64>,
+        size: u64,
+    ) -> bool {
         let mut carried = 0;
         let holders = self.holders.load(Ordering::SeqCst);
         if holders & REGIME_BITS == NEAR {
-            match self.take_near(holders, size, peak) {
-                Near::Done(raised) => return raised,
+            match self.take_near(holders, size) {
+                Near::Covered => return false,
+                Near::Raise(missing) => return thread_totals::count_raise(state, missing),
                 Near::Gather(taken) => carried = taken,
             }
         }
-        self.gather(share, carried, size, peak)
+        self.gather(state, share, carried, size)
     }
 
-    /// Near the peak: takes from the pool, and raises the peak by what it
-    /// lacks, unless `holders` changed from `seen` meanwhile.
-    fn take_near(&self, seen: u64, size: u64, peak: &AtomicU64) -> Near {
+    /// Near the peak: takes from the pool, and says to raise the peak by
+    /// what it lacks, unless `holders` changed from `seen` meanwhile.
+    fn take_near(&self, seen: u64, size: u64) -> Near {
         let mut room = self.pool.load(Ordering::Relaxed);
         let taken = loop {
             if room >= size.saturating_add(4 * GRANT) {
@@ -191,7 +192,7 @@ impl Headroom {
             }
         };
         if taken == size {
-            return Near::Done(None);
+            return Near::Covered;
         }
         // The pool was short. If no gatherer began since `seen`, no share
         // held room when the pool was emptied (or read empty), and a
@@ -200,11 +201,7 @@ impl Headroom {
         if self.holders.load(Ordering::SeqCst) != seen {
             return Near::Gather(taken);
         }
-        let missing = size - taken;
-        Near::Done(Some(
-            peak.fetch_add(missing, Ordering::Relaxed)
-                .wrapping_add(missing),
-        ))
+        Near::Raise(size - taken)
     }
 
     /// Under the lock: gathers room for `size` bytes (`carried` already in
@@ -212,11 +209,11 @@ impl Headroom {
     /// raises the peak by what no room covers.
     fn gather(
         &self,
+        state: Option<&ThreadState>,
         share: Option<&AtomicU64>,
         carried: u64,
         size: u64,
-        peak: &AtomicU64,
-    ) -> Option<u64> {
+    ) -> bool {
         let _lock = LOCK.lock();
         let gathering = self.begin_gathering();
         let own = share.map_or(0, |share| share.swap(0, Ordering::SeqCst));
@@ -230,12 +227,8 @@ impl Headroom {
             room = room.wrapping_add(gather_shares());
         }
         if room < size {
-            let missing = size - room;
-            let raised = peak
-                .fetch_add(missing, Ordering::Relaxed)
-                .wrapping_add(missing);
             self.settle(gathering, NEAR);
-            return Some(raised);
+            return thread_totals::count_raise(state, size - room);
         }
         let spare = room - size;
         match share {
@@ -250,7 +243,7 @@ impl Headroom {
                 self.settle(gathering, if all { NEAR } else { ANYONE });
             }
         }
-        None
+        false
     }
 
     /// Says `GATHERING` in `holders`; returns what it wrote. The caller
@@ -279,20 +272,15 @@ impl Headroom {
     /// Starts a new peak at the live bytes: gathers all the room, which is
     /// what separates them from the peak, and leaves none. Returns the live
     /// bytes.
-    pub(crate) fn reset(&self, peak: &AtomicU64) -> u64 {
+    pub(crate) fn reset(&self, peak_base: &AtomicU64) {
         let _lock = LOCK.lock();
         let gathering = self.begin_gathering();
         let room = self
             .pool
             .swap(0, Ordering::SeqCst)
             .wrapping_add(gather_shares());
-        let before = peak
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |peak| {
-                Some(peak.saturating_sub(room))
-            })
-            .unwrap_or_else(|peak| peak);
+        peak_base.fetch_sub(room, Ordering::Relaxed);
         self.settle(gathering, NEAR);
-        before.saturating_sub(room)
     }
 
     /// Runs `retire`, which takes an exiting thread's share out of it (and
@@ -314,8 +302,10 @@ impl Headroom {
 
 /// What [`Headroom::take_near`] did.
 enum Near {
-    /// The allocation is covered; the new peak if it raised it.
-    Done(Option<u64>),
+    /// The pool covered the allocation.
+    Covered,
+    /// No room was left anywhere: the allocation raises the peak by this.
+    Raise(u64),
     /// The lock is needed, with this much room already taken.
     Gather(u64),
 }

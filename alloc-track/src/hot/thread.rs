@@ -423,6 +423,10 @@ pub(crate) struct Totals {
     /// changes it with atomic read-modify-writes, and it goes to the
     /// headroom's pool, not to another `Totals`.
     pub(crate) headroom: AtomicU64,
+    /// Full mode: how far this thread's allocations raised the peak
+    /// (`headroom.rs`). The peak is a base plus the sum over threads, so
+    /// that raising it writes no shared line.
+    pub(crate) raised: AtomicU64,
 }
 
 impl Totals {
@@ -433,16 +437,18 @@ impl Totals {
             freed_bytes: AtomicU64::new(0),
             freed_blocks: AtomicU64::new(0),
             headroom: AtomicU64::new(0),
+            raised: AtomicU64::new(0),
         }
     }
 
     /// The totals, for moving one thread's figures into another `Totals`.
-    pub(crate) fn fields(&self) -> [&AtomicU64; 4] {
+    pub(crate) fn fields(&self) -> [&AtomicU64; 5] {
         [
             &self.total_bytes,
             &self.total_blocks,
             &self.freed_bytes,
             &self.freed_blocks,
+            &self.raised,
         ]
     }
 }

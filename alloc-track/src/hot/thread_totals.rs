@@ -218,6 +218,46 @@ pub(crate) fn collect_headroom() -> u64 {
     sum
 }
 
+/// Full mode: adds `amount` to how far this thread raised the peak (see
+/// `Totals::raised`). Returns true when the peak's breakdown is due a
+/// check: each time the thread's raises cross a multiple of
+/// [`RAISE_CHECK_STEP`], and at every raise of a thread without a slot.
+#[inline]
+pub(crate) fn count_raise(state: Option<&ThreadState>, amount: u64) -> bool {
+    match state.filter(|state| has_slot(state)) {
+        Some(state) => {
+            let before = state.totals.raised.load(Ordering::Relaxed);
+            bump(&state.totals.raised, amount);
+            before / RAISE_CHECK_STEP != before.wrapping_add(amount) / RAISE_CHECK_STEP
+        }
+        None => {
+            RETIRED.raised.fetch_add(amount, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+/// How much a thread raises the peak between two checks of whether a new
+/// peak breakdown is due: far below the breakdown's own step (64 KiB or
+/// 2% of the heap), so that a breakdown comes at most this much per thread
+/// after the heap climbed past its step.
+pub(crate) const RAISE_CHECK_STEP: u64 = 16 << 10;
+
+/// Full mode: the sum of every thread's raises of the peak, exited threads'
+/// included. Cold path.
+pub(crate) fn raised() -> u64 {
+    let _fold = FOLD.lock();
+    let claimed = CLAIMED_BELOW.load(Ordering::Acquire).min(SLOTS);
+    let mut sum = RETIRED.raised.load(Ordering::Relaxed);
+    for slot in &THREAD_SLOTS[..claimed] {
+        // SAFETY: as in `sum`.
+        if let Some(totals) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
+            sum = sum.wrapping_add(totals.raised.load(Ordering::Relaxed));
+        }
+    }
+    sum
+}
+
 /// The exact totals: (live bytes, live blocks, total bytes, total blocks).
 /// Cold path.
 pub(crate) fn sum() -> (u64, u64, u64, u64) {

@@ -24,8 +24,9 @@
 //!
 //! Covered: the live table's shards, the stack index's shards, the flag
 //! held while a peak breakdown is copied, full mode's headroom lock, the
-//! lock that folds an exiting thread's totals, and the table memory arena. Any lock added to the hot
-//! path must be added to `lock_all` and `unlock_all` below.
+//! lock that folds an exiting thread's totals, and the table memory arena.
+//! Any lock added to the hot path must be added to `lock_all` and
+//! `unlock_all` below.
 //!
 //! The cold path's locks are not taken here: a dump may hold its lock for
 //! seconds, and `fork` must not wait for it. Instead the child handler

@@ -29,6 +29,12 @@
 //!   exactly that much below the peak. Once the pool holds several grants
 //!   again, the next allocation gathers and goes back to the far regime.
 //!
+//! A raise only adds to the peak, and nothing here depends on the peak's
+//! value, so each thread counts its own raises (`Totals::raised`, on its
+//! own line) and the peak is a base plus their sum, which snapshots add up
+//! (`Counters::peak`): raising it writes nothing shared. `reset_peak`
+//! gathers all the room and lowers the base by it.
+//!
 //! Correctness rests on room never being out of sight when the peak is
 //! raised. Room moves between shares, the pool and a gatherer's hands only
 //! under the lock, with `holders` saying `GATHERING` (so a lock-free raise
@@ -82,12 +88,10 @@ const GATHER_PASSES: usize = 4;
 // read-modify-write). Where one side writes a cell and then reads
 // `holders`, and the other writes `holders` and then empties the cell (a
 // free or a lock-free raise against a gatherer), both use `SeqCst`, so
-// that at least one of them sees the other's write. The peak is only ever
-// added to, apart from `reset`.
+// that at least one of them sees the other's write.
 
-/// The shared part of the headroom. It sits beside the peak in one cache
-/// line (`counters.rs`): near the peak, every allocation and free touches
-/// the pool, and a raise the peak.
+/// The shared part of the headroom, in `Counters` (`counters.rs`). Near
+/// the peak, every allocation and free touches its cache line.
 pub(crate) struct Headroom {
     /// The regime and the generation (see the module's documentation).
     holders: AtomicU64,

@@ -27,8 +27,9 @@
 //!    block, held back from `live`'s table until the thread allocates
 //!    again. `capture/`: walking the stack.
 //! 4. Per-thread state and configuration. `headroom`: full mode's exact
-//!    peak, from each thread's share of the room below it. `thread_totals`: the threads'
-//!    totals and the slots that register them. `thread`: the one
+//!    peak, from the room below it, shared out among the threads far from
+//!    it. `thread_totals`: the threads' totals and the slots that register
+//!    them. `thread`: the one
 //!    thread-local the hot path reads (it holds the thread's totals and
 //!    the fast path's budgets, and defines the slot type). `measuring`: the books of a
 //!    thread's open `measure` calls. `config`: the mode and limits.

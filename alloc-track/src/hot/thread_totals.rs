@@ -241,7 +241,7 @@ pub(crate) fn count_raise(state: Option<&ThreadState>, amount: u64) -> bool {
 /// peak breakdown is due: far below the breakdown's own step (64 KiB or
 /// 2% of the heap), so that a breakdown comes at most this much per thread
 /// after the heap climbed past its step.
-pub(crate) const RAISE_CHECK_STEP: u64 = 16 << 10;
+const RAISE_CHECK_STEP: u64 = 16 << 10;
 
 /// Full mode: the sum of every thread's raises of the peak, exited threads'
 /// included. Cold path.

@@ -26,7 +26,9 @@ const CHILD: &str = "ALLOC_TRACK_TEST_CHILD";
 /// and the vector of 64 `Vec`s that holds them.
 #[inline(never)]
 fn held_by_child() -> Vec<Vec<u8>> {
-    (0..64).map(|i| vec![i as u8; 16 * 1024]).collect()
+    // Through `black_box`: an optimised build may otherwise make the
+    // `collect` a tail call, and this function would not be on its stack.
+    std::hint::black_box((0..64).map(|i| vec![i as u8; 16 * 1024]).collect())
 }
 
 /// The child: allocate, say "ready", then obey stdin: `exit` calls

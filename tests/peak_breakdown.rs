@@ -14,7 +14,9 @@ static GLOBAL: Tracker<System> = Tracker::new(System);
 /// Materialises every row at once: the peak is all rows.
 #[inline(never)]
 fn collect_all_rows(rows: usize) -> Vec<Vec<u8>> {
-    (0..rows).map(|_| vec![7u8; 1000]).collect()
+    // Through `black_box`: an optimised build may otherwise make the
+    // `collect` a tail call, and this function would not be on its stack.
+    black_box((0..rows).map(|_| vec![7u8; 1000]).collect())
 }
 
 fn peak_of(snapshot: &alloc_track::Snapshot, function: &str) -> (u64, u64) {

@@ -76,7 +76,9 @@ fn several_threads_allocate_at_once() {
 #[allow(clippy::vec_box)]
 #[inline(never)]
 fn allocate_for_another_thread(count: usize) -> Vec<Box<u64>> {
-    (0..count as u64).map(Box::new).collect()
+    // Through `black_box`: an optimised build may otherwise make the
+    // `collect` a tail call, and this function would not be on its stack.
+    black_box((0..count as u64).map(Box::new).collect())
 }
 
 #[test]

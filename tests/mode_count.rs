@@ -67,10 +67,12 @@ fn count_mode_keeps_exact_totals_and_measure() {
     let layout = Layout::from_size_align(256, 64).unwrap();
     let (_, raw) = measure(|| {
         // SAFETY: non-zero size; freed right away with the same layout.
+        // The pointers go through `black_box`: an optimised build may
+        // otherwise leave out an allocation nothing reads.
         unsafe {
-            let p = std::alloc::alloc(layout);
+            let p = black_box(std::alloc::alloc(layout));
             assert!(!p.is_null());
-            let p = std::alloc::realloc(p, layout, 512);
+            let p = black_box(std::alloc::realloc(p, layout, 512));
             std::alloc::dealloc(p, Layout::from_size_align(512, 64).unwrap());
         }
     });

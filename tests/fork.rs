@@ -49,6 +49,12 @@ fn hammer(stop: &AtomicBool, rounds: &AtomicU64) {
         if let Some(last) = kept.last_mut() {
             last.resize(last.len() + 8, 1);
         }
+        // Now and then a large block, freed at once: the heap is then far
+        // below its peak, where each thread holds a share of the room
+        // below it (`headroom.rs`), which a fork must not lose.
+        if i % 512 == 0 {
+            drop(black_box(vec![0u8; 256 << 10]));
+        }
         i += 1;
         rounds.fetch_add(1, Ordering::Relaxed);
     }
@@ -69,7 +75,21 @@ fn child_work() -> i32 {
     if snapshot.live_bytes() < 1000 || snapshot.live_blocks() < 1 {
         return 3;
     }
-    drop(block);
+    // The lost threads' room below the peak went to the pool: the reset
+    // lands on the live bytes. (An operation a lost thread was in the
+    // middle of at the fork can only leave the peak short, which the
+    // snapshot's floor at the live bytes hides; the slack is for safety.)
+    let slack = HAMMERS as u64 * 1024;
+    if snapshot.peak_bytes() > snapshot.live_bytes() + slack {
+        return 4;
+    }
+    let big = black_box(vec![1u8; 1 << 20]);
+    let raised = alloc_track::snapshot().peak_bytes();
+    let expected = snapshot.live_bytes() + (1 << 20);
+    if raised < expected || raised > expected + slack {
+        return 5;
+    }
+    drop((block, big));
     0
 }
 

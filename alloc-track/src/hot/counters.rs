@@ -91,10 +91,15 @@ impl Counters {
         config: &Config,
         state: Option<&ThreadState>,
     ) {
-        thread_totals::count_free(state, size);
         if mode == Mode::Full {
+            // The room back before the totals count the free: a fork
+            // between the two then leaves the child's peak short of the
+            // truth by this block at most, never above it (an allocation
+            // is likewise counted before it takes its room).
             self.headroom.give(state, size);
+            thread_totals::count_free(state, size);
         } else {
+            thread_totals::count_free(state, size);
             self.add_drift((size as i64).wrapping_neg(), config, state);
         }
     }

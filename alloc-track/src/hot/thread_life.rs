@@ -80,8 +80,9 @@ pub(crate) fn count_held_move(moved: live::Moved) {
 /// child. Only full mode holds blocks back, so the record weighs one block.
 fn count_stale_free(stale: &LiveBlock) {
     let size = stale.size() as u64;
-    thread_totals::count_free(None, size);
+    // The room first, as `Counters::on_free` does.
     COUNTERS.headroom.give(None, size);
+    thread_totals::count_free(None, size);
     stacks::count_free(
         stale.site(),
         size,

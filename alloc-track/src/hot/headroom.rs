@@ -12,7 +12,7 @@
 //! ```
 //!
 //! An allocation takes its size from this room, a free gives its size
-//! back. Two regimes, which [`Headroom::holders`] tells apart:
+//! back. Two regimes, which [`Headroom::regime`] tells apart:
 //!
 //! - **Far from the peak** (`ANYONE`): each thread holds a share of the
 //!   room (`Totals::headroom`, on a line of its own state), and takes from
@@ -37,16 +37,16 @@
 //!
 //! Correctness rests on room never being out of sight when the peak is
 //! raised. Room moves between shares, the pool and a gatherer's hands only
-//! under the lock, with `holders` saying `GATHERING` (so a lock-free raise
-//! defers to the lock). A lock-free raise reads `holders` before and after
-//! it empties the pool, and raises only if nothing changed in between
-//! (`holders` carries a generation, bumped at every change); otherwise it
-//! takes the lock and gathers, carrying what it took. A free into a share
-//! makes `holders` say `ANYONE` afterwards if it did not already. And
-//! gathering repeats until a pass finds nothing more: a thread may free
-//! between passes, and a pass must not count a free (and what follows it on
-//! another thread) without the frees that came before it on threads the
-//! pass had already read.
+//! under the lock, with the regime word saying `GATHERING` (so a lock-free
+//! raise defers to the lock). A lock-free raise reads the regime word
+//! before and after it empties the pool, and raises only if nothing
+//! changed in between (the word carries a generation, bumped at every
+//! change); otherwise it takes the lock and gathers, carrying what it took.
+//! A free into a share makes the word say `ANYONE` afterwards if it did not
+//! already. And gathering repeats until a pass finds nothing more: a thread
+//! may free between passes, and a pass must not count a free (and what
+//! follows it on another thread) without the frees that came before it on
+//! threads the pass had already read.
 //!
 //! An exiting thread's share goes to the pool under the lock
 //! (`thread_life.rs`), as do those of the threads a forked child lost. The
@@ -65,7 +65,7 @@ use super::thread_totals;
 /// thread's share goes to the pool at its exit.
 static LOCK: SpinLock<()> = SpinLock::new(());
 
-/// The regimes, in the low bits of [`Headroom::holders`]; the bits above
+/// The regimes, in the low bits of [`Headroom::regime`]; the bits above
 /// count the changes.
 const NEAR: u64 = 0;
 const ANYONE: u64 = 1;
@@ -85,8 +85,8 @@ const GRANT: u64 = 64 << 10;
 const GATHER_PASSES: usize = 4;
 
 // The orderings: each cell is exact on its own (each change is one
-// read-modify-write). Where one side writes a cell and then reads
-// `holders`, and the other writes `holders` and then empties the cell (a
+// read-modify-write). Where one side writes a cell and then reads the
+// regime word, and the other writes the word and then empties the cell (a
 // free or a lock-free raise against a gatherer), both use `SeqCst`, so
 // that at least one of them sees the other's write.
 
@@ -94,7 +94,7 @@ const GATHER_PASSES: usize = 4;
 /// the peak, every allocation and free touches its cache line.
 pub(crate) struct Headroom {
     /// The regime and the generation (see the module's documentation).
-    holders: AtomicU64,
+    regime: AtomicU64,
     /// Room no thread holds.
     pool: AtomicU64,
 }
@@ -102,7 +102,7 @@ pub(crate) struct Headroom {
 impl Headroom {
     pub(crate) const fn new() -> Self {
         Headroom {
-            holders: AtomicU64::new(NEAR),
+            regime: AtomicU64::new(NEAR),
             pool: AtomicU64::new(0),
         }
     }
@@ -127,9 +127,9 @@ impl Headroom {
     pub(crate) fn give(&self, state: Option<&ThreadState>, size: u64) {
         let share = thread_totals::headroom_of(state);
         match share {
-            Some(share) if self.holders.load(Ordering::SeqCst) & REGIME_BITS != NEAR => {
+            Some(share) if self.regime.load(Ordering::SeqCst) & REGIME_BITS != NEAR => {
                 share.fetch_add(size, Ordering::SeqCst);
-                if self.holders.load(Ordering::SeqCst) & REGIME_BITS != ANYONE {
+                if self.regime.load(Ordering::SeqCst) & REGIME_BITS != ANYONE {
                     self.make_anyone();
                 }
             }
@@ -139,13 +139,13 @@ impl Headroom {
         }
     }
 
-    /// A share holds room: `holders` must say so.
+    /// A share holds room: the regime word must say so.
     #[cold]
     fn make_anyone(&self) {
         let _ = self
-            .holders
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |holders| {
-                (holders & REGIME_BITS != ANYONE).then_some(next(holders, ANYONE))
+            .regime
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                (word & REGIME_BITS != ANYONE).then_some(next(word, ANYONE))
             });
     }
 
@@ -159,9 +159,9 @@ impl Headroom {
         size: u64,
     ) -> bool {
         let mut carried = 0;
-        let holders = self.holders.load(Ordering::SeqCst);
-        if holders & REGIME_BITS == NEAR {
-            match self.take_near(holders, size) {
+        let word = self.regime.load(Ordering::SeqCst);
+        if word & REGIME_BITS == NEAR {
+            match self.take_near(word, size) {
                 Near::Covered => return false,
                 Near::Raise(missing) => return thread_totals::count_raise(state, missing),
                 Near::Gather(taken) => carried = taken,
@@ -171,7 +171,7 @@ impl Headroom {
     }
 
     /// Near the peak: takes from the pool, and says to raise the peak by
-    /// what it lacks, unless `holders` changed from `seen` meanwhile.
+    /// what it lacks, unless the regime word changed from `seen` meanwhile.
     fn take_near(&self, seen: u64, size: u64) -> Near {
         let mut room = self.pool.load(Ordering::Relaxed);
         let taken = loop {
@@ -202,7 +202,7 @@ impl Headroom {
         // held room when the pool was emptied (or read empty), and a
         // gatherer that begins now finds it empty: the live bytes were
         // `taken` below the peak.
-        if self.holders.load(Ordering::SeqCst) != seen {
+        if self.regime.load(Ordering::SeqCst) != seen {
             return Near::Gather(taken);
         }
         Near::Raise(size - taken)
@@ -250,22 +250,22 @@ impl Headroom {
         false
     }
 
-    /// Says `GATHERING` in `holders`; returns what it wrote. The caller
+    /// Says `GATHERING` in the regime word; returns what it wrote. The caller
     /// holds the lock.
     fn begin_gathering(&self) -> u64 {
         let before = self
-            .holders
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |holders| {
-                Some(next(holders, GATHERING))
+            .regime
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                Some(next(word, GATHERING))
             })
-            .unwrap_or_else(|holders| holders);
+            .unwrap_or_else(|word| word);
         next(before, GATHERING)
     }
 
     /// Ends a gathering in `regime`, unless a free into a share has made
     /// it `ANYONE` since.
     fn settle(&self, gathering: u64, regime: u64) {
-        let _ = self.holders.compare_exchange(
+        let _ = self.regime.compare_exchange(
             gathering,
             next(gathering, regime),
             Ordering::SeqCst,
@@ -314,9 +314,9 @@ enum Near {
     Gather(u64),
 }
 
-/// `holders` moved on to `regime`, one generation later.
-fn next(holders: u64, regime: u64) -> u64 {
-    ((holders & !REGIME_BITS).wrapping_add(GENERATION)) | regime
+/// The regime word `word` moved on to `regime`, one generation later.
+fn next(word: u64, regime: u64) -> u64 {
+    ((word & !REGIME_BITS).wrapping_add(GENERATION)) | regime
 }
 
 /// Takes `size` from `cell` if it holds that much.
@@ -333,7 +333,7 @@ fn take_from(cell: &AtomicU64, size: u64) -> bool {
 }
 
 /// Empties every thread's share, in passes until one finds nothing more.
-/// The caller holds the lock, `holders` saying `GATHERING`.
+/// The caller holds the lock, the regime word saying `GATHERING`.
 fn gather_shares() -> u64 {
     let mut room = 0u64;
     for _ in 0..GATHER_PASSES {

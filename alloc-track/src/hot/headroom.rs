@@ -274,8 +274,8 @@ impl Headroom {
     }
 
     /// Starts a new peak at the live bytes: gathers all the room, which is
-    /// what separates them from the peak, and leaves none. Returns the live
-    /// bytes.
+    /// what separates them from the peak, leaves none, and lowers the
+    /// peak's base (`Counters::peak`) by it.
     pub(crate) fn reset(&self, peak_base: &AtomicU64) {
         let _lock = LOCK.lock();
         let gathering = self.begin_gathering();

@@ -52,7 +52,7 @@ fn hammer(stop: &AtomicBool, rounds: &AtomicU64) {
         // Now and then a large block, freed at once: the heap is then far
         // below its peak, where each thread holds a share of the room
         // below it (`headroom.rs`), which a fork must not lose.
-        if i % 512 == 0 {
+        if i.is_multiple_of(512) {
             drop(black_box(vec![0u8; 256 << 10]));
         }
         i += 1;

@@ -220,21 +220,19 @@ pub(crate) fn collect_headroom() -> u64 {
 
 /// Full mode: adds `amount` to how far this thread raised the peak (see
 /// `Totals::raised`). Returns true when the peak's breakdown is due a
-/// check: each time the thread's raises cross a multiple of
-/// [`RAISE_CHECK_STEP`], and at every raise of a thread without a slot.
+/// check: each time the thread's raises (or, without a slot, the shared
+/// fallback's) cross a multiple of [`RAISE_CHECK_STEP`].
 #[inline]
 pub(crate) fn count_raise(state: Option<&ThreadState>, amount: u64) -> bool {
-    match state.filter(|state| has_slot(state)) {
+    let before = match state.filter(|state| has_slot(state)) {
         Some(state) => {
             let before = state.totals.raised.load(Ordering::Relaxed);
             bump(&state.totals.raised, amount);
-            before / RAISE_CHECK_STEP != before.wrapping_add(amount) / RAISE_CHECK_STEP
+            before
         }
-        None => {
-            RETIRED.raised.fetch_add(amount, Ordering::Relaxed);
-            true
-        }
-    }
+        None => RETIRED.raised.fetch_add(amount, Ordering::Relaxed),
+    };
+    before / RAISE_CHECK_STEP != before.wrapping_add(amount) / RAISE_CHECK_STEP
 }
 
 /// How much a thread raises the peak between two checks of whether a new

@@ -30,6 +30,10 @@ use super::thread_totals;
 /// At the thread's exit: folds its slot into the retired totals and lets go
 /// of what it held.
 fn fold_at_exit() {
+    // Busy throughout: the fold holds the headroom's and the fold's locks,
+    // which an allocation in a signal handler arriving meanwhile would
+    // otherwise try to take again (to gather room, or to sum the peak).
+    let _busy = Busy::enter();
     let _ = thread::with(|state| {
         // What the fast path counted goes into `unpublished` first.
         state.close();

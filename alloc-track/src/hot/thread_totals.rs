@@ -25,7 +25,7 @@
 use std::ptr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::spin::{CachePadded, SpinLock};
+use super::spin::{CachePadded, SpinGuard, SpinLock};
 use super::thread::{Slot, ThreadState, Totals, PUBLISH_STEP};
 
 /// Enough for every thread of a large server at once; later threads share
@@ -56,8 +56,8 @@ static RETIRED: CachePadded<Totals> = CachePadded(Totals::new());
 static FOLD: SpinLock<()> = SpinLock::new(());
 
 /// One past the highest slot ever claimed: slots are claimed lowest
-/// first, so a scan of the threads' headroom stops here instead of reading
-/// all [`SLOTS`].
+/// first, so a walk of the registered threads stops here instead of
+/// reading all [`SLOTS`].
 static CLAIMED_BELOW: AtomicUsize = AtomicUsize::new(0);
 
 /// A thread's slot pointer after it found none free, or after it exited.
@@ -203,18 +203,11 @@ pub(crate) fn headroom_of(state: Option<&ThreadState>) -> Option<&AtomicU64> {
 /// caller holds the headroom's lock, so that no other thread is moving
 /// headroom between shares meanwhile.
 pub(crate) fn collect_headroom() -> u64 {
-    // Under `FOLD`: a registered thread cannot exit (and its memory go)
-    // while its share is read.
-    let _fold = FOLD.lock();
-    let claimed = CLAIMED_BELOW.load(Ordering::Acquire).min(SLOTS);
+    let fold = FOLD.lock();
     let mut sum = 0u64;
-    for slot in &THREAD_SLOTS[..claimed] {
-        // SAFETY: as in `sum`: a registered address is a live thread's
-        // totals, and `FOLD` is held.
-        if let Some(totals) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
-            sum = sum.wrapping_add(totals.headroom.swap(0, Ordering::SeqCst));
-        }
-    }
+    for_each_registered(&fold, |totals| {
+        sum = sum.wrapping_add(totals.headroom.swap(0, Ordering::SeqCst));
+    });
     sum
 }
 
@@ -244,22 +237,18 @@ const RAISE_CHECK_STEP: u64 = 16 << 10;
 /// Full mode: the sum of every thread's raises of the peak, exited threads'
 /// included. Cold path.
 pub(crate) fn raised() -> u64 {
-    let _fold = FOLD.lock();
-    let claimed = CLAIMED_BELOW.load(Ordering::Acquire).min(SLOTS);
+    let fold = FOLD.lock();
     let mut sum = RETIRED.raised.load(Ordering::Relaxed);
-    for slot in &THREAD_SLOTS[..claimed] {
-        // SAFETY: as in `sum`.
-        if let Some(totals) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
-            sum = sum.wrapping_add(totals.raised.load(Ordering::Relaxed));
-        }
-    }
+    for_each_registered(&fold, |totals| {
+        sum = sum.wrapping_add(totals.raised.load(Ordering::Relaxed));
+    });
     sum
 }
 
 /// The exact totals: (live bytes, live blocks, total bytes, total blocks).
 /// Cold path.
 pub(crate) fn sum() -> (u64, u64, u64, u64) {
-    let _fold = FOLD.lock();
+    let fold = FOLD.lock();
     let [mut total_bytes, mut total_blocks, mut freed_bytes, mut freed_blocks] = [0u64; 4];
     let mut add = |totals: &Totals| {
         total_bytes = total_bytes.wrapping_add(totals.total_bytes.load(Ordering::Relaxed));
@@ -268,22 +257,31 @@ pub(crate) fn sum() -> (u64, u64, u64, u64) {
         freed_blocks = freed_blocks.wrapping_add(totals.freed_blocks.load(Ordering::Relaxed));
     };
     add(&RETIRED);
-    for slot in &THREAD_SLOTS {
-        let totals = slot.load(Ordering::Acquire);
-        // SAFETY: a registered address is a live thread's totals: the
-        // thread clears its slot under `FOLD`, held here, before its
-        // memory goes (and a forked child clears the lost threads' slots
-        // before anything else runs).
-        if let Some(totals) = unsafe { totals.as_ref() } {
-            add(totals);
-        }
-    }
+    for_each_registered(&fold, add);
     (
         total_bytes.wrapping_sub(freed_bytes),
         total_blocks.wrapping_sub(freed_blocks),
         total_bytes,
         total_blocks,
     )
+}
+
+/// Calls `f` with the totals of every thread that holds a slot. `_fold`,
+/// the guard of [`FOLD`], proves the lock held: a thread clears its slot
+/// under it before its memory goes. Slots are claimed lowest first, so the
+/// walk stops at [`CLAIMED_BELOW`]: a thread raises it before it counts
+/// anything in its slot.
+fn for_each_registered(_fold: &SpinGuard<'_, ()>, mut f: impl FnMut(&Totals)) {
+    let claimed = CLAIMED_BELOW.load(Ordering::Acquire).min(SLOTS);
+    for slot in &THREAD_SLOTS[..claimed] {
+        // SAFETY: a registered address is a live thread's totals: the
+        // thread clears its slot under `FOLD`, held by the caller, before
+        // its memory goes (and a forked child clears the lost threads'
+        // slots before anything else runs).
+        if let Some(totals) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
+            f(totals);
+        }
+    }
 }
 
 /// In a forked child, which has only the thread that forked: folds every

@@ -37,13 +37,22 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Takes the lock: one atomic swap when it is free, which every lock
+    /// on the hot path is nearly always, so that part is inlined.
+    #[inline(always)]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        // Acquire pairs with the Release in `SpinGuard::drop`, so that the
+        // previous owner's writes to `value` are visible.
+        if !self.locked.swap(true, Ordering::Acquire) {
+            return SpinGuard { lock: self };
+        }
+        self.lock_contended()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) -> SpinGuard<'_, T> {
         loop {
-            // Acquire pairs with the Release in `SpinGuard::drop`, so that
-            // the previous owner's writes to `value` are visible.
-            if !self.locked.swap(true, Ordering::Acquire) {
-                return SpinGuard { lock: self };
-            }
             let mut spins = 0;
             // Wait on a plain load so that waiting does not bounce the
             // cache line between cores.
@@ -54,6 +63,9 @@ impl<T> SpinLock<T> {
                 } else {
                     std::thread::yield_now();
                 }
+            }
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return SpinGuard { lock: self };
             }
         }
     }

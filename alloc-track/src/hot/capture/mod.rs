@@ -54,20 +54,35 @@ pub(crate) struct CapturedStack {
     ips: [MaybeUninit<usize>; MAX_DEPTH],
     len: usize,
     /// The running hash of `ips[..len]` (see [`hash_step`]).
-    running_hash: u64,
+    running_hash: RunningHash,
     pub(crate) truncated: bool,
 }
 
+/// The running hash of a stack: two lanes, the frame being pushed going
+/// into the lane that took the frame before the last, so that each lane's
+/// chain of dependent steps (a rotate, an xor and a multiply: 5 cycles)
+/// advances every other frame, and does not set the walk's pace. Slot 0
+/// is the lane the next frame goes into.
+type RunningHash = [u64; 2];
+
 /// The hash of an empty stack, before any frame is pushed.
-const HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+const HASH_SEED: RunningHash = [0xcbf2_9ce4_8422_2325, 0x8422_2325_cbf2_9ce4];
 const HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// One frame's step of the stack hash: order-dependent, a rotate, an xor
-/// and a multiply, cheap enough to run inside the frame-pointer walk
+/// and a multiply into one lane, the lanes then swapped (see
+/// [`RunningHash`]), cheap enough to run inside the frame-pointer walk
 /// without lengthening its chain of dependent loads.
 #[inline(always)]
-fn hash_step(hash: u64, ip: usize) -> u64 {
-    (hash.rotate_left(5) ^ ip as u64).wrapping_mul(HASH_MULTIPLIER)
+fn hash_step(hash: RunningHash, ip: usize) -> RunningHash {
+    [hash[1], mix(hash[0], ip as u64)]
+}
+
+/// A bijection of `hash` for every `value`, and of `value` for every
+/// `hash`.
+#[inline(always)]
+fn mix(hash: u64, value: u64) -> u64 {
+    (hash.rotate_left(5) ^ value).wrapping_mul(HASH_MULTIPLIER)
 }
 
 /// The stack hash of `frames`, as [`CapturedStack::hash`] computes it.
@@ -80,8 +95,8 @@ fn hash_frames(frames: &[usize]) -> u64 {
 }
 
 #[inline(always)]
-fn finish_hash(running: u64, len: usize) -> u64 {
-    let h = (running ^ len as u64).wrapping_mul(HASH_MULTIPLIER);
+fn finish_hash(running: RunningHash, len: usize) -> u64 {
+    let h = (mix(running[0], running[1]) ^ len as u64).wrapping_mul(HASH_MULTIPLIER);
     h ^ (h >> 32)
 }
 
@@ -172,7 +187,7 @@ impl CapturedStack {
 struct Pusher<'a> {
     ips: &'a mut [MaybeUninit<usize>; MAX_DEPTH],
     len: usize,
-    running_hash: u64,
+    running_hash: RunningHash,
     truncated: bool,
 }
 

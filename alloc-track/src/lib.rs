@@ -173,7 +173,7 @@
 //!
 //! | walker | when | cost |
 //! |---|---|---|
-//! | frame pointers | the binary keeps them (`-C force-frame-pointers=yes`, see [below](#building-with-frame-pointers)) | about 1.5 ns (17 instructions) a frame |
+//! | frame pointers | the binary keeps them (`-C force-frame-pointers=yes`, see [below](#building-with-frame-pointers)) | about 1.1 ns (15 instructions) a frame |
 //! | CFI (cached DWARF unwind rules, the `framehop` crate) | Linux x86_64 with glibc, no frame pointers: the default build | about 4.6 ns (45 instructions) a frame once its per-thread rule cache is warm |
 //! | the platform unwinder (libgcc) | everywhere else, and on threads with too little stack left for the CFI walker | about 40,000 instructions a stack |
 //!

@@ -9,7 +9,7 @@ use super::live;
 use super::sampler;
 use super::spin::CachePadded;
 use super::stacks;
-use super::thread::ThreadState;
+use super::thread::{self, ThreadState};
 use super::thread_totals;
 
 pub(crate) struct Counters {
@@ -196,6 +196,37 @@ impl Counters {
         record_peak_breakdown();
         self.breakdown_bytes.store(live, Ordering::Relaxed);
         BREAKDOWN_BUSY.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(unix)]
+impl Counters {
+    /// In a forked child, once the lost threads' totals are folded: full
+    /// mode's room below the peak, worked out from the child's live bytes
+    /// and peak, all in the pool. A lost thread caught between counting an
+    /// allocation and raising the peak for it leaves the peak below the
+    /// live bytes, which include that block: the peak comes up to them.
+    /// The caller is the child's fork handler, holding every lock.
+    pub(crate) fn rebuild_after_fork(&self, after: thread_totals::AfterFork) {
+        if settled_mode() != Some(Mode::Full) {
+            return;
+        }
+        let base = self.peak_bytes.load(Ordering::Relaxed);
+        let peak = base.wrapping_add(after.raised);
+        let room = peak.checked_sub(after.live_bytes).unwrap_or_else(|| {
+            self.peak_bytes.store(
+                base.wrapping_add(after.live_bytes - peak),
+                Ordering::Relaxed,
+            );
+            0
+        });
+        let rebuilt = thread::with(|state| {
+            let own_share = thread_totals::headroom_of(Some(state));
+            self.headroom.rebuild_after_fork(own_share, room);
+        });
+        if rebuilt.is_none() {
+            self.headroom.rebuild_after_fork(None, room);
+        }
     }
 }
 

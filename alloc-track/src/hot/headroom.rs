@@ -49,8 +49,12 @@
 //! threads the pass had already read.
 //!
 //! An exiting thread's share goes to the pool under the lock
-//! (`thread_life.rs`), as do those of the threads a forked child lost. The
-//! fork handlers hold the lock, so no gatherer has room in hand at a fork.
+//! (`thread_life.rs`). A forked child cannot count on its cells: a thread
+//! it lost may have been between two steps (room taken from the pool and
+//! carried to the lock, an allocation counted but its room not yet
+//! taken). So the child works its room out afresh from the invariant
+//! above, its live bytes and its peak, all of it in the pool
+//! (`Counters::rebuild_after_fork`).
 //!
 //! The partial modes do not use this: their peak is exact only to within a
 //! publish step per thread (`counters.rs`).
@@ -296,11 +300,18 @@ impl Headroom {
         self.pool.fetch_add(share, Ordering::SeqCst);
     }
 
-    /// In a forked child: the shares of the threads it lost go to the pool.
-    /// The caller holds the lock since [`lock_for_fork`].
+    /// In a forked child: all the room is `room`, in the pool, and no
+    /// thread holds a share (the forking thread's goes too). The caller
+    /// holds the lock since [`lock_for_fork`], and worked `room` out from
+    /// the child's figures.
     #[cfg(unix)]
-    pub(crate) fn pool_after_fork(&self, shares: u64) {
-        self.pool.fetch_add(shares, Ordering::SeqCst);
+    pub(crate) fn rebuild_after_fork(&self, own_share: Option<&AtomicU64>, room: u64) {
+        if let Some(share) = own_share {
+            share.store(0, Ordering::SeqCst);
+        }
+        self.pool.store(room, Ordering::SeqCst);
+        let word = self.regime.load(Ordering::SeqCst);
+        self.regime.store(next(word, NEAR), Ordering::SeqCst);
     }
 }
 

@@ -288,16 +288,22 @@ fn for_each_registered(_fold: &SpinGuard<'_, ()>, mut f: impl FnMut(&Totals)) {
 /// other thread's totals into `RETIRED` and frees their slots. Those
 /// threads never run their exit fold here, and the child's next threads
 /// may be given their memory (glibc reuses the stacks, thread-locals and
-/// all) or find it unmapped. The caller is the child's fork handler,
-/// holding [`FOLD`] since [`lock_for_fork`]. Returns the sum of their
-/// shares of full mode's headroom, for the pool.
+/// all) or find it unmapped. Their shares of full mode's headroom are
+/// dropped: the child works its room out afresh from what is returned,
+/// its live bytes and the sum of the raises (`Counters::rebuild_after_fork`).
+/// The caller is the child's fork handler, holding [`FOLD`] since
+/// [`lock_for_fork`].
 #[cfg(unix)]
-pub(crate) fn fold_lost_threads_after_fork() -> u64 {
+pub(crate) fn fold_lost_threads_after_fork() -> AfterFork {
     let own = super::thread::with(|state| &state.totals as *const Totals as *mut Totals);
-    let mut shares = 0u64;
+    let mut own_registered = false;
     for slot in &THREAD_SLOTS {
         let totals = slot.load(Ordering::Acquire);
-        if totals.is_null() || Some(totals) == own {
+        if totals.is_null() {
+            continue;
+        }
+        if Some(totals) == own {
+            own_registered = true;
             continue;
         }
         // SAFETY: the lost thread's memory is still mapped in the child,
@@ -305,10 +311,39 @@ pub(crate) fn fold_lost_threads_after_fork() -> u64 {
         // in the child yet that could reuse or unmap it.
         let totals = unsafe { &*totals };
         fold_into_retired(totals);
-        shares = shares.wrapping_add(totals.headroom.swap(0, Ordering::SeqCst));
+        totals.headroom.store(0, Ordering::SeqCst);
         slot.store(ptr::null_mut(), Ordering::Release);
     }
-    shares
+    // Only this thread's totals are left beside the retired ones (its own
+    // if it has a slot; counted into `RETIRED` otherwise).
+    let mut after = AfterFork {
+        live_bytes: 0,
+        raised: 0,
+    };
+    let mut add = |totals: &Totals| {
+        after.live_bytes = after
+            .live_bytes
+            .wrapping_add(totals.total_bytes.load(Ordering::Relaxed))
+            .wrapping_sub(totals.freed_bytes.load(Ordering::Relaxed));
+        after.raised = after
+            .raised
+            .wrapping_add(totals.raised.load(Ordering::Relaxed));
+    };
+    add(&RETIRED);
+    if let Some(own) = own.filter(|_| own_registered) {
+        // SAFETY: this thread's own totals, alive while it runs.
+        add(unsafe { &*own });
+    }
+    after
+}
+
+/// A forked child's figures once the lost threads are folded
+/// ([`fold_lost_threads_after_fork`]).
+#[cfg(unix)]
+pub(crate) struct AfterFork {
+    pub(crate) live_bytes: u64,
+    /// The threads' raises of the peak, summed.
+    pub(crate) raised: u64,
 }
 
 /// Takes the fold lock for the fork handlers (see `fork.rs`).

@@ -91,22 +91,11 @@ impl HeldSlot {
         )
     }
 
-    /// Forgets the held block (moved into the table, or freed).
+    /// Forgets the held block (moved into the table, or freed: by the
+    /// owner at its own free, or by another thread under the shard lock).
     #[inline(always)]
     pub(crate) fn clear(&self) {
         self.address.store(0, Ordering::Relaxed);
-    }
-
-    /// Takes the held block out if it is the one at `address`: the owner
-    /// at its own free, or another thread under the shard lock.
-    #[inline(always)]
-    pub(crate) fn take(&self, address: usize) -> Option<LiveBlock> {
-        if self.held() != address {
-            return None;
-        }
-        let block = self.block();
-        self.clear();
-        Some(block)
     }
 
     /// Holds a new block; only the owner calls it, with nothing held.
@@ -262,16 +251,16 @@ mod tests {
     }
 
     #[test]
-    fn a_held_block_comes_back_whole_once() {
+    fn a_held_block_comes_back_whole_until_cleared() {
         let slot = slot();
         let block = LiveBlock::new(1 << 40, 1023, (1 << 22) - 1, u32::MAX, 63, true);
         assert_eq!(slot.read(), None);
         slot.hold(0x7f00_0000_1008, block);
         assert_eq!(slot.held(), 0x7f00_0000_1008);
         assert_eq!(slot.read(), Some((0x7f00_0000_1008, block)));
-        assert_eq!(slot.take(0x7f00_0000_1010), None, "another address");
-        assert_eq!(slot.take(0x7f00_0000_1008), Some(block));
-        assert_eq!(slot.take(0x7f00_0000_1008), None, "taken once");
+        assert_eq!(slot.block(), block);
+        slot.clear();
+        assert_eq!(slot.held(), 0);
         assert_eq!(slot.read(), None);
     }
 

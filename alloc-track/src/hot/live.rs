@@ -339,28 +339,69 @@ pub(crate) struct Removed {
 /// thread's held block without a lock, else from the table, else (not for
 /// the tracker's own frees, `search_threads` false) another thread's held
 /// block.
+///
+/// `on_removed` gets the block at the moment it leaves: while it is still
+/// held, or with the table's shard lock still held. A caller that counts
+/// the free there leaves no moment where the block is out of the books
+/// but still in the figures: a fork then (whose handlers take every shard
+/// lock) would leave a child with that block counted live for good, and
+/// nowhere to be found.
 #[inline(always)]
-pub(crate) fn remove(address: usize, search_threads: bool) -> Option<Removed> {
-    if let Some(block) = held_block::own_if_claimed().and_then(|slot| slot.take(address)) {
-        return Some(Removed {
-            block,
-            was_held: true,
+pub(crate) fn remove(
+    address: usize,
+    search_threads: bool,
+    on_removed: impl FnOnce(&LiveBlock),
+) -> Option<Removed> {
+    let found = find_for_removal(address, search_threads)?;
+    on_removed(&found.block);
+    if let Some(slot) = found.held_in {
+        slot.clear();
+    }
+    // The shard lock, if any, goes here, after `on_removed`.
+    drop(found.shard);
+    Some(Removed {
+        block: found.block,
+        was_held: found.held_in.is_some(),
+    })
+}
+
+/// A block [`remove`] found: out of the table already, or still in its
+/// held slot, with the shard lock it was found under.
+struct Found {
+    block: LiveBlock,
+    held_in: Option<&'static held_block::HeldSlot>,
+    shard: Option<ShardGuard<'static>>,
+}
+
+#[inline(always)]
+fn find_for_removal(address: usize, search_threads: bool) -> Option<Found> {
+    if let Some(slot) = held_block::own_if_claimed().filter(|slot| slot.held() == address) {
+        // The owner's own block: no other thread frees it (that would be
+        // a double free), so no lock.
+        return Some(Found {
+            block: slot.block(),
+            held_in: Some(slot),
+            shard: None,
         });
     }
     let mut shard = shard(address).lock();
     if let Some(block) = shard.remove(address) {
-        return Some(Removed {
+        return Some(Found {
             block,
-            was_held: false,
+            held_in: None,
+            shard: Some(shard),
         });
     }
     if !search_threads || !held_block::any_ever_held() {
         return None;
     }
-    let block = held_block::holder_of(address).and_then(|slot| slot.take(address))?;
-    Some(Removed {
-        block,
-        was_held: true,
+    // Under the shard lock, which orders this against the holder moving
+    // the block into the table.
+    let slot = held_block::holder_of(address)?;
+    Some(Found {
+        block: slot.block(),
+        held_in: Some(slot),
+        shard: Some(shard),
     })
 }
 

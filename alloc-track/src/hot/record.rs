@@ -27,11 +27,18 @@
 //! untouched. Until a held block leaves its slot, snapshots and the peak
 //! breakdown find it there.
 //!
-//! Order matters in two places. A free forgets the block *before* the inner
-//! allocator frees it, because afterwards another thread may be handed the
-//! same address and record it. A realloc takes the old record out first
-//! and puts it back if the inner allocator fails, because the old block is
-//! then still the caller's.
+//! Order matters in three places. A free forgets the block *before* the
+//! inner allocator frees it, because afterwards another thread may be
+//! handed the same address and record it. A realloc takes the old record
+//! out first and puts it back if the inner allocator fails, because the
+//! old block is then still the caller's. And full mode counts a free in
+//! the totals as its record leaves the table or the held slot, under the
+//! table's lock or before the slot lets go (`live::remove`): a fork, whose
+//! handlers take every table lock, then never finds a block gone from the
+//! records but still counted live, which the child would keep for good.
+//! (The other way round, a record in place whose allocation is not
+//! counted yet, leaves the child's peak short of its records, which a
+//! snapshot's floor at the live bytes covers.)
 
 use std::sync::atomic::Ordering;
 
@@ -317,8 +324,13 @@ pub(crate) fn on_free(address: *mut u8, size: usize, config: &Config) {
 fn on_free_slow(address: usize, size: usize, config: &Config) {
     let mode = config.mode();
     if mode == Mode::Full {
-        if let Some(removed) = live::remove(address, !is_busy()) {
-            forget(address, &removed, config, mode, Release::Freed);
+        // The free is counted as the record leaves (see `live::remove`).
+        let mut temporary = false;
+        let removed = live::remove(address, !is_busy(), |block| {
+            temporary = count_freed(address, block, config, mode, Release::Freed);
+        });
+        if let Some(removed) = removed {
+            forget_counted(address, &removed, mode, temporary);
         }
         return;
     }
@@ -349,7 +361,7 @@ fn take_partial(address: usize) -> Option<live::Removed> {
         return None;
     }
     // The partial modes hold no blocks back: the table alone has them.
-    let removed = live::remove(address, false)?;
+    let removed = live::remove(address, false, |_| {})?;
     filter::unmark(address);
     Some(removed)
 }
@@ -390,25 +402,59 @@ enum Release {
     Moved,
 }
 
-/// Counts a removed record as freed. The measure state is updated only
-/// if this thread can enter the tracker: a caller already inside it (a
-/// stale record found while recording, the tracker's own code freeing a
-/// block) may be borrowing that state. A block that never left its
-/// thread's held slot (`was_held`) has not been counted at its site yet.
+/// Full mode: a realloc failed after its old block was counted freed
+/// ([`take_for_realloc`]); the block is the caller's still, and its
+/// record back in the table: counted allocated again.
+#[cold]
+fn count_back(size: u64, config: &Config) {
+    let counted = thread::with(|state| COUNTERS.on_alloc(size, Mode::Full, config, Some(state)));
+    if counted.is_none() {
+        COUNTERS.on_alloc(size, Mode::Full, config, None);
+    }
+}
+
+/// Counts a removed record as freed: [`count_freed`], then
+/// [`forget_counted`].
 #[inline(always)]
 fn forget(address: usize, removed: &live::Removed, config: &Config, mode: Mode, release: Release) {
-    let (block, was_held) = (&removed.block, removed.was_held);
-    let entered = Busy::enter();
+    let temporary = count_freed(address, &removed.block, config, mode, release);
+    forget_counted(address, removed, mode, temporary);
+}
+
+/// Counts a block's free in the totals (and full mode's room below the
+/// peak). Returns whether it was temporary: freed by the program before
+/// its thread allocated again.
+#[inline(always)]
+fn count_freed(
+    address: usize,
+    block: &LiveBlock,
+    config: &Config,
+    mode: Mode,
+    release: Release,
+) -> bool {
+    let size = block.size() as u64;
     let temporary = thread::with(|state| {
-        COUNTERS.on_free(block.size() as u64, mode, config, Some(state));
+        COUNTERS.on_free(size, mode, config, Some(state));
         release == Release::Freed && state.frees_last_allocation(address)
     });
     if temporary.is_none() {
-        COUNTERS.on_free(block.size() as u64, mode, config, None);
+        COUNTERS.on_free(size, mode, config, None);
     }
+    temporary == Some(true)
+}
+
+/// The rest of a free, once [`count_freed`] has counted it: the block's
+/// site, and the thread's open `measure`. The measure state is updated
+/// only if this thread can enter the tracker: a caller already inside it
+/// (a stale record found while recording, the tracker's own code freeing
+/// a block) may be borrowing that state. A block that never left its
+/// thread's held slot (`was_held`) has not been counted at its site yet.
+#[inline(always)]
+fn forget_counted(address: usize, removed: &live::Removed, mode: Mode, temporary: bool) {
+    let (block, was_held) = (&removed.block, removed.was_held);
+    let entered = Busy::enter();
     let (site, size) = (block.site(), block.size() as u64);
     let weight = sampler::weight_of(block, mode);
-    let temporary = temporary == Some(true);
     match (was_held, temporary) {
         // Held until now: its site has not counted its allocation yet.
         (true, true) => stacks::count_fleeting(site, size, weight),
@@ -512,13 +558,17 @@ fn cancel_unrecorded_realloc(old_size: usize, new_size: usize) {
     });
 }
 
-/// Takes the record of a block about to be reallocated, leaving the
-/// figures untouched until the outcome is known.
+/// Takes the record of a block about to be reallocated. Full mode counts
+/// the old block freed as its record leaves (see `live::remove`), and
+/// [`finish_realloc`] counts it back if the realloc fails; the partial
+/// modes leave the figures untouched until the outcome is known.
 #[inline]
 pub(crate) fn take_for_realloc(address: *mut u8, config: &Config) -> Option<live::Removed> {
     let address = address as usize;
     match config.mode() {
-        Mode::Full => live::remove(address, !is_busy()),
+        Mode::Full => live::remove(address, !is_busy(), |block| {
+            count_freed(address, block, config, Mode::Full, Release::Moved);
+        }),
         _ => take_partial(address),
     }
 }
@@ -546,7 +596,9 @@ pub(crate) fn finish_realloc(
             // into the table, and is counted at its site as it enters.
             match live::insert(old_address, old.block) {
                 Ok(_) => {
-                    if !full {
+                    if full {
+                        count_back(old.block.size() as u64, config);
+                    } else {
                         filter::mark(old_address);
                     }
                     if old.was_held {
@@ -557,7 +609,9 @@ pub(crate) fn finish_realloc(
                 }
                 Err(_) => {
                     UNRECORDED.fetch_add(1, Ordering::Relaxed);
-                    if old.block.site() != INTERNAL_SITE {
+                    if full {
+                        forget_counted(old_address, &old, mode, false);
+                    } else if old.block.site() != INTERNAL_SITE {
                         forget(old_address, &old, config, mode, Release::Moved);
                     }
                 }
@@ -566,6 +620,7 @@ pub(crate) fn finish_realloc(
         return;
     }
     match old {
+        Some(old) if full => forget_counted(old_address, &old, mode, false),
         Some(old) if old.block.site() != INTERNAL_SITE => {
             forget(old_address, &old, config, mode, Release::Moved)
         }

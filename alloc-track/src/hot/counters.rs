@@ -9,7 +9,7 @@ use super::live;
 use super::sampler;
 use super::spin::CachePadded;
 use super::stacks;
-use super::thread::{self, ThreadState};
+use super::thread::ThreadState;
 use super::thread_totals;
 
 pub(crate) struct Counters {
@@ -220,7 +220,7 @@ impl Counters {
             );
             0
         });
-        let rebuilt = thread::with(|state| {
+        let rebuilt = super::thread::with(|state| {
             let own_share = thread_totals::headroom_of(Some(state));
             self.headroom.rebuild_after_fork(own_share, room);
         });

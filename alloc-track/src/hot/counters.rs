@@ -92,10 +92,10 @@ impl Counters {
         state: Option<&ThreadState>,
     ) {
         if mode == Mode::Full {
-            // The room back before the totals count the free: a fork
-            // between the two then leaves the child's peak short of the
-            // truth by this block at most, never above it (an allocation
-            // is likewise counted before it takes its room).
+            // The room back before the totals count the free: a
+            // `reset_peak` between the two gathers that room too, so the
+            // new peak lands on the live bytes once the free is counted
+            // (the other way round, it would stay a block above them).
             self.headroom.give(state, size);
             thread_totals::count_free(state, size);
         } else {

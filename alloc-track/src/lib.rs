@@ -11,8 +11,9 @@
 //! This page is the manual. Longer documents live beside the crate's
 //! source, under `alloc-track/docs/`: `cli.md` (every command with real
 //! output), `stories.md` (a leaking worker, a report job's peak, a request
-//! handler), `heap-vs-rss.md`, `performance.md`, `guarantees.md`,
-//! `dump-format.md`, `how-it-works.md` and `testing.md`.
+//! handler), `heap-vs-rss.md`, `performance.md` (and its history,
+//! `performance-history.md`), `guarantees.md`, `dump-format.md`,
+//! `how-it-works.md` and `testing.md`.
 //!
 //! # Setup: two lines
 //!
@@ -136,9 +137,9 @@
 //! What each costs, measured against `System` (times as ratios, and
 //! instructions per allocation), is in `docs/performance.md`: in short,
 //! sampled and count modes are within the noise of `System` on real
-//! crates' workloads (-9 to +33 instructions per allocation), full mode
-//! 1.5x to 2.0x on one thread with frame pointers and 2.2x to 3.0x
-//! without, on Linux with transparent huge pages (`madvise`, the usual
+//! crates' workloads (+11 to +33 instructions per allocation with frame
+//! pointers), full mode 1.5x to 2.0x on one thread with frame pointers and
+//! 1.9x to 3.0x without, on Linux with transparent huge pages (`madvise`, the usual
 //! default: the tracker's tables ask for them).
 //!
 //! The environment overrides the mode chosen in code, so a deployed binary

@@ -9,7 +9,7 @@
 //! Linux honours when transparent huge pages are `always` or `madvise`,
 //! the common defaults), full mode on the benchmark's real-crates workload
 //! went from 2.13x to 1.97x of System's time on one thread, and from 2.50x
-//! to 2.02x on two (`docs/performance.md`).
+//! to 2.02x on two (`docs/performance-history.md`, the fourth session).
 //!
 //! A huge page needs a 2 MiB-aligned range of one mapping, and a table is
 //! often smaller than that: the live table has 128 shards, each its own

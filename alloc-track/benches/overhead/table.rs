@@ -194,6 +194,12 @@ fn ratios(out: &mut String, rows: &[(Workload, usize)], results: &Results, optio
 /// shallowest) / frames between them / allocations per thread, for full
 /// mode and for System (whose own cost is the recursion's), and the
 /// difference, which is what each frame costs the tracker.
+///
+/// That difference is taken round by round, from full mode's extra time
+/// over System's in the same round at each depth: on a VM whose speed
+/// shifts between rounds, the difference of the two columns' medians can
+/// land anywhere (even below zero), while each round's extra moves with
+/// the machine much less.
 fn depth_series(
     out: &mut String,
     rows: &[(Workload, usize)],
@@ -240,19 +246,42 @@ fn depth_series(
             let per_thread = allocations / threads as f64;
             Some((deep_time - shallow_time) * 1e9 / f64::from(deep - shallow) / per_thread)
         };
+        // Full mode's extra seconds over System's at `depth` in each round
+        // (None for a round missing either).
+        let extra = |depth| -> Vec<Option<f64>> {
+            let rounds = |config| results.get(&(Workload::Depth(depth), threads, config));
+            let (Some(full), Some(system)) = (rounds(FULL), rounds(BASELINE)) else {
+                return Vec::new();
+            };
+            full.iter()
+                .zip(system)
+                .map(|(full, system)| {
+                    Some(seconds(full.as_ref()?, options)? - seconds(system.as_ref()?, options)?)
+                })
+                .collect()
+        };
+        let tracker_share = |shallow: u32, deep: u32| {
+            let per_round: Vec<f64> = extra(deep)
+                .into_iter()
+                .zip(extra(shallow))
+                .filter_map(|(deep, shallow)| Some(deep? - shallow?))
+                .collect();
+            let per_thread = allocations? / threads as f64;
+            Some(median(per_round)? * 1e9 / f64::from(deep - shallow) / per_thread)
+        };
         let span = |shallow: u32, deep: u32| {
             match (
-            per_frame(FULL, shallow, deep),
-            per_frame(BASELINE, shallow, deep),
-        ) {
-            (Some(full), Some(system)) => format!(
-                "(depth {deep} - depth {shallow}) / {} frames: full {full:.2} ns, system {system:.2} ns, \
-                 the tracker's share {:.2} ns",
-                deep - shallow,
-                full - system
-            ),
-            _ => format!("depth {shallow} to {deep}: not measured"),
-        }
+                per_frame(FULL, shallow, deep),
+                per_frame(BASELINE, shallow, deep),
+                tracker_share(shallow, deep),
+            ) {
+                (Some(full), Some(system), Some(share)) => format!(
+                    "(depth {deep} - depth {shallow}) / {} frames: full {full:.2} ns, system {system:.2} ns, \
+                     the tracker's share {share:.2} ns (round by round)",
+                    deep - shallow,
+                ),
+                _ => format!("depth {shallow} to {deep}: not measured"),
+            }
         };
         let _ = write!(
             out,

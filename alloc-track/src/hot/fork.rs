@@ -116,7 +116,9 @@ extern "C" fn child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
     // Before the locks open: the lost threads' totals move to the retired
     // figures while nothing else can sum them.
-    let after = thread_totals::fold_lost_threads_after_fork();
+    // SAFETY: the child's fork handler, first thing, holding every lock
+    // (the fold lock among them) since `prepare`.
+    let after = unsafe { thread_totals::fold_lost_threads_after_fork() };
     counters::COUNTERS.rebuild_after_fork(after);
     // SAFETY: the child has only the forking thread, which took every lock
     // in `prepare`; the copies are held by it and by no one else.

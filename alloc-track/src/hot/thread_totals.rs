@@ -55,6 +55,28 @@ static RETIRED: CachePadded<Totals> = CachePadded(Totals::new());
 /// or read the totals of a thread that has exited.
 static FOLD: SpinLock<()> = SpinLock::new(());
 
+/// Proof that this thread holds [`FOLD`]: its guard, or the hold the fork
+/// handlers took with [`lock_for_fork`].
+struct FoldHeld<'a> {
+    _guard: Option<SpinGuard<'a, ()>>,
+}
+
+impl FoldHeld<'static> {
+    fn lock() -> Self {
+        FoldHeld {
+            _guard: Some(FOLD.lock()),
+        }
+    }
+
+    /// # Safety
+    /// Only between [`lock_for_fork`] and [`unlock_after_fork`], on the
+    /// thread that called the first (in a forked child, its copy).
+    #[cfg(unix)]
+    unsafe fn held_for_fork() -> Self {
+        FoldHeld { _guard: None }
+    }
+}
+
 /// One past the highest slot ever claimed: slots are claimed lowest
 /// first, so a walk of the registered threads stops here instead of
 /// reading all [`SLOTS`].
@@ -203,7 +225,7 @@ pub(crate) fn headroom_of(state: Option<&ThreadState>) -> Option<&AtomicU64> {
 /// caller holds the headroom's lock, so that no other thread is moving
 /// headroom between shares meanwhile.
 pub(crate) fn collect_headroom() -> u64 {
-    let fold = FOLD.lock();
+    let fold = FoldHeld::lock();
     let mut sum = 0u64;
     for_each_registered(&fold, |totals| {
         sum = sum.wrapping_add(totals.headroom.swap(0, Ordering::SeqCst));
@@ -237,9 +259,12 @@ const RAISE_CHECK_STEP: u64 = 16 << 10;
 /// Full mode: the sum of every thread's raises of the peak, exited threads'
 /// included. Cold path.
 pub(crate) fn raised() -> u64 {
-    let fold = FOLD.lock();
+    raised_under(&FoldHeld::lock())
+}
+
+fn raised_under(fold: &FoldHeld<'_>) -> u64 {
     let mut sum = RETIRED.raised.load(Ordering::Relaxed);
-    for_each_registered(&fold, |totals| {
+    for_each_registered(fold, |totals| {
         sum = sum.wrapping_add(totals.raised.load(Ordering::Relaxed));
     });
     sum
@@ -248,7 +273,10 @@ pub(crate) fn raised() -> u64 {
 /// The exact totals: (live bytes, live blocks, total bytes, total blocks).
 /// Cold path.
 pub(crate) fn sum() -> (u64, u64, u64, u64) {
-    let fold = FOLD.lock();
+    sum_under(&FoldHeld::lock())
+}
+
+fn sum_under(fold: &FoldHeld<'_>) -> (u64, u64, u64, u64) {
     let [mut total_bytes, mut total_blocks, mut freed_bytes, mut freed_blocks] = [0u64; 4];
     let mut add = |totals: &Totals| {
         total_bytes = total_bytes.wrapping_add(totals.total_bytes.load(Ordering::Relaxed));
@@ -257,7 +285,7 @@ pub(crate) fn sum() -> (u64, u64, u64, u64) {
         freed_blocks = freed_blocks.wrapping_add(totals.freed_blocks.load(Ordering::Relaxed));
     };
     add(&RETIRED);
-    for_each_registered(&fold, add);
+    for_each_registered(fold, add);
     (
         total_bytes.wrapping_sub(freed_bytes),
         total_blocks.wrapping_sub(freed_blocks),
@@ -266,12 +294,12 @@ pub(crate) fn sum() -> (u64, u64, u64, u64) {
     )
 }
 
-/// Calls `f` with the totals of every thread that holds a slot. `_fold`,
-/// the guard of [`FOLD`], proves the lock held: a thread clears its slot
-/// under it before its memory goes. Slots are claimed lowest first, so the
+/// Calls `f` with the totals of every thread that holds a slot. `_fold`
+/// proves [`FOLD`] held: a thread clears its slot under it before its
+/// memory goes. Slots are claimed lowest first, so the
 /// walk stops at [`CLAIMED_BELOW`]: a thread raises it before it counts
 /// anything in its slot.
-fn for_each_registered(_fold: &SpinGuard<'_, ()>, mut f: impl FnMut(&Totals)) {
+fn for_each_registered(_fold: &FoldHeld<'_>, mut f: impl FnMut(&Totals)) {
     let claimed = CLAIMED_BELOW.load(Ordering::Acquire).min(SLOTS);
     for slot in &THREAD_SLOTS[..claimed] {
         // SAFETY: a registered address is a live thread's totals: the
@@ -291,19 +319,16 @@ fn for_each_registered(_fold: &SpinGuard<'_, ()>, mut f: impl FnMut(&Totals)) {
 /// all) or find it unmapped. Their shares of full mode's headroom are
 /// dropped: the child works its room out afresh from what is returned,
 /// its live bytes and the sum of the raises (`Counters::rebuild_after_fork`).
-/// The caller is the child's fork handler, holding [`FOLD`] since
-/// [`lock_for_fork`].
+///
+/// # Safety
+/// Only in a forked child's fork handler, before anything else of the
+/// child's has run, holding [`FOLD`] since [`lock_for_fork`].
 #[cfg(unix)]
-pub(crate) fn fold_lost_threads_after_fork() -> AfterFork {
+pub(crate) unsafe fn fold_lost_threads_after_fork() -> AfterFork {
     let own = super::thread::with(|state| &state.totals as *const Totals as *mut Totals);
-    let mut own_registered = false;
     for slot in &THREAD_SLOTS {
         let totals = slot.load(Ordering::Acquire);
-        if totals.is_null() {
-            continue;
-        }
-        if Some(totals) == own {
-            own_registered = true;
+        if totals.is_null() || Some(totals) == own {
             continue;
         }
         // SAFETY: the lost thread's memory is still mapped in the child,
@@ -316,25 +341,12 @@ pub(crate) fn fold_lost_threads_after_fork() -> AfterFork {
     }
     // Only this thread's totals are left beside the retired ones (its own
     // if it has a slot; counted into `RETIRED` otherwise).
-    let mut after = AfterFork {
-        live_bytes: 0,
-        raised: 0,
-    };
-    let mut add = |totals: &Totals| {
-        after.live_bytes = after
-            .live_bytes
-            .wrapping_add(totals.total_bytes.load(Ordering::Relaxed))
-            .wrapping_sub(totals.freed_bytes.load(Ordering::Relaxed));
-        after.raised = after
-            .raised
-            .wrapping_add(totals.raised.load(Ordering::Relaxed));
-    };
-    add(&RETIRED);
-    if let Some(own) = own.filter(|_| own_registered) {
-        // SAFETY: this thread's own totals, alive while it runs.
-        add(unsafe { &*own });
+    // SAFETY: the caller's contract: the fork handler holds `FOLD`.
+    let fold = unsafe { FoldHeld::held_for_fork() };
+    AfterFork {
+        live_bytes: sum_under(&fold).0,
+        raised: raised_under(&fold),
     }
-    after
 }
 
 /// A forked child's figures once the lost threads are folded

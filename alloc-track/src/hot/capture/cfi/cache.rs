@@ -59,11 +59,16 @@ impl RuleReader {
     }
 }
 
-/// Return addresses differ in their low bits; a multiply spreads nearby
-/// ones over the table.
+/// The address's bits from the third up: a function's return addresses,
+/// a few bytes apart, land in neighbouring sets and never evict each
+/// other, and distant ones alias no more than at random. No hashing: the
+/// index is on the walk's chain of dependent loads (each frame's rule
+/// gives the next frame's address), where a multiply's latency made full
+/// mode 5% slower on the bench's crates workload (2.75x against 2.60x,
+/// with fewer rules derived again, not more).
 #[inline(always)]
 fn set_index(address: u64, mask: usize) -> usize {
-    (address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask
+    (address >> 2) as usize & mask
 }
 
 /// 16 bytes: the tag, then the rule.

@@ -334,12 +334,14 @@ fn walk_frames(start: Registers, cache: *mut Cache, stack: &mut CapturedStack) -
     // The first frame is `start.ip` itself, inside the capturing function:
     // like the frame-pointer walk, the stack starts at its return address.
     // Its rule is cached like any other (framehop derives it with the rules
-    // of a first frame; its address, an instruction's start, is never a
-    // return address's lookup address, the last byte of a call).
+    // of a first frame; its key, the instruction's start + 1, is never a
+    // return address: see `rule_key`).
     let (mut sp, mut bp) = (start.sp, start.bp);
     cache.rules.follow(modules.generation);
     let rules = cache.rules.reader();
-    let first = rules.get(start.ip).copied();
+    let first = rules
+        .get(rule_key(FrameAddress::from_instruction_pointer(start.ip)))
+        .copied();
     let first = match first {
         Some(rule) => rule,
         None => new_rule(
@@ -439,7 +441,7 @@ impl Cursor {
             if !stack.push(return_address as usize) {
                 break Halt::Full;
             }
-            let Some(rule) = rules.get(return_address - 1) else {
+            let Some(rule) = rules.get(return_address) else {
                 break Halt::Uncached;
             };
             let Some((caller, caller_sp, caller_bp)) = rule.apply(sp, bp, range) else {
@@ -465,7 +467,7 @@ fn new_rule(frame: FrameAddress, modules: &'static Modules, cache: &mut Cache) -
         return None;
     }
     let rule = rules::derive(frame, &modules.tables, &mut cache.framehop)?;
-    cache.rules.insert(lookup, rule);
+    cache.rules.insert(rule_key(frame), rule);
     Some(rule)
 }
 
@@ -568,7 +570,7 @@ mod cache;
 mod rules;
 mod stack_range;
 use build::build_modules;
-use cache::{RuleCache, RuleReader};
+use cache::{rule_key, RuleCache, RuleReader};
 use rules::{Rule, Step};
 use stack_range::StackRange;
 

@@ -1,13 +1,29 @@
-//! The per-thread cache of compact rules (`rules.rs`) by lookup address,
-//! which the CFI walk probes once per frame.
+//! The per-thread cache of compact rules (`rules.rs`) by frame, which the
+//! CFI walk probes once per frame.
+
+use framehop::FrameAddress;
 
 use super::rules::Rule;
 
-/// A thread's cache of rules by lookup address: two-way set-associative,
-/// each entry tagged with the whole address. The cache holds rules derived
-/// under one module list's generation ([`RuleCache::follow`] empties it
-/// when the walk finds a newer one), so that the tag is the address itself
-/// and a probe costs one comparison.
+/// A rule's key in the cache: its frame's lookup address + 1. For a frame
+/// found by its return address, that is the return address itself (the
+/// lookup address is the call's last byte, one below), so the walk probes
+/// with the word it just read, one subtraction fewer on its chain of
+/// dependent loads (on the bench's crates workload: -0.034x in 40
+/// alternating rounds, 27 lower, and -0.047x in 16, 15 lower; 26 fewer
+/// instructions per allocation). A first frame's key is
+/// its instruction pointer + 1, never a return address: the instruction's
+/// start would have to be a call's last byte.
+#[inline(always)]
+pub(super) fn rule_key(frame: FrameAddress) -> u64 {
+    frame.address_for_lookup().wrapping_add(1)
+}
+
+/// A thread's cache of rules by [`rule_key`]: two-way set-associative, each
+/// entry tagged with the whole key. The cache holds rules derived under
+/// one module list's generation ([`RuleCache::follow`] empties it when the
+/// walk finds a newer one), so that the tag is the key itself and a probe
+/// costs one comparison.
 ///
 /// Two ways, because a direct-mapped table made two hot return addresses
 /// that share a slot evict each other at every walk, and deriving a rule
@@ -37,20 +53,20 @@ pub(super) struct RuleReader {
 }
 
 impl RuleReader {
-    /// The rule cached for `address`. A hit in the second way moves the
-    /// entry to the first (the two swap), so that the walk's loop reads
-    /// its rule from one place whichever way it was found in.
+    /// The rule cached under `key` (see [`rule_key`]). A hit in the second way
+    /// moves the entry to the first (the two swap), so that the walk's loop
+    /// reads its rule from one place whichever way it was found in.
     #[inline(always)]
-    pub(super) fn get(&self, address: u64) -> Option<&Rule> {
-        let index = set_index(address, self.mask);
+    pub(super) fn get(&self, key: u64) -> Option<&Rule> {
+        let index = set_index(key, self.mask);
         // SAFETY: `index` is masked to the table's length (a power of
         // two), and the table, owned by the cache this reader came from,
         // lives as long as the walk that uses the reader; only this
         // thread's walk, which holds no other reference into the table
         // while it probes, reads or writes it.
         let set = unsafe { &mut *self.sets.add(index) };
-        if set.ways[0].tag != address {
-            if set.ways[1].tag != address {
+        if set.ways[0].tag != key {
+            if set.ways[1].tag != key {
                 return None;
             }
             set.ways.swap(0, 1);
@@ -59,7 +75,7 @@ impl RuleReader {
     }
 }
 
-/// The address's bits from the third up: a function's return addresses,
+/// The key's bits from the third up: a function's return addresses,
 /// a few bytes apart, land in neighbouring sets and never evict each
 /// other, and distant ones alias no more than at random. No hashing: the
 /// index is on the walk's chain of dependent loads (each frame's rule
@@ -67,22 +83,21 @@ impl RuleReader {
 /// mode 5% slower on the bench's crates workload (2.75x against 2.60x,
 /// with fewer rules derived again, not more).
 #[inline(always)]
-fn set_index(address: u64, mask: usize) -> usize {
-    (address >> 2) as usize & mask
+fn set_index(key: u64, mask: usize) -> usize {
+    (key >> 2) as usize & mask
 }
 
 /// 16 bytes: the tag, then the rule.
 #[derive(Clone, Copy)]
 struct Entry {
-    /// The lookup address (return address - 1, or a first frame's
-    /// instruction pointer); [`EMPTY`]: no rule.
+    /// The rule's [`rule_key`]; [`EMPTY`]: no rule.
     tag: u64,
     rule: Rule,
 }
 
-/// The tag of an empty entry: the lookup address of a return address of
-/// 0, where every walk stops before looking up a rule.
-const EMPTY: u64 = u64::MAX;
+/// The tag of an empty entry: the key of a return address of 0, where
+/// every walk stops before looking up a rule.
+const EMPTY: u64 = 0;
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 16);
 const _: () = assert!(std::mem::size_of::<Set>() == 32);
@@ -134,13 +149,13 @@ impl RuleCache {
         }
     }
 
-    /// Caches `rule` for `address`, derived under the generation the cache
+    /// Caches `rule` under `key`, derived under the generation the cache
     /// follows: first in its set, the older first entry second, the older
     /// second evicted.
-    pub(super) fn insert(&mut self, address: u64, rule: Rule) {
-        let index = set_index(address, self.sets.len() - 1);
+    pub(super) fn insert(&mut self, key: u64, rule: Rule) {
+        let index = set_index(key, self.sets.len() - 1);
         if let Some(set) = self.sets.get_mut(index) {
-            set.ways = [Entry { tag: address, rule }, set.ways[0]];
+            set.ways = [Entry { tag: key, rule }, set.ways[0]];
         }
     }
 }
@@ -150,8 +165,8 @@ mod tests {
     use super::*;
 
     impl RuleReader {
-        fn get_copy(&self, address: u64) -> Option<Rule> {
-            self.get(address).copied()
+        fn get_copy(&self, key: u64) -> Option<Rule> {
+            self.get(key).copied()
         }
     }
     use crate::hot::capture::cfi::rules::Base;
@@ -164,8 +179,10 @@ mod tests {
         cache.insert(0x4000_1234, rule);
         assert_eq!(cache.reader().get_copy(0x4000_1234), Some(rule));
         assert_eq!(cache.reader().get_copy(0x4000_1235), None);
-        // An empty slot matches no address, not even 0.
-        assert_eq!(cache.reader().get_copy(0), None);
+        // An empty slot matches no key a walk looks up (0 is a return
+        // address of 0, which ends a walk before its lookup).
+        assert_eq!(cache.reader().get_copy(1), None);
+        assert_eq!(cache.reader().get_copy(u64::MAX), None);
         // The same list again keeps the rules; another empties the cache.
         cache.follow(1);
         assert_eq!(cache.reader().get_copy(0x4000_1234), Some(rule));

@@ -139,8 +139,8 @@
 //! sampled and count modes are within the noise of `System` on real
 //! crates' workloads (+11 to +33 instructions per allocation with frame
 //! pointers), full mode 1.5x to 2.0x on one thread with frame pointers and
-//! 2.0x to 2.7x without, on Linux with transparent huge pages (`madvise`, the usual
-//! default: the tracker's tables ask for them).
+//! 2.0x to 2.7x without, on Linux with transparent huge pages (`madvise`,
+//! the usual default: the tracker's tables ask for them).
 //!
 //! The environment overrides the mode chosen in code, so a deployed binary
 //! switches without a rebuild: `ALLOC_TRACK_MODE=full`, `count`, `sampled`

@@ -139,7 +139,7 @@
 //! sampled and count modes are within the noise of `System` on real
 //! crates' workloads (+11 to +33 instructions per allocation with frame
 //! pointers), full mode 1.5x to 2.0x on one thread with frame pointers and
-//! 2.0x to 2.7x without, on Linux with transparent huge pages (`madvise`,
+//! 1.8x to 2.7x without, on Linux with transparent huge pages (`madvise`,
 //! the usual default: the tracker's tables ask for them).
 //!
 //! The environment overrides the mode chosen in code, so a deployed binary
@@ -175,7 +175,7 @@
 //! | walker | when | cost |
 //! |---|---|---|
 //! | frame pointers | the binary keeps them (`-C force-frame-pointers=yes`, see [below](#building-with-frame-pointers)) | about 1.1 ns (15 instructions) a frame |
-//! | CFI (cached DWARF unwind rules, the `framehop` crate) | Linux x86_64 with glibc, no frame pointers: the default build | about 3.6 ns (45 instructions) a frame once its per-thread rule cache is warm |
+//! | CFI (cached DWARF unwind rules, the `framehop` crate) | Linux x86_64 with glibc, no frame pointers: the default build | about 3.4 ns (43 instructions) a frame once its per-thread rule cache is warm |
 //! | the platform unwinder (libgcc) | everywhere else, and on threads with too little stack left for the CFI walker | about 40,000 instructions a stack |
 //!
 //! Each fast walker is compared with the platform unwinder at the first

@@ -11,9 +11,9 @@ use super::rules::Rule;
 /// with the word it just read, one subtraction fewer on its chain of
 /// dependent loads (on the bench's crates workload: -0.034x in 40
 /// alternating rounds, 27 lower, and -0.047x in 16, 15 lower; 26 fewer
-/// instructions per allocation). A first frame's key is
-/// its instruction pointer + 1, never a return address: the instruction's
-/// start would have to be a call's last byte.
+/// instructions per allocation). A first frame's key is its instruction
+/// pointer + 1, never a return address: the instruction's start would
+/// have to be a call's last byte.
 #[inline(always)]
 pub(super) fn rule_key(frame: FrameAddress) -> u64 {
     frame.address_for_lookup().wrapping_add(1)
